@@ -1,0 +1,1 @@
+"""jobwidget benchmarks: `python -m bench [name ...] [--quick]` (see docs/benchmarks.md)."""

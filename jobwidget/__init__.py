@@ -1,0 +1,1 @@
+"""jobwidget: watch, sync and analyse cloud fine-tuning jobs from a Jupyter notebook."""

@@ -1,0 +1,76 @@
+"""The exceptions jobwidget raises. Messages say what happened and what to do, and never hold a token."""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthError",
+    "ConfigError",
+    "JobNotFound",
+    "JobwidgetError",
+    "MalformedResponse",
+    "ProviderError",
+    "ProviderUnavailable",
+    "RateLimited",
+    "StoreCorruptError",
+    "StoreError",
+    "WebhookVerificationError",
+]
+
+
+class JobwidgetError(Exception):
+    """Base class of every jobwidget error."""
+
+
+class JobNotFound(JobwidgetError, KeyError):  # noqa: N818 - public name fixed by the spec
+    """No such job (in the store, or at the provider: HTTP 404)."""
+
+    def __init__(self, job_id: str, where: str = "the job store") -> None:
+        self.job_id = job_id
+        super().__init__(f"job {job_id!r} not found in {where}")
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
+class ConfigError(JobwidgetError, ValueError):
+    """An invalid setting; the message names the setting and where it came from."""
+
+
+class StoreError(JobwidgetError):
+    """The job store could not be read or written."""
+
+
+class StoreCorruptError(StoreError):
+    """The store path holds something that is not a readable jobwidget store; it is left untouched."""
+
+
+class ProviderError(JobwidgetError):
+    """The provider answered with an error, or could not be reached."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+class AuthError(ProviderError):
+    """The API token is missing or was rejected (401/403)."""
+
+
+class RateLimited(ProviderError):
+    """Still rate limited (429) after the retry budget."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, status=429)
+
+
+class ProviderUnavailable(ProviderError):
+    """5xx answers, timeouts or connection errors outlasted the retry budget."""
+
+
+class MalformedResponse(ProviderError):
+    """The provider answered with a body that is not the JSON we expect."""
+
+
+class WebhookVerificationError(JobwidgetError):
+    """A webhook delivery failed Standard Webhooks verification (forged, stale or malformed)."""

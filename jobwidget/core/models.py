@@ -1,0 +1,331 @@
+"""The job model and its state rules: pure data, no I/O.
+
+Everything that decides what a job *is* lives here, so the store, the sync engine, the webhook receiver
+and the tests all apply one rule (a finished job never goes back to running) from one place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+__all__ = [
+    "ACTIVE_STATUSES",
+    "TERMINAL_STATUSES",
+    "InlineProgress",
+    "Job",
+    "JobStatus",
+    "ProviderCheck",
+    "SyncResult",
+    "can_transition",
+    "merge_job",
+    "next_status",
+]
+
+
+class JobStatus(enum.StrEnum):
+    """Provider-neutral job status (the seed's UnifiedJob statuses)."""
+
+    PENDING = "pending"
+    UPLOADING = "uploading"
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_active(self) -> bool:
+        return self in ACTIVE_STATUSES
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+ACTIVE_STATUSES: frozenset[JobStatus] = frozenset(
+    {JobStatus.PENDING, JobStatus.UPLOADING, JobStatus.QUEUED, JobStatus.RUNNING}
+)
+TERMINAL_STATUSES: frozenset[JobStatus] = frozenset(
+    {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED}
+)
+
+# Active statuses move forward only: a stale poll that still says "queued" must not undo "running".
+_ACTIVE_RANK = {JobStatus.PENDING: 0, JobStatus.UPLOADING: 1, JobStatus.QUEUED: 2, JobStatus.RUNNING: 3}
+
+
+def can_transition(current: JobStatus, incoming: JobStatus) -> bool:
+    """Whether a job in `current` may take `incoming`.
+
+    Terminal is final (a late webhook or stale poll cannot reopen or re-finish a job); active statuses
+    only move forward; any active status may finish. Same-status is allowed (it carries new fields).
+    """
+    if current is incoming:
+        return True
+    if current.is_terminal:
+        return False
+    if incoming.is_terminal:
+        return True
+    return _ACTIVE_RANK[incoming] > _ACTIVE_RANK[current]
+
+
+def next_status(current: JobStatus | None, incoming: JobStatus) -> JobStatus:
+    """The status a job ends up with when `incoming` arrives (None: the job is new)."""
+    if current is None or can_transition(current, incoming):
+        return incoming
+    return current
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError(f"naive datetime {value!r}: jobwidget keeps timezone-aware UTC datetimes only")
+    return value.astimezone(UTC)
+
+
+def _fmt_dt(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else "—"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Job:
+    """One fine-tuning job, provider-neutral and immutable (the seed's UnifiedJob).
+
+    `metadata` holds provider details that have no column (raw status, unknown-status reports, the
+    reason a job stopped being polled). Use `dataclasses.replace` (or `Job.evolve`) to change fields.
+    """
+
+    job_id: str
+    provider: str
+    status: JobStatus
+    name: str | None = None
+    model: str | None = None
+    version: str | None = None
+    hardware: str | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    cost_usd: float | None = None
+    error_message: str | None = None
+    output: Mapping[str, Any] | None = None
+    web_url: str | None = None
+    stage: str | None = None
+    progress: float | None = None
+    last_log: str | None = None
+    updated_at: datetime | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.job_id:
+            raise ValueError("job_id must be a non-empty string")
+        object.__setattr__(self, "status", JobStatus(self.status))
+        for name in ("created_at", "started_at", "completed_at", "updated_at"):
+            object.__setattr__(self, name, _utc(getattr(self, name)))
+        if self.cost_usd is not None:
+            object.__setattr__(self, "cost_usd", float(self.cost_usd))
+        if self.progress is not None:
+            object.__setattr__(self, "progress", float(self.progress))
+
+    def evolve(self, **changes: Any) -> Job:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def is_active(self) -> bool:
+        return self.status.is_active
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status.is_terminal
+
+    @property
+    def cost_is_estimate(self) -> bool:
+        """Running jobs show cost so far (elapsed × price); only a finished job's cost is billed."""
+        return bool(self.metadata.get("cost_estimate")) and not self.is_terminal
+
+    @property
+    def queue_seconds(self) -> float | None:
+        if self.created_at and self.started_at:
+            return max(0.0, (self.started_at - self.created_at).total_seconds())
+        return None
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.started_at and self.completed_at:
+            return max(0.0, (self.completed_at - self.started_at).total_seconds())
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (ISO datetimes), the shape of the seed's HTTP API."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, datetime):
+                value = value.isoformat().replace("+00:00", "Z")
+            elif isinstance(value, JobStatus):
+                value = value.value
+            elif isinstance(value, Mapping):
+                value = dict(value)
+            out[f.name] = value
+        return out
+
+    def __repr__(self) -> str:
+        bits = [f"{self.job_id!r}", f"{self.status.value}"]
+        if self.name:
+            bits.append(repr(self.name))
+        if self.progress is not None and self.is_active:
+            bits.append(f"{self.progress:.1f}%")
+        if self.stage and self.is_active:
+            bits.append(self.stage)
+        if self.cost_usd is not None:
+            bits.append(f"${self.cost_usd:.4f}{' (est.)' if self.cost_is_estimate else ''}")
+        return f"Job({', '.join(bits)})"
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        rows = [
+            ("status", self.status.value),
+            ("name", self.name),
+            ("model", self.model),
+            ("hardware", self.hardware),
+            ("created", _fmt_dt(self.created_at)),
+            ("started", _fmt_dt(self.started_at)),
+            ("completed", _fmt_dt(self.completed_at)),
+            ("cost", None if self.cost_usd is None else f"${self.cost_usd:.4f}"),
+            ("stage", self.stage),
+            ("progress", None if self.progress is None else f"{self.progress:.1f}%"),
+            ("last log", self.last_log),
+            ("error", self.error_message),
+        ]
+        body = "".join(
+            f"<tr><th style='text-align:left'>{k}</th><td style='text-align:left'>{escape(str(v))}</td></tr>"
+            for k, v in rows
+            if v is not None
+        )
+        return f"<table><caption>Job {escape(self.job_id)} ({escape(self.provider)})</caption>{body}</table>"
+
+
+# Fields an update may fill in on a job that already finished: billing and output arrive late
+# (predict_time lands after the status flip), but status and log-derived fields never change again.
+_TERMINAL_LATE_FIELDS = ("completed_at", "started_at", "cost_usd", "error_message", "output", "web_url")
+
+
+def merge_job(existing: Job | None, incoming: Job) -> Job:
+    """Combine what the store holds with what just arrived, applying the transition rule.
+
+    - New job: taken as it is.
+    - An unknown provider status (`metadata["unknown_status"]`) keeps the previous status.
+    - A stale update (its status may not follow the current one) changes nothing but late billing
+      fields of the same terminal job.
+    - Fields the update does not know (None) keep their stored value; metadata is merged.
+    """
+    if existing is None:
+        return incoming
+    status = incoming.status
+    if incoming.metadata.get("unknown_status"):
+        status = existing.status
+    if not can_transition(existing.status, status):
+        return existing
+    if existing.is_terminal:
+        # Same terminal status again: only late billing/output fields may be filled or corrected.
+        changes = {
+            name: getattr(incoming, name)
+            for name in _TERMINAL_LATE_FIELDS
+            if getattr(incoming, name) is not None and getattr(incoming, name) != getattr(existing, name)
+        }
+        meta = {**existing.metadata, **{k: v for k, v in incoming.metadata.items() if k != "unknown_status"}}
+        if meta != dict(existing.metadata):
+            changes["metadata"] = meta
+        return existing.evolve(**changes) if changes else existing
+    merged: dict[str, Any] = {}
+    for f in dataclasses.fields(Job):
+        new = getattr(incoming, f.name)
+        old = getattr(existing, f.name)
+        if f.name == "metadata":
+            meta = {**old, **new}
+            if not new.get("unknown_status"):
+                meta.pop("unknown_status", None)
+            merged[f.name] = meta
+        elif f.name == "status":
+            merged[f.name] = status
+        else:
+            merged[f.name] = new if new is not None else old
+    if status is JobStatus.COMPLETED:
+        merged["progress"] = 100.0  # a bar left at 97 % on a finished job would mislead
+    return Job(**merged)
+
+
+@dataclass(frozen=True, slots=True)
+class InlineProgress:
+    """Compact progress of one running job, read from its log tail (SPEC §2)."""
+
+    job_id: str | None
+    stage: str | None
+    last_log: str | None
+    progress: float | None
+    step: int | None = None
+    total_steps: int | None = None
+    rate: float | None = None
+    eta_seconds: float | None = None
+    loss: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def __repr__(self) -> str:
+        bits = [f"job_id={self.job_id!r}", f"stage={self.stage!r}"]
+        if self.progress is not None:
+            bits.append(f"progress={self.progress:.1f}")
+        else:
+            bits.append("progress=None")
+        if self.step is not None:
+            bits.append(f"step={self.step}/{self.total_steps}")
+        if self.eta_seconds is not None:
+            bits.append(f"eta={self.eta_seconds:.0f}s")
+        if self.loss is not None:
+            bits.append(f"loss={self.loss:.4g}")
+        bits.append(f"last_log={self.last_log!r}")
+        return f"InlineProgress({', '.join(bits)})"
+
+
+@dataclass(frozen=True, slots=True)
+class SyncResult:
+    """What one provider sync did: `synced` new jobs discovered, `updated` known jobs changed."""
+
+    synced: int
+    updated: int
+    message: str
+    job_ids: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"synced": self.synced, "updated": self.updated, "message": self.message}
+
+    def __repr__(self) -> str:
+        return f"SyncResult(synced={self.synced}, updated={self.updated}, message={self.message!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderCheck:
+    """Outcome of `jobs.validate()`: can we talk to the provider with these credentials?"""
+
+    ok: bool
+    message: str
+    provider: str = "replicate"
+    account: str | None = None
+    latency_ms: float | None = None
+    checked_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["checked_at"] = self.checked_at.isoformat().replace("+00:00", "Z")
+        return d
+
+    def __repr__(self) -> str:
+        mark = "ok" if self.ok else "FAILED"
+        acct = f", account={self.account!r}" if self.account else ""
+        return f"ProviderCheck({mark}, provider={self.provider!r}{acct}, message={self.message!r})"

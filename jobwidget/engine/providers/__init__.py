@@ -1,0 +1,1 @@
+"""Providers: the async interface and its implementations (Replicate, and Replicate's simulator)."""

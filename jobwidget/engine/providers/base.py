@@ -1,0 +1,88 @@
+"""The async provider interface the engine talks to.
+
+A provider turns a cloud service's API into `Job`s. The engine never sees HTTP: it calls these methods,
+so tests and the simulator can stand in for Replicate without touching the sync logic.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+
+from jobwidget.core.models import Job, ProviderCheck
+
+__all__ = ["JobDetail", "Page", "Provider", "ProviderStats"]
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of the provider's job list, newest first; `next_cursor` is opaque (None: last page)."""
+
+    jobs: list[Job]
+    next_cursor: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobDetail:
+    """One job as the per-job GET returns it: the record plus its whole accumulated log (or None)."""
+
+    job: Job
+    logs: str | None
+
+
+@dataclass
+class ProviderStats:
+    """Counters for benchmarks, tests and the panel: what this provider object has asked of the API."""
+
+    requests: int = 0  # HTTP requests sent, retries included
+    retries: int = 0
+    throttled: int = 0  # 429 answers received
+    errors: int = 0  # calls that failed after the retry budget
+    by_route: dict[str, int] = field(default_factory=dict)
+
+
+class Provider(abc.ABC):
+    """A source of jobs. Implementations are async and safe to call concurrently from one event loop."""
+
+    name: str = "replicate"  # stored in Job.provider
+    label: str = "Replicate"  # shown to people ("Discovered 3 new jobs from Replicate")
+    is_demo: bool = False  # True for the simulated provider: the panel labels it as a demo
+    stats: ProviderStats
+
+    @abc.abstractmethod
+    async def list_page(self, cursor: str | None = None) -> Page:
+        """One page of recent jobs (100 on Replicate), newest first, without logs."""
+
+    async def list_jobs(self, *, limit: int | None = 100, all: bool = False) -> list[Job]:  # noqa: A002
+        """Newest jobs: the first `limit` (following the cursor as needed), or every page with `all`."""
+        jobs: list[Job] = []
+        cursor: str | None = None
+        seen_cursors: set[str] = set()
+        while True:
+            page = await self.list_page(cursor)
+            jobs.extend(page.jobs)
+            if not all and limit is not None and len(jobs) >= limit:
+                return jobs[:limit]
+            cursor = page.next_cursor
+            if not cursor or cursor in seen_cursors:  # a looping cursor must not loop us forever
+                return jobs
+            seen_cursors.add(cursor)
+
+    @abc.abstractmethod
+    async def get_job(self, job_id: str) -> JobDetail:
+        """One job with its logs; raises `JobNotFound` on 404."""
+
+    @abc.abstractmethod
+    async def cancel(self, job_id: str) -> Job:
+        """Ask the provider to cancel; returns the job as the provider reports it afterwards."""
+
+    @abc.abstractmethod
+    async def validate(self) -> ProviderCheck:
+        """A cheap check that the provider is reachable and the credentials work. Never raises."""
+
+    @abc.abstractmethod
+    async def webhook_secret(self) -> str:
+        """The account's webhook signing secret (`whsec_...`)."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
