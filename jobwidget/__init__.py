@@ -1,1 +1,77 @@
-"""jobwidget: watch, sync and analyse cloud fine-tuning jobs from a Jupyter notebook."""
+"""jobwidget: watch, sync and analyse cloud fine-tuning jobs from a Jupyter notebook.
+
+    import jobwidget
+    jobs = jobwidget.Jobs()      # Replicate if REPLICATE_API_TOKEN is set, else a simulated demo
+    jobs                         # the live panel
+    jobs.sync(); jobs.to_dataframe()
+
+The public API is exactly what this module exports (`__all__`); everything else is internal.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from jobwidget.core.errors import (
+    AuthError,
+    ConfigError,
+    JobNotFound,
+    JobwidgetError,
+    MalformedResponse,
+    ProviderError,
+    ProviderUnavailable,
+    RateLimited,
+    StoreCorruptError,
+    StoreError,
+    WebhookVerificationError,
+)
+from jobwidget.core.logparse import parse_logs
+from jobwidget.core.models import (
+    ACTIVE_STATUSES,
+    TERMINAL_STATUSES,
+    InlineProgress,
+    Job,
+    JobStatus,
+    ProviderCheck,
+    SyncResult,
+)
+from jobwidget.surfaces.controller import Jobs, JobsTimeout
+
+if TYPE_CHECKING:
+    from jobwidget.engine.providers.replicate import ReplicateProvider
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ACTIVE_STATUSES",
+    "TERMINAL_STATUSES",
+    "AuthError",
+    "ConfigError",
+    "InlineProgress",
+    "Job",
+    "JobNotFound",
+    "JobStatus",
+    "Jobs",
+    "JobsTimeout",
+    "JobwidgetError",
+    "MalformedResponse",
+    "ProviderCheck",
+    "ProviderError",
+    "ProviderUnavailable",
+    "RateLimited",
+    "ReplicateProvider",
+    "StoreCorruptError",
+    "StoreError",
+    "SyncResult",
+    "WebhookVerificationError",
+    "parse_logs",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # httpx is imported only when a provider object is asked for by name.
+    if name == "ReplicateProvider":
+        from jobwidget.engine.providers.replicate import ReplicateProvider
+
+        return ReplicateProvider
+    raise AttributeError(f"module 'jobwidget' has no attribute {name!r}")

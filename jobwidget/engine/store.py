@@ -1,0 +1,522 @@
+"""The durable job store: SQLite (standard library) in WAL mode.
+
+Why SQLite and these choices:
+- WAL lets the panel's reads, `to_dataframe()` and a second notebook's reads run while the engine writes.
+- Every upsert runs the transition rule (`merge_job`) inside one `BEGIN IMMEDIATE` transaction, so two
+  processes writing the same job at once can neither duplicate it nor move a finished job back to running.
+- Each write bumps a store revision and stamps the rows it changed, so another process can follow the
+  store's changes cheaply (`changes_since`) instead of calling the provider itself.
+- Datetimes are stored as integer microseconds since the epoch (UTC): exact round trips, cheap sorting,
+  and a zero-copy path into pandas.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import socket
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from jobwidget.core.errors import StoreCorruptError, StoreError
+from jobwidget.core.models import ACTIVE_STATUSES, Job, JobStatus, merge_job
+
+__all__ = ["SCHEMA_VERSION", "JobStore", "Lease", "UpsertResult"]
+
+SCHEMA_VERSION = 1
+APPLICATION_ID = 0x4A574731  # "JWG1": marks a file as a jobwidget store
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_LOCK_BUDGET_S = 30.0  # how long a writer waits for another process before the user hears about it
+_BATCH = 500  # SQLite's variable limit is 32766 on modern builds; smaller batches keep each query cheap
+
+# Columns in storage order; `_row_to_job` relies on it.
+_COLUMNS = (
+    "job_id",
+    "provider",
+    "status",
+    "name",
+    "model",
+    "version",
+    "hardware",
+    "created_at",
+    "started_at",
+    "completed_at",
+    "cost_usd",
+    "error_message",
+    "output",
+    "web_url",
+    "stage",
+    "progress",
+    "last_log",
+    "updated_at",
+    "metadata",
+)
+_DATETIME_COLUMNS = frozenset({"created_at", "started_at", "completed_at", "updated_at"})
+_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM jobs"
+_ORDER = "ORDER BY created_at DESC, job_id DESC"  # SQLite sorts NULL lowest: undated jobs come last
+
+# Migrations: version -> statements taking the store from version-1 to version. Never edit a shipped
+# entry; append a new one (and bump SCHEMA_VERSION) instead.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        """
+        CREATE TABLE jobs (
+            job_id TEXT PRIMARY KEY,
+            provider TEXT NOT NULL,
+            status TEXT NOT NULL,
+            name TEXT, model TEXT, version TEXT, hardware TEXT,
+            created_at INTEGER, started_at INTEGER, completed_at INTEGER,
+            cost_usd REAL, error_message TEXT, output TEXT, web_url TEXT,
+            stage TEXT, progress REAL, last_log TEXT,
+            updated_at INTEGER,
+            metadata TEXT NOT NULL DEFAULT '{}',
+            rev INTEGER NOT NULL DEFAULT 0
+        )
+        """,
+        "CREATE INDEX jobs_status_created ON jobs (status, created_at DESC, job_id DESC)",
+        "CREATE INDEX jobs_created ON jobs (created_at DESC, job_id DESC)",
+        "CREATE INDEX jobs_rev ON jobs (rev)",
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        "INSERT INTO meta (key, value) VALUES ('rev', '0')",
+        """
+        CREATE TABLE leases (
+            name TEXT PRIMARY KEY,
+            holder TEXT NOT NULL,
+            expires_at REAL NOT NULL,
+            pid INTEGER,
+            host TEXT
+        )
+        """,
+    ),
+}
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+
+def _to_us(value: datetime | None) -> int | None:
+    return None if value is None else (value - _EPOCH) // _US
+
+
+def _from_us(value: int | None) -> datetime | None:
+    return None if value is None else _EPOCH + timedelta(microseconds=value)
+
+
+_CONTENT_FIELDS = tuple(c for c in _COLUMNS if c != "updated_at")
+
+
+def _content(job: Job) -> tuple[Any, ...]:
+    """Everything but `updated_at`: an upsert that changes none of it is a no-op."""
+    return tuple(getattr(job, name) for name in _CONTENT_FIELDS)
+
+
+def _job_to_row(job: Job) -> tuple[Any, ...]:
+    out: list[Any] = []
+    for name in _COLUMNS:
+        value = getattr(job, name)
+        if name in _DATETIME_COLUMNS:
+            value = _to_us(value)
+        elif name == "status":
+            value = value.value
+        elif name in ("output", "metadata"):
+            value = None if value is None else json.dumps(dict(value), ensure_ascii=False, default=str)
+        out.append(value)
+    return tuple(out)
+
+
+def _row_to_job(row: Sequence[Any]) -> Job:
+    values = dict(zip(_COLUMNS, row, strict=True))
+    for name in _DATETIME_COLUMNS:
+        values[name] = _from_us(values[name])
+    values["output"] = None if values["output"] is None else json.loads(values["output"])
+    values["metadata"] = json.loads(values["metadata"]) if values["metadata"] else {}
+    return Job(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class UpsertResult:
+    """What an upsert changed: new jobs, and (before, after) pairs for known jobs that changed."""
+
+    created: list[Job] = field(default_factory=list)
+    updated: list[tuple[Job, Job]] = field(default_factory=list)
+    unchanged: int = 0
+    rev: int = 0
+
+    @property
+    def changed(self) -> list[Job]:
+        return self.created + [after for _, after in self.updated]
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    name: str
+    holder: str
+    expires_at: float
+    pid: int | None
+    host: str | None
+
+
+_HOST = socket.gethostname()
+
+
+def _holder_dead(pid: int | None, host: str | None) -> bool:
+    """A lease holder on this machine whose process is gone need not be waited out."""
+    if pid is None or host != _HOST or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def _is_lock_error(exc: sqlite3.OperationalError) -> bool:
+    msg = str(exc).lower()
+    return "locked" in msg or "busy" in msg
+
+
+class JobStore:
+    """A job store at `path` (a file, or ":memory:" for tests). Thread-safe; one per process and path.
+
+    File stores give each thread its own connection (WAL readers never wait for the writer); an
+    in-memory store has one connection behind a lock, since it cannot be shared across connections.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.is_memory = str(path) == ":memory:"
+        self.path = ":memory:" if self.is_memory else Path(path).expanduser()
+        self._local = threading.local()
+        self._lock = threading.RLock()  # serialises the single in-memory connection
+        self._all: list[sqlite3.Connection] = []
+        self._closed = False
+        if not self.is_memory:
+            self._check_file()
+            assert isinstance(self.path, Path)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._shared: sqlite3.Connection | None = self._open() if self.is_memory else None
+        self._migrate()
+
+    # -- connections -------------------------------------------------------------------------
+
+    def _check_file(self) -> None:
+        """Refuse anything at the path that is not an SQLite file, before SQLite writes a byte to it."""
+        assert isinstance(self.path, Path)
+        if not self.path.exists():
+            return
+        if self.path.is_dir():
+            raise StoreCorruptError(
+                f"the job store path {self.path} is a directory. Point Jobs(store=...) or JOBWIDGET_STORE "
+                "at a file path instead."
+            )
+        try:
+            with self.path.open("rb") as fh:
+                head = fh.read(len(_SQLITE_MAGIC))
+        except OSError as exc:
+            raise StoreError(f"cannot read the job store {self.path}: {exc.strerror or exc}") from None
+        if head and head != _SQLITE_MAGIC:
+            raise self._corrupt("is not an SQLite database")
+
+    def _corrupt(self, what: str) -> StoreCorruptError:
+        return StoreCorruptError(
+            f"the job store {self.path} {what}. It was left untouched. Move it aside (jobwidget will start "
+            "a new store and `jobs.sync()` rediscovers your provider's jobs), or point Jobs(store=...) or "
+            "JOBWIDGET_STORE at another path."
+        )
+
+    def _open(self) -> sqlite3.Connection:
+        target = ":memory:" if self.is_memory else str(self.path)
+        try:
+            conn = sqlite3.connect(
+                target,
+                timeout=_LOCK_BUDGET_S,
+                isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+                check_same_thread=False,  # one connection per thread; close() may run on another
+            )
+            conn.execute("PRAGMA busy_timeout = 10000")
+            if not self.is_memory:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")  # durable across app crashes in WAL mode
+            conn.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and _is_lock_error(exc):
+                raise StoreError(f"the job store {self.path} is locked by another process: {exc}") from None
+            raise self._corrupt(f"cannot be opened as a jobwidget store ({exc})") from None
+        self._all.append(conn)
+        return conn
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._closed:
+            raise StoreError("the job store is closed")
+        if self._shared is not None:
+            return self._shared
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._open()
+        return conn
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        with self._lock if self.is_memory else contextlib.nullcontext():
+            try:
+                yield self._conn()
+            except sqlite3.DatabaseError as exc:
+                if isinstance(exc, sqlite3.OperationalError) and _is_lock_error(exc):
+                    raise StoreError(f"the job store {self.path} stayed locked: {exc}") from None
+                if isinstance(exc, sqlite3.OperationalError):
+                    raise StoreError(f"reading the job store {self.path} failed: {exc}") from None
+                raise self._corrupt(f"is damaged ({exc})") from None
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One IMMEDIATE transaction, retried while another process holds the write lock."""
+        deadline = time.monotonic() + _LOCK_BUDGET_S
+        delay = 0.005
+        with self._lock if self.is_memory else contextlib.nullcontext():
+            conn = self._conn()
+            while True:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    break
+                except sqlite3.OperationalError as exc:
+                    if not _is_lock_error(exc) or time.monotonic() > deadline:
+                        raise StoreError(
+                            f"the job store {self.path} stayed locked by another process for over "
+                            f"{_LOCK_BUDGET_S:.0f} s; nothing was written"
+                        ) from None
+                    time.sleep(delay * (1 + random.random()))
+                    delay = min(delay * 2, 0.25)
+                except sqlite3.DatabaseError as exc:
+                    raise self._corrupt(f"is damaged ({exc})") from None
+            try:
+                yield conn
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+            else:
+                conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        with self._read() as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            tables = conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"the job store {self.path} has schema version {version}, written by a newer jobwidget "
+                f"(this one knows up to {SCHEMA_VERSION}). Upgrade jobwidget, or use another store path."
+            )
+        if app_id not in (0, APPLICATION_ID) or (app_id == 0 and tables and version == 0):
+            raise self._corrupt("is an SQLite database of another application, not a jobwidget store")
+        if version == SCHEMA_VERSION:
+            return
+        with self._write() as conn:
+            # Re-read inside the write lock: another process may have migrated meanwhile.
+            current = conn.execute("PRAGMA user_version").fetchone()[0]
+            for target in range(current + 1, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS[target]:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {target}")
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def upsert(self, jobs: Iterable[Job], *, now: datetime | None = None) -> UpsertResult:
+        """Insert new jobs and merge updates into known ones, atomically, applying the transition rule."""
+        incoming: dict[str, Job] = {}
+        for job in jobs:
+            # Two updates of one job in one batch: fold them in order, as if applied one by one.
+            incoming[job.job_id] = merge_job(incoming.get(job.job_id), job)
+        if not incoming:
+            return UpsertResult(rev=self.revision())
+        stamp = now or datetime.now(UTC)
+        created: list[Job] = []
+        updated: list[tuple[Job, Job]] = []
+        unchanged = 0
+        with self._write() as conn:
+            existing = self._fetch_many(conn, list(incoming))
+            rows: list[tuple[Any, ...]] = []
+            for job_id, job in incoming.items():
+                before = existing.get(job_id)
+                after = merge_job(before, job)
+                if before is not None and _content(after) == _content(before):
+                    unchanged += 1
+                    continue
+                after = after.evolve(updated_at=stamp)
+                rows.append(_job_to_row(after))
+                if before is None:
+                    created.append(after)
+                else:
+                    updated.append((before, after))
+            rev = int(conn.execute("SELECT value FROM meta WHERE key = 'rev'").fetchone()[0])
+            if rows:
+                rev += 1
+                conn.execute("UPDATE meta SET value = ? WHERE key = 'rev'", (str(rev),))
+                placeholders = ", ".join("?" * (len(_COLUMNS) + 1))
+                assignments = ", ".join(f"{c} = excluded.{c}" for c in (*_COLUMNS[1:], "rev"))
+                conn.executemany(
+                    f"INSERT INTO jobs ({', '.join(_COLUMNS)}, rev) VALUES ({placeholders}) "
+                    f"ON CONFLICT (job_id) DO UPDATE SET {assignments}",
+                    [(*row, rev) for row in rows],
+                )
+        return UpsertResult(created=created, updated=updated, unchanged=unchanged, rev=rev)
+
+    def _fetch_many(self, conn: sqlite3.Connection, job_ids: list[str]) -> dict[str, Job]:
+        found: dict[str, Job] = {}
+        for i in range(0, len(job_ids), _BATCH):
+            chunk = job_ids[i : i + _BATCH]
+            query = f"{_SELECT} WHERE job_id IN ({', '.join('?' * len(chunk))})"
+            for row in conn.execute(query, chunk):
+                found[row[0]] = _row_to_job(row)
+        return found
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> Job | None:
+        with self._read() as conn:
+            row = conn.execute(f"{_SELECT} WHERE job_id = ?", (job_id,)).fetchone()
+        return None if row is None else _row_to_job(row)
+
+    def get_many(self, job_ids: Iterable[str]) -> dict[str, Job]:
+        with self._read() as conn:
+            return self._fetch_many(conn, list(dict.fromkeys(job_ids)))
+
+    def list(
+        self,
+        *,
+        status: str | JobStatus | Iterable[str | JobStatus] | None = None,
+        provider: str | None = None,
+        limit: int | None = 50,
+        offset: int = 0,
+    ) -> list[Job]:
+        """Jobs newest first, filtered by status (one or several) and provider."""
+        where, params = self._filters(status, provider)
+        query = f"{_SELECT}{where} {_ORDER}"
+        if limit is not None:
+            query += " LIMIT ? OFFSET ?"
+            params += [int(limit), int(offset)]
+        with self._read() as conn:
+            return [_row_to_job(row) for row in conn.execute(query, params)]
+
+    def active(self, provider: str | None = None) -> list[Job]:
+        return self.list(status=ACTIVE_STATUSES, provider=provider, limit=None)
+
+    def count(self, *, status: str | JobStatus | Iterable[str | JobStatus] | None = None) -> int:
+        where, params = self._filters(status, None)
+        with self._read() as conn:
+            return int(conn.execute(f"SELECT count(*) FROM jobs{where}", params).fetchone()[0])
+
+    @staticmethod
+    def _filters(
+        status: str | JobStatus | Iterable[str | JobStatus] | None, provider: str | None
+    ) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if status is not None:
+            statuses = [status] if isinstance(status, str) else list(status)
+            values = [JobStatus(s).value for s in statuses]  # ValueError names a bad status
+            clauses.append(f"status IN ({', '.join('?' * len(values))})")
+            params += values
+        if provider is not None:
+            clauses.append("provider = ?")
+            params.append(provider)
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+    def revision(self) -> int:
+        with self._read() as conn:
+            return int(conn.execute("SELECT value FROM meta WHERE key = 'rev'").fetchone()[0])
+
+    def changes_since(self, rev: int) -> tuple[int, list[Job]]:
+        """Jobs written after store revision `rev`, and the current revision (for followers)."""
+        with self._read() as conn:
+            conn.execute("BEGIN")  # one snapshot for both reads
+            try:
+                current = int(conn.execute("SELECT value FROM meta WHERE key = 'rev'").fetchone()[0])
+                rows = conn.execute(f"{_SELECT} WHERE rev > ? {_ORDER}", (rev,)).fetchall()
+            finally:
+                conn.execute("COMMIT")
+        return current, [_row_to_job(row) for row in rows]
+
+    def states(self) -> tuple[int, dict[str, tuple[JobStatus, str | None, float | None, str | None]]]:
+        """(revision, job_id -> (status, stage, progress, last_log)): what a follower starts from."""
+        with self._read() as conn:
+            conn.execute("BEGIN")
+            try:
+                current = int(conn.execute("SELECT value FROM meta WHERE key = 'rev'").fetchone()[0])
+                rows = conn.execute("SELECT job_id, status, stage, progress, last_log FROM jobs").fetchall()
+            finally:
+                conn.execute("COMMIT")
+        return current, {r[0]: (JobStatus(r[1]), r[2], r[3], r[4]) for r in rows}
+
+    def frame_rows(self) -> list[tuple[Any, ...]]:
+        """Raw rows for `to_dataframe()` (datetimes as epoch µs), newest first, without building Jobs."""
+        with self._read() as conn:
+            return conn.execute(
+                "SELECT job_id, provider, status, stage, progress, name, model, hardware, created_at, "
+                f"started_at, completed_at, cost_usd, error_message, last_log FROM jobs {_ORDER}"
+            ).fetchall()
+
+    def integrity_check(self) -> str:
+        with self._read() as conn:
+            return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
+
+    # -- the poll lease (one poller per store across processes) --------------------------------
+
+    def acquire_lease(self, name: str, holder: str, ttl: float, *, now: float | None = None) -> bool:
+        """Take or renew lease `name` for `holder` for `ttl` seconds; False while someone else holds it."""
+        t = time.time() if now is None else now
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT holder, expires_at, pid, host FROM leases WHERE name = ?", (name,)
+            ).fetchone()
+            if row is not None and row[0] != holder and row[1] > t and not _holder_dead(row[2], row[3]):
+                return False
+            conn.execute(
+                "INSERT INTO leases (name, holder, expires_at, pid, host) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at,"
+                " pid = excluded.pid, host = excluded.host",
+                (name, holder, t + ttl, os.getpid(), _HOST),
+            )
+        return True
+
+    def release_lease(self, name: str, holder: str) -> None:
+        with self._write() as conn:
+            conn.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder))
+
+    def lease(self, name: str) -> Lease | None:
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT name, holder, expires_at, pid, host FROM leases WHERE name = ?", (name,)
+            ).fetchone()
+        return None if row is None else Lease(*row)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close every connection this store opened (in every thread)."""
+        self._closed = True
+        for conn in self._all:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+        self._all.clear()
+        self._shared = None
+
+    def __repr__(self) -> str:
+        return f"JobStore({str(self.path)!r})"
+
+
+def new_holder_id() -> str:
+    """A lease holder id unique to this process and object."""
+    return f"{os.getpid()}-{uuid.uuid4().hex[:12]}"

@@ -1,0 +1,457 @@
+"""`Jobs`: the kernel-side controller, a thin blocking/async facade over the engine.
+
+The engine runs on an asyncio loop that this object owns, in a background thread. That is what lets
+blocking calls work in a plain notebook cell (the kernel's own loop is already running there, so
+`asyncio.run` is not an option), and what keeps the panel updating while a cell blocks the kernel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import contextlib
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable, Coroutine, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from jobwidget.core.errors import ConfigError, JobNotFound, JobwidgetError
+from jobwidget.core.frame import jobs_frame
+from jobwidget.core.models import InlineProgress, Job, JobStatus, ProviderCheck, SyncResult
+from jobwidget.engine.config import Settings, load_settings
+from jobwidget.engine.events import PUBLIC_EVENTS
+from jobwidget.engine.providers.base import Provider
+from jobwidget.engine.runtime import Engine, make_provider, wants_demo
+from jobwidget.engine.store import JobStore
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from jobwidget.surfaces.widget import JobsPanel
+
+__all__ = ["Jobs", "JobsTimeout"]
+
+log = logging.getLogger("jobwidget")
+T = TypeVar("T")
+_PANEL_JOBS = 1000  # newest jobs the panel starts with (active ones are always included)
+
+
+class JobsTimeout(JobwidgetError, TimeoutError):
+    """`jobs.wait()` ran out of time; `.pending` holds the jobs still active."""
+
+    def __init__(self, message: str, pending: list[Job]) -> None:
+        super().__init__(message)
+        self.pending = pending
+
+
+class _LoopThread:
+    """An asyncio loop running forever in a daemon thread, with a blocking and an awaitable bridge."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self.thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self.thread.start()
+        self._ready.wait(timeout=10)
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.call_soon(self._ready.set)
+        self.loop.run_forever()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        if threading.current_thread() is self.thread:
+            coro.close()
+            raise RuntimeError(
+                "a blocking jobwidget call was made from inside a jobwidget callback (the engine's own "
+                "loop); use the async_ variant and await it instead"
+            )
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise
+        except BaseException:  # KeyboardInterrupt in a cell: stop the engine-side work too
+            future.cancel()
+            raise
+
+    async def run_async(self, coro: Coroutine[Any, Any, T]) -> T:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self.loop:
+            return await coro
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def close(self, timeout: float = 10.0) -> None:
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout)
+        if not self.thread.is_alive():
+            self.loop.close()
+
+
+# Live controllers by store path: a second Jobs on the same store replaces the first, so re-running
+# the cell that creates `jobs` never leaves a second loop or poller behind.
+_LIVE: dict[str, weakref.ref[Jobs]] = {}
+_LIVE_LOCK = threading.Lock()
+
+
+def _close_all() -> None:
+    for ref in list(_LIVE.values()):
+        jobs = ref()
+        if jobs is not None:
+            with contextlib.suppress(Exception):
+                jobs.close()
+
+
+atexit.register(_close_all)
+
+
+class Jobs:
+    """Your fine-tuning jobs: a durable local store kept in step with the provider.
+
+    `Jobs(provider=None, store=None, poll_interval=None, config=None, autostart=True)`; see SPEC §1.
+    Blocking methods work in notebook cells and scripts; `async_*` twins can be awaited.
+    """
+
+    def __init__(
+        self,
+        provider: str | Provider | None = None,
+        store: str | os.PathLike[str] | None = None,
+        poll_interval: float | None = None,
+        config: str | os.PathLike[str] | dict[str, Any] | None = None,
+        autostart: bool = True,
+    ) -> None:
+        demo = (isinstance(provider, Provider) and provider.is_demo) or (
+            not isinstance(provider, Provider) and wants_demo(provider)
+        )
+        if provider is not None and not isinstance(provider, Provider | str):
+            raise ConfigError(f"provider must be 'replicate', 'sim' or a provider object, got {provider!r}")
+        name = provider.name if isinstance(provider, Provider) else "replicate"
+        self.settings: Settings = load_settings(
+            store=store, poll_interval=poll_interval, config=config, provider_name=name, demo=demo
+        )
+        self._key = self.settings.store if self.settings.store != ":memory:" else f":memory:{id(self)}"
+        with _LIVE_LOCK:
+            previous = _LIVE.pop(self._key, None)
+        if previous is not None and (old := previous()) is not None:
+            log.info("jobwidget: closing the previous Jobs on %s", self.settings.store)
+            old.close()
+        self._closed = False
+        self._panel: JobsPanel | None = None
+        self._panel_visible = False
+        self._store = JobStore(self.settings.store)
+        try:
+            self._provider = make_provider(provider, self.settings)
+            self._loop = _LoopThread(name=f"jobwidget-engine-{id(self):x}")
+            self._engine: Engine = self._loop.run(self._make_engine())
+            self._loop.run(self._engine.start(poll=autostart and self.settings.poll_enabled))
+        except BaseException:
+            self._store.close()
+            if hasattr(self, "_loop"):
+                self._loop.close()
+            raise
+        with _LIVE_LOCK:
+            _LIVE[self._key] = weakref.ref(self)
+
+    async def _make_engine(self) -> Engine:
+        return Engine(
+            self._store,
+            self._provider,
+            self.settings,
+            visible=lambda: self._panel_visible,
+            on_poll_state=self._on_poll_state,
+        )
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        if self._closed:
+            coro.close()
+            self._check_open()
+        return self._loop.run(coro, timeout)
+
+    async def _arun(self, coro: Coroutine[Any, Any, T]) -> T:
+        if self._closed:
+            coro.close()
+            self._check_open()
+        return await self._loop.run_async(coro)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise JobwidgetError("this Jobs object is closed; create a new jobwidget.Jobs()")
+
+    @property
+    def provider(self) -> Provider:
+        return self._provider
+
+    @property
+    def store(self) -> JobStore:
+        return self._store
+
+    # -- discovery and refresh ---------------------------------------------------------------
+
+    def sync(self, limit: int | None = 100, all: bool = False) -> SyncResult:  # noqa: A002
+        """Discover the provider's recent jobs (newest `limit`, or every page with `all=True`)."""
+        return self._run(self._engine.service.sync(limit=limit, all=all))
+
+    async def async_sync(self, limit: int | None = 100, all: bool = False) -> SyncResult:  # noqa: A002
+        return await self._arun(self._engine.service.sync(limit=limit, all=all))
+
+    def list(
+        self,
+        status: str | JobStatus | Iterable[str | JobStatus] | None = None,
+        provider: str | None = None,
+        limit: int | None = 50,
+        sync_active: bool = False,
+    ) -> list[Job]:
+        """Jobs newest first; `sync_active=True` refreshes every active job from the provider first."""
+        if sync_active:
+            self._run(self._engine.service.refresh_active())
+        self._check_open()
+        return self._store.list(status=status, provider=provider, limit=limit)
+
+    async def async_list(
+        self,
+        status: str | JobStatus | Iterable[str | JobStatus] | None = None,
+        provider: str | None = None,
+        limit: int | None = 50,
+        sync_active: bool = False,
+    ) -> list[Job]:
+        if sync_active:
+            await self._arun(self._engine.service.refresh_active())
+        self._check_open()
+        return await asyncio.to_thread(self._store.list, status=status, provider=provider, limit=limit)
+
+    def get(self, job_id: str) -> Job:
+        """One job from the store; `JobNotFound` (a KeyError) if unknown."""
+        self._check_open()
+        job = self._store.get(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
+
+    async def async_get(self, job_id: str) -> Job:
+        return await asyncio.to_thread(self.get, job_id)
+
+    def inline_progress(self, job_id: str) -> InlineProgress:
+        """Stage, progress and last log line of a job, read fresh from its log tail while it runs."""
+        return self._run(self._engine.service.inline_progress(job_id))
+
+    async def async_inline_progress(self, job_id: str) -> InlineProgress:
+        return await self._arun(self._engine.service.inline_progress(job_id))
+
+    def cancel(self, job_id: str) -> Job:
+        """Cancel an active job at the provider; a finished job is returned unchanged."""
+        return self._run(self._engine.service.cancel(job_id))
+
+    async def async_cancel(self, job_id: str) -> Job:
+        return await self._arun(self._engine.service.cancel(job_id))
+
+    def validate(self) -> ProviderCheck:
+        """Check the provider is reachable and the token works (never raises)."""
+        return self._run(self._engine.service.validate())
+
+    async def async_validate(self) -> ProviderCheck:
+        return await self._arun(self._engine.service.validate())
+
+    def wait(self, job_ids: Iterable[str] | None = None, timeout: float | None = None) -> list[Job]:
+        """Block until those jobs (default: every active one) are terminal; `JobsTimeout` otherwise."""
+        return self._run(self._wait(job_ids, timeout))
+
+    async def async_wait(self, job_ids: Iterable[str] | None = None, timeout: float | None = None) -> list[Job]:
+        return await self._arun(self._wait(job_ids, timeout))
+
+    async def _wait(self, job_ids: Iterable[str] | None, timeout: float | None) -> list[Job]:
+        if timeout is not None and timeout < 0:
+            raise ValueError(f"timeout must be >= 0 seconds, got {timeout!r}")
+        store, service = self._store, self._engine.service
+        if job_ids is None:
+            ids = [j.job_id for j in await asyncio.to_thread(store.active)]
+        else:
+            ids = list(dict.fromkeys([job_ids] if isinstance(job_ids, str) else job_ids))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        check_every = min(self.settings.poll_interval, 5.0)
+        next_refresh = 0.0
+        while True:
+            jobs = await asyncio.to_thread(store.get_many, ids)
+            unknown = [i for i in ids if i not in jobs]
+            if unknown:
+                raise JobNotFound(unknown[0])
+            pending = [jobs[i] for i in ids if not jobs[i].is_terminal and not jobs[i].metadata.get("poll_stopped")]
+            if not pending:
+                return [jobs[i] for i in ids]
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                shown = ", ".join(j.job_id for j in pending[:5]) + (" ..." if len(pending) > 5 else "")
+                raise JobsTimeout(
+                    f"{len(pending)} of {len(ids)} jobs still active after {timeout:g} s: {shown}", pending
+                )
+            if not self._engine.poller.running and now >= next_refresh:
+                await service.refresh_active()  # nobody else is polling: do it ourselves
+                next_refresh = now + check_every
+            sleep = 0.25 if deadline is None else max(0.0, min(0.25, deadline - now))
+            await asyncio.sleep(sleep)
+
+    # -- analysis ----------------------------------------------------------------------------
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """One row per job with fixed columns and dtypes (SPEC §6), straight from the store."""
+        self._check_open()
+        return jobs_frame(self._store.frame_rows())
+
+    async def async_to_dataframe(self) -> pd.DataFrame:
+        return await asyncio.to_thread(self.to_dataframe)
+
+    # -- events and the poller ---------------------------------------------------------------
+
+    def on(self, event: str, callback: Callable[[dict[str, Any]], Any]) -> None:
+        """Call `callback(event_dict)` on the engine's thread for each `event` (see SPEC §5)."""
+        if event not in PUBLIC_EVENTS:
+            raise ValueError(f"unknown event {event!r}; known events: {', '.join(sorted(PUBLIC_EVENTS))}")
+        self._check_open()
+        self._loop.loop.call_soon_threadsafe(self._engine.bus.on, event, callback)
+
+    def off(self, event: str, callback: Callable[[dict[str, Any]], Any] | None = None) -> None:
+        if event not in PUBLIC_EVENTS:
+            raise ValueError(f"unknown event {event!r}; known events: {', '.join(sorted(PUBLIC_EVENTS))}")
+        self._check_open()
+        self._loop.loop.call_soon_threadsafe(self._engine.bus.off, event, callback)
+
+    def start(self) -> None:
+        """Start the background poller (explicit start wins over configuration)."""
+        self._run(self._start())
+
+    async def _start(self) -> None:
+        self._engine.poller.start()
+
+    def stop(self) -> None:
+        """Stop the background poller; the store, panel and explicit calls keep working."""
+        if not self._closed:
+            self._run(self._engine.poller.stop())
+
+    @property
+    def polling(self) -> bool:
+        return not self._closed and self._engine.poller.running
+
+    # -- the panel ---------------------------------------------------------------------------
+
+    @property
+    def panel(self) -> JobsPanel:
+        """The live panel (one anywidget for all jobs), created on first use."""
+        self._check_open()
+        if self._panel is None:
+            from jobwidget.surfaces.widget import JobsPanel
+
+            panel = JobsPanel(on_sync=self._panel_sync, on_cancel=self._panel_cancel, on_visible=self._panel_seen)
+            active = self._store.active()
+            recent = self._store.list(limit=_PANEL_JOBS)
+            panel.set_jobs({j.job_id: j for j in [*recent, *active]}.values())
+            self._panel = panel
+            self._loop.loop.call_soon_threadsafe(self._engine.bus.on, "jobs_changed", self._to_panel)
+            self._update_panel_status()
+        return self._panel
+
+    def _to_panel(self, event: dict[str, Any]) -> None:
+        if self._panel is not None:
+            self._panel.upsert(event["jobs"])
+            self._update_panel_status()
+
+    def _update_panel_status(self, error: str | None = None) -> None:
+        if self._panel is None:
+            return
+        service = self._engine.service
+        poller = self._engine.poller
+        self._panel.set_status(
+            provider_label=self._provider.label,
+            demo=self._provider.is_demo,
+            source=service.last_source,
+            updated_at=service.last_update,
+            error=error if error is not None else poller.last_error,
+            polling=poller.running,
+        )
+
+    def _on_poll_state(self, state: dict[str, Any]) -> None:
+        self._update_panel_status(error=state.get("error"))
+
+    def _panel_sync(self) -> None:
+        panel = self._panel
+        if panel is None or self._closed:
+            return
+        panel.sync_started()
+        future = self._loop.submit(self._engine.service.sync())
+
+        def done(f: concurrent.futures.Future[SyncResult]) -> None:
+            exc = f.exception()
+            panel.sync_finished(None if exc else f.result(), error=str(exc) if exc else None)
+
+        future.add_done_callback(done)
+
+    def _panel_cancel(self, job_id: str) -> None:
+        if self._closed:
+            return
+        future = self._loop.submit(self._engine.service.cancel(job_id))
+
+        def done(f: concurrent.futures.Future[Job]) -> None:
+            exc = f.exception()
+            if exc is not None and self._panel is not None:
+                self._panel.set_status(
+                    provider_label=self._provider.label, demo=self._provider.is_demo, error=f"cancel failed: {exc}"
+                )
+
+        future.add_done_callback(done)
+
+    def _panel_seen(self, visible: bool) -> None:
+        self._panel_visible = bool(visible)
+        if visible and not self._closed:
+            self._loop.loop.call_soon_threadsafe(self._engine.poller.poke)
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        return self.panel._repr_mimebundle_(**kwargs)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop the poller and release the loop thread, connections and the panel. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        with _LIVE_LOCK:
+            ref = _LIVE.get(self._key)
+            if ref is not None and ref() is self:
+                del _LIVE[self._key]
+        with contextlib.suppress(Exception):
+            self._loop.run(self._engine.aclose(), timeout=15)
+        self._loop.close()
+        if self._panel is not None:
+            with contextlib.suppress(Exception):
+                self._panel.close()
+        self._store.close()
+
+    def __enter__(self) -> Jobs:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        if self._closed:
+            return f"<Jobs closed, store={self.settings.store!r}>"
+        counts = {s: self._store.count(status=s) for s in ("running", "queued")}
+        total = self._store.count()
+        poll = f"polling every {self.settings.poll_interval:g} s" if self.polling else "not polling"
+        return (
+            f"<Jobs provider={self._provider.label!r} store={self.settings.store!r} jobs={total} "
+            f"running={counts['running']} queued={counts['queued']} {poll}>"
+        )

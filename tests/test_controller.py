@@ -1,0 +1,186 @@
+from __future__ import annotations
+
+import asyncio
+import gc
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import jobwidget
+from jobwidget import Job, JobNotFound, Jobs, JobStatus, JobsTimeout, SyncResult
+
+from .fakes import FakeProvider, make_job
+
+
+def _engine_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("jobwidget-engine")]
+
+
+@pytest.fixture
+def provider() -> FakeProvider:
+    return FakeProvider([make_job(i, "running" if i % 2 else "completed") for i in range(10)])
+
+
+@pytest.fixture
+def jobs(provider: FakeProvider, tmp_path: Path):
+    with Jobs(provider=provider, store=tmp_path / "jobs.sqlite3", autostart=False) as j:
+        yield j
+
+
+def test_sync_list_get_and_dataframe(jobs: Jobs, provider: FakeProvider):
+    assert jobs.list() == []
+    result = jobs.sync()
+    assert isinstance(result, SyncResult)
+    assert (result.synced, result.updated) == (10, 0)
+    assert result.message == "Discovered 10 new jobs from Replicate"
+    assert jobs.sync().synced == 0
+    assert [j.job_id for j in jobs.list(status="running")] == [f"job{i:05d}" for i in (9, 7, 5, 3, 1)]
+    assert jobs.get("job00003").status is JobStatus.RUNNING
+    with pytest.raises(JobNotFound) as info:
+        jobs.get("nope")
+    assert isinstance(info.value, KeyError) and "nope" in str(info.value)
+    df = jobs.to_dataframe()
+    assert len(df) == 10 and set(df["status"].astype(str)) == {"running", "completed"}
+
+
+def test_singular_message(tmp_path: Path):
+    with Jobs(provider=FakeProvider([make_job(1)]), store=":memory:", autostart=False) as j:
+        assert j.sync().message == "Discovered 1 new job from Replicate"
+
+
+def test_list_sync_active_refreshes_from_provider(jobs: Jobs, provider: FakeProvider):
+    jobs.sync()
+    provider.jobs["job00001"] = provider.jobs["job00001"].evolve(status=JobStatus.FAILED, error_message="OOM")
+    assert jobs.get("job00001").status is JobStatus.RUNNING
+    provider.calls.clear()
+    jobs.list(sync_active=True)
+    assert jobs.get("job00001").status is JobStatus.FAILED
+    assert provider.calls == ["list"]  # one list page answered for all five active jobs
+
+
+def test_store_survives_a_restart(provider: FakeProvider, tmp_path: Path):
+    path = tmp_path / "persist.sqlite3"
+    with Jobs(provider=provider, store=path, autostart=False) as j:
+        j.sync()
+    with Jobs(provider=FakeProvider([]), store=path, autostart=False) as j:
+        assert len(j.list(limit=None)) == 10
+
+
+def test_cancel_and_finished_job_unchanged(jobs: Jobs, provider: FakeProvider):
+    jobs.sync()
+    assert jobs.cancel("job00001").status is JobStatus.CANCELLED
+    provider.calls.clear()
+    assert jobs.cancel("job00002").status is JobStatus.COMPLETED
+    assert provider.calls == []  # nothing to cancel: the provider is not bothered
+
+
+def test_blocking_calls_work_while_a_loop_runs_in_this_thread(jobs: Jobs):
+    # A notebook cell runs inside the kernel's running loop: blocking calls must still work there.
+    async def cell() -> int:
+        return jobs.sync().synced
+
+    assert asyncio.run(cell()) == 10
+
+
+def test_async_variants_await_from_another_loop(jobs: Jobs):
+    async def cell() -> tuple[int, int, str]:
+        result = await jobs.async_sync()
+        listed = await jobs.async_list(status="running", limit=None)
+        got = await jobs.async_get("job00001")
+        return result.synced, len(listed), got.job_id
+
+    assert asyncio.run(cell()) == (10, 5, "job00001")
+
+
+def test_wait_returns_when_terminal_and_times_out_clearly(jobs: Jobs, provider: FakeProvider):
+    jobs.sync()
+    with pytest.raises(JobsTimeout, match="5 of 5 jobs still active") as info:
+        jobs.wait(timeout=0.3)
+    assert len(info.value.pending) == 5
+
+    def finish() -> None:
+        time.sleep(0.3)
+        for job_id, job in list(provider.jobs.items()):
+            if job.is_active:
+                provider.jobs[job_id] = job.evolve(status=JobStatus.COMPLETED)
+
+    threading.Thread(target=finish).start()
+    done = jobs.wait(["job00001", "job00003"], timeout=20)
+    assert [j.status for j in done] == [JobStatus.COMPLETED, JobStatus.COMPLETED]
+    with pytest.raises(JobNotFound):
+        jobs.wait(["missing"], timeout=1)
+
+
+def test_events_fire_and_a_failing_callback_never_breaks_the_engine(jobs: Jobs, provider: FakeProvider):
+    jobs.sync()
+    seen: list[dict] = []
+    jobs.on("job_status_changed", lambda e: 1 / 0)
+    jobs.on("job_status_changed", seen.append)
+    provider.jobs["job00001"] = provider.jobs["job00001"].evolve(status=JobStatus.COMPLETED)
+    jobs.list(sync_active=True)
+    deadline = time.monotonic() + 5
+    while not seen and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert seen == [{"type": "job_status_changed", "job_id": "job00001", "status": "completed", "previous": "running"}]
+    with pytest.raises(ValueError, match="unknown event"):
+        jobs.on("nope", print)
+
+
+def test_blocking_call_from_a_callback_is_refused_clearly(jobs: Jobs, provider: FakeProvider):
+    errors: list[BaseException] = []
+
+    def callback(event: dict) -> None:
+        try:
+            jobs.get("job00001")  # store reads are fine from anywhere
+            jobs.sync()
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    jobs.on("sync_completed", callback)
+    jobs.sync()
+    deadline = time.monotonic() + 5
+    while not errors and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert errors and "async_ variant" in str(errors[0])
+
+
+def test_close_releases_thread_loop_and_connections(provider: FakeProvider, tmp_path: Path):
+    before = _engine_threads()
+    j = Jobs(provider=provider, store=tmp_path / "x.sqlite3", poll_interval=0.1)
+    assert j.polling and len(_engine_threads()) == len(before) + 1
+    loop = j._loop.loop
+    j.close()
+    j.close()  # idempotent
+    assert _engine_threads() == before and loop.is_closed()
+    assert j._store._all == []
+    with pytest.raises(jobwidget.JobwidgetError, match="closed"):
+        j.sync()
+
+
+def test_recreating_jobs_on_the_same_store_leaves_no_second_loop_or_poller(tmp_path: Path):
+    before = _engine_threads()
+    path = tmp_path / "same.sqlite3"
+    first = Jobs(provider=FakeProvider([make_job(1)]), store=path, poll_interval=0.1)
+    second = Jobs(provider=FakeProvider([make_job(1)]), store=path, poll_interval=0.1)  # the re-run cell
+    third = Jobs(provider=FakeProvider([make_job(1)]), store=path, poll_interval=0.1)
+    assert first._closed and second._closed and not third._closed
+    assert len(_engine_threads()) == len(before) + 1 and third.polling
+    del first, second
+    gc.collect()
+    third.close()
+    assert _engine_threads() == before
+
+
+def test_no_token_means_simulated_demo_and_repr_is_secret_free(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("JOBWIDGET_STORE", str(tmp_path / "env.sqlite3"))
+    with Jobs(provider=FakeProvider([]), autostart=False) as j:
+        assert j.settings.store == str(tmp_path / "env.sqlite3")
+        assert "env.sqlite3" in repr(j) and "not polling" in repr(j)
+
+
+def test_job_model_exports():
+    assert jobwidget.Job is Job
+    assert set(jobwidget.__all__) >= {"Jobs", "Job", "JobStatus", "InlineProgress", "SyncResult", "ProviderCheck",
+                                       "parse_logs", "ReplicateProvider", "JobNotFound"}

@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from jobwidget import ACTIVE_STATUSES, TERMINAL_STATUSES, InlineProgress, Job, JobStatus, ProviderCheck, SyncResult
+from jobwidget.core.models import can_transition, merge_job, next_status
+
+ORDER = [JobStatus.PENDING, JobStatus.UPLOADING, JobStatus.QUEUED, JobStatus.RUNNING]
+
+
+def test_status_sets_partition_the_seven_statuses():
+    assert len(JobStatus) == 7
+    assert ACTIVE_STATUSES | TERMINAL_STATUSES == set(JobStatus)
+    assert not ACTIVE_STATUSES & TERMINAL_STATUSES
+    assert {s.value for s in ACTIVE_STATUSES} == {"pending", "uploading", "queued", "running"}
+
+
+@pytest.mark.parametrize(("current", "incoming"), list(itertools.product(JobStatus, JobStatus)))
+def test_transition_rule_every_pair(current: JobStatus, incoming: JobStatus):
+    allowed = can_transition(current, incoming)
+    if current is incoming:
+        expected = True
+    elif current in TERMINAL_STATUSES:
+        expected = False  # finished is final, whatever arrives later
+    elif incoming in TERMINAL_STATUSES:
+        expected = True
+    else:
+        expected = ORDER.index(incoming) > ORDER.index(current)  # active statuses only move forward
+    assert allowed is expected
+    assert next_status(current, incoming) is (incoming if expected else current)
+    assert next_status(None, incoming) is incoming
+
+
+def _job(status: str, **kw) -> Job:
+    return Job(job_id="abc", provider="replicate", status=status, **kw)
+
+
+def test_job_is_immutable_and_normalises():
+    job = _job("running", cost_usd=1, created_at=datetime(2026, 1, 1, 12, tzinfo=timezone(timedelta(hours=2))))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        job.status = JobStatus.FAILED  # type: ignore[misc]
+    assert job.status is JobStatus.RUNNING
+    assert job.created_at == datetime(2026, 1, 1, 10, tzinfo=UTC) and job.created_at.tzinfo is UTC
+    assert isinstance(job.cost_usd, float)
+    with pytest.raises(ValueError, match="naive"):
+        _job("running", created_at=datetime(2026, 1, 1))
+    with pytest.raises(ValueError):
+        _job("bogus")
+
+
+def test_merge_never_reopens_a_finished_job():
+    done = _job("completed", cost_usd=0.5, completed_at=datetime(2026, 1, 1, tzinfo=UTC), progress=100.0)
+    stale = _job("running", progress=40.0, last_log="step 40/100", cost_usd=0.1)
+    assert merge_job(done, stale) == done
+
+
+def test_merge_fills_late_billing_on_terminal_job_but_not_status():
+    done = _job("completed", cost_usd=None)
+    late = _job("completed", cost_usd=0.77)
+    assert merge_job(done, late).cost_usd == 0.77
+    other_terminal = _job("failed", error_message="boom")
+    assert merge_job(done, other_terminal).status is JobStatus.COMPLETED
+
+
+def test_merge_keeps_known_fields_and_unknown_status():
+    running = _job("running", name="my run", stage="Training", progress=30.0)
+    update = _job("running", name=None, progress=35.0)
+    merged = merge_job(running, update)
+    assert (merged.name, merged.stage, merged.progress) == ("my run", "Training", 35.0)
+    weird = _job("pending", metadata={"unknown_status": "paused"})
+    kept = merge_job(running, weird)
+    assert kept.status is JobStatus.RUNNING and kept.metadata["unknown_status"] == "paused"
+    # the report clears once a known status arrives again
+    assert "unknown_status" not in merge_job(kept, _job("running")).metadata
+
+
+def test_completed_job_shows_full_progress():
+    merged = merge_job(_job("running", progress=97.3), _job("completed"))
+    assert merged.progress == 100.0
+
+
+def test_reprs_are_useful_and_html_is_escaped():
+    job = _job("running", name="<b>x</b>", progress=12.5, cost_usd=0.25, metadata={"cost_estimate": True})
+    assert repr(job) == "Job('abc', running, '<b>x</b>', 12.5%, $0.2500 (est.))"
+    html = job._repr_html_()
+    assert "<b>x</b>" not in html and "&lt;b&gt;x&lt;/b&gt;" in html
+    assert "progress=30.0" in repr(InlineProgress("a", "Training", "step 3/10", 30.0))
+    assert repr(SyncResult(3, 5, "Discovered 3 new jobs from Replicate")).startswith("SyncResult(synced=3")
+    assert "FAILED" in repr(ProviderCheck(ok=False, message="the Replicate token was rejected"))
+
+
+def test_to_dict_is_json_ready():
+    import json
+
+    job = _job("failed", created_at=datetime(2026, 1, 1, tzinfo=UTC), output={"weights": "https://x"})
+    data = json.loads(json.dumps(job.to_dict()))
+    assert data["status"] == "failed" and data["created_at"] == "2026-01-01T00:00:00Z"
+    assert SyncResult(2, 1, "m").to_dict() == {"synced": 2, "updated": 1, "message": "m"}
