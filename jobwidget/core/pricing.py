@@ -67,8 +67,10 @@ class Pricing:
             return cls()
         prices = dict(DEFAULT_PRICES)
         trainers = dict(DEFAULT_TRAINER_SKUS)
-        raw_prices = config.get("prices") or {}
-        raw_trainers = config.get("trainers") or {}
+        raw_prices = config.get("prices")
+        raw_trainers = config.get("trainers")
+        raw_prices = {} if raw_prices is None else raw_prices
+        raw_trainers = {} if raw_trainers is None else raw_trainers
         if not isinstance(raw_prices, Mapping):
             raise ValueError("pricing.prices must be a mapping of SKU -> dollars per second")
         if not isinstance(raw_trainers, Mapping):

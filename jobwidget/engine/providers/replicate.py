@@ -9,9 +9,12 @@ Design, in short (details at each piece):
   `POST /trainings/{id}/cancel`, which on Replicate is a no-op answering the training once it is
   canceled or finished; so cancel is retried too.
 - A 429 pauses the shared limiter, so concurrent calls back off together instead of each being refused.
-- The token lives in the client's default headers only. Error messages are built by us (never httpx's
-  exception objects: they carry the request and its headers), run through a redactor, raised
-  `from None`, and `repr(provider)` shows `token=***`.
+  A server asking for a longer wait than `RetryPolicy.max_delay` gets an immediate `RateLimited` carrying
+  `retry_after`: the poller schedules that wait rather than one call blocking for minutes.
+- The token lives in the client's default headers (and `_token`) only. Error messages are built by us,
+  never httpx's exception objects (they carry the request and its headers); they pass a redactor and are
+  raised outside `except` blocks, so no httpx exception is chained as `__context__`. `repr(provider)`
+  shows `token=***`; pickling is refused.
 """
 
 from __future__ import annotations
@@ -325,7 +328,8 @@ class ReplicateProvider(Provider):
         except AuthError as exc:
             return self._check(False, str(exc), started)
         except ProviderError as exc:
-            return self._check(False, f"could not use {self.label} at {self.base_url}: {exc}", started)
+            text = str(exc) if self.base_url in str(exc) else f"{self.label} at {self.base_url}: {exc}"
+            return self._check(False, text, started)
         except Exception as exc:  # never raises, whatever goes wrong
             message = self._redact(f"{type(exc).__name__}: {exc}")
             return self._check(False, f"could not use {self.label} at {self.base_url}: {message}", started)
@@ -367,10 +371,9 @@ class ReplicateProvider(Provider):
         if not isinstance(url, str) or not url or len(url) > 4096:
             raise MalformedResponse(f"{self.label} sent an unusable next-page link")
         full = urljoin(self._api_url(""), url)  # a relative link resolves against our own API root
-        try:
-            parsed = httpx.URL(full)
-        except (httpx.InvalidURL, ValueError, TypeError):
-            raise MalformedResponse(f"{self.label} sent an unparsable next-page link") from None
+        parsed = _parse_url(full)
+        if parsed is None:
+            raise MalformedResponse(f"{self.label} sent an unparsable next-page link")
         path = parsed.raw_path.split(b"?", 1)[0].decode("ascii", "replace")
         if _origin(parsed) != self._origin or parsed.userinfo or not path.startswith(self._api_prefix):
             where = f"{parsed.scheme}://{parsed.host}{path}"
@@ -433,17 +436,21 @@ class ReplicateProvider(Provider):
         waited = 0.0
         failure: _Failure | None = None
         for attempt in range(policy.max_retries + 1):
+            # Errors are raised outside the `except` blocks: an exception raised inside one keeps the httpx
+            # exception (and its request, with the Authorization header) as __context__.
+            fatal: str | None = None
+            response: httpx.Response | None = None
             try:
                 response = await self._send_once(method, url, route)
             except httpx.TimeoutException as exc:
                 failure = _Failure("timeout", type(exc).__name__)
             except (httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:  # our fault: no retry helps
-                raise ProviderError(
-                    self._redact(f"{route} could not be sent ({type(exc).__name__})")
-                ) from None
+                fatal = f"{self.label}: {route} could not be sent ({type(exc).__name__})"
             except httpx.RequestError as exc:  # connect/read/protocol errors, bad encodings
                 failure = _Failure("network", self._redact(f"{type(exc).__name__}: {exc}")[:300])
-            else:
+            if fatal is not None:
+                raise ProviderError(self._redact(fatal))
+            if response is not None:
                 outcome = self._outcome(response, route, job_id)
                 if not isinstance(outcome, _Failure):
                     return outcome.value
@@ -461,7 +468,7 @@ class ReplicateProvider(Provider):
             log.info("%s: %s, retry %d in %.2fs", route, failure.detail, attempt + 1, delay)
             await self._sleep(delay)
         assert failure is not None
-        raise self._final_error(failure, route, attempt + 1) from None
+        raise self._final_error(failure, route, attempt + 1)
 
     def _outcome(self, response: httpx.Response, route: str, job_id: str | None) -> _Body | _Failure:
         """Classify one answer: a decoded body, a retryable failure, or raise a final error."""
@@ -562,13 +569,12 @@ def _normalize_base_url(raw: str) -> str:
     value = raw.strip().rstrip("/")
     if value.endswith("/v1"):
         value = value[: -len("/v1")].rstrip("/")
-    try:
-        url = httpx.URL(value)
-    except (httpx.InvalidURL, ValueError, TypeError):
-        raise ValueError("REPLICATE_BASE_URL / base_url is not a valid URL") from None
+    url = _parse_url(value)
+    if url is None:
+        raise ValueError("REPLICATE_BASE_URL / base_url is not a valid URL")
     if url.scheme not in ("http", "https") or not url.host:
         raise ValueError(
-            f"base_url must be an http(s) URL such as {DEFAULT_BASE_URL}, got scheme {url.scheme!r}"
+            f"base_url must be an http(s) URL with a host, such as {DEFAULT_BASE_URL} (scheme {url.scheme!r})"
         )
     if url.userinfo:
         raise ValueError(
@@ -577,6 +583,15 @@ def _normalize_base_url(raw: str) -> str:
     if url.query or url.fragment:
         raise ValueError("base_url must not have a query or fragment")
     return value
+
+
+def _parse_url(value: str) -> httpx.URL | None:
+    """httpx's own parse (the one that sends), or None; errors are not chained into ours (they echo the
+    URL, which might hold credentials someone pasted into it)."""
+    try:
+        return httpx.URL(value)
+    except (httpx.InvalidURL, ValueError, TypeError):
+        return None
 
 
 def _origin(url: httpx.URL) -> tuple[str, str, int]:
