@@ -32,11 +32,14 @@ from jobwidget.core.models import ACTIVE_STATUSES, Job, JobStatus, merge_job
 
 __all__ = ["SCHEMA_VERSION", "JobStore", "Lease", "UpsertResult"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APPLICATION_ID = 0x4A574731  # "JWG1": marks a file as a jobwidget store
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _LOCK_BUDGET_S = 30.0  # how long a writer waits for another process before the user hears about it
 _BATCH = 500  # SQLite's variable limit is 32766 on modern builds; smaller batches keep each query cheap
+# Webhook ids are kept this long: far beyond the 5-minute timestamp tolerance and Replicate's ~1-minute
+# retries, so any duplicate that could still pass verification is recognised.
+WEBHOOK_RETENTION_S = 86_400.0
 
 # Columns in storage order; `_row_to_job` relies on it.
 _COLUMNS = (
@@ -96,6 +99,18 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             host TEXT
         )
         """,
+    ),
+    # Webhook deliveries already applied, so a retried delivery (same webhook-id) is applied once, across
+    # restarts and across processes sharing the store.
+    2: (
+        """
+        CREATE TABLE webhook_deliveries (
+            webhook_id TEXT PRIMARY KEY,
+            received_at REAL NOT NULL,
+            job_id TEXT
+        )
+        """,
+        "CREATE INDEX webhook_deliveries_received ON webhook_deliveries (received_at)",
     ),
 }
 
@@ -502,6 +517,35 @@ class JobStore:
             ).fetchone()
         return None if row is None else Lease(*row)
 
+    # -- webhook deliveries (deduplication on webhook-id) ---------------------------------------
+
+    def claim_webhook(
+        self,
+        webhook_id: str,
+        *,
+        job_id: str | None = None,
+        now: float | None = None,
+        keep: float = WEBHOOK_RETENTION_S,
+    ) -> bool:
+        """Record delivery `webhook_id`; False if it was recorded before (a retry: apply nothing).
+
+        Ids older than `keep` seconds are pruned in the same transaction, so the table stays small.
+        """
+        t = time.time() if now is None else now
+        with self._write() as conn:
+            conn.execute("DELETE FROM webhook_deliveries WHERE received_at < ?", (t - keep,))
+            cursor = conn.execute(
+                "INSERT INTO webhook_deliveries (webhook_id, received_at, job_id) VALUES (?, ?, ?) "
+                "ON CONFLICT (webhook_id) DO NOTHING",
+                (webhook_id, t, job_id),
+            )
+            return cursor.rowcount == 1
+
+    def release_webhook(self, webhook_id: str) -> None:
+        """Forget a claimed delivery whose update could not be applied, so the provider's retry is taken."""
+        with self._write() as conn:
+            conn.execute("DELETE FROM webhook_deliveries WHERE webhook_id = ?", (webhook_id,))
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -512,6 +556,12 @@ class JobStore:
                 conn.close()
         self._all.clear()
         self._shared = None
+
+    def __enter__(self) -> JobStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def __repr__(self) -> str:
         return f"JobStore({str(self.path)!r})"

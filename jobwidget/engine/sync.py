@@ -290,6 +290,11 @@ class SyncService:
         await self.apply([detail.job], source="poll")
         return detail
 
+    async def ingest(self, payload: object, *, source: str = "webhook") -> UpsertResult:
+        """Apply a job pushed by the provider (a verified webhook body), logs feeding inline progress."""
+        detail = self._with_progress(self.provider.detail_from_payload(payload))
+        return await self.apply([detail.job], source=source)
+
     async def inline_progress(self, job_id: str) -> InlineProgress:
         """Compact progress of one job: fresh from its logs while it runs, from the store otherwise."""
         stored = await asyncio.to_thread(self.store.get, job_id)

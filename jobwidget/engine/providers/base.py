@@ -80,6 +80,10 @@ class Provider(abc.ABC):
     async def validate(self) -> ProviderCheck:
         """A cheap check that the provider is reachable and the credentials work. Never raises."""
 
+    def detail_from_payload(self, data: object) -> JobDetail:
+        """Turn a pushed payload (a webhook body) into a job; `MalformedResponse` if it is not one."""
+        raise NotImplementedError(f"{type(self).__name__} does not take webhooks")
+
     @abc.abstractmethod
     async def webhook_secret(self) -> str:
         """The account's webhook signing secret (`whsec_...`)."""

@@ -229,7 +229,8 @@ class ReplicateProvider(Provider):
         base = httpx.URL(self.base_url)
         self._origin = _origin(base)
         self._api_prefix = base.raw_path.decode("ascii").rstrip("/") + "/v1/"
-        if base.scheme == "http" and base.host not in _LOOPBACK and self._token:
+        in_process = transport is not None and base.host.endswith(".invalid")  # the embedded simulator
+        if base.scheme == "http" and base.host not in _LOOPBACK and self._token and not in_process:
             log.warning("sending the Replicate token over plain http to %s", base.host)
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency!r}")
@@ -305,7 +306,11 @@ class ReplicateProvider(Provider):
         """The training with its whole accumulated log."""
         url = self._api_url(f"trainings/{self._path_id(job_id)}")
         body = await self._request("GET", url, route="GET /v1/trainings/{id}", job_id=job_id)
-        training = self._same_training(body, job_id)
+        return self.detail_from_payload(self._same_training(body, job_id))
+
+    def detail_from_payload(self, data: object) -> JobDetail:
+        """A webhook body (the same object as GET /v1/trainings/{id}) as a job and its logs."""
+        training = validate_training(data)
         logs = training.get("logs")
         job = training_to_job(training, pricing=self.pricing, now=self._now(), provider=self.name)
         return JobDetail(job=job, logs=logs if isinstance(logs, str) else None)
