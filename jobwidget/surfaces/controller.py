@@ -406,9 +406,7 @@ class Jobs:
         def done(f: concurrent.futures.Future[Job]) -> None:
             exc = f.exception()
             if exc is not None and self._panel is not None:
-                self._panel.set_status(
-                    provider_label=self._provider.label, demo=self._provider.is_demo, error=f"cancel failed: {exc}"
-                )
+                self._panel.toast(f"Could not cancel {job_id}: {exc}", "error", job_id=job_id)
 
         future.add_done_callback(done)
 

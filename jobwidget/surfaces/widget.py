@@ -1,0 +1,641 @@
+"""The live panel: ONE anywidget showing every job as a card (SPEC §7).
+
+Why it looks like this:
+- The ESM/CSS text travels in every comm_open, so there is one widget for all jobs, not one per job.
+- Re-sending the whole job list on each change costs ~490 KB with 1,000 jobs, so the `snapshot` trait is
+  the source of truth only for (re)syncs, and everyday changes go out as small sequenced `patch` messages
+  (a new card whole, a changed card as the fields that changed: ~300 B for one job's progress tick).
+  A view that loads late or sees a sequence gap asks for a resync and gets a fresh snapshot.
+- The controller drives the panel from its engine thread while the kernel may be blocked in a cell; trait
+  changes and `send` from another thread do reach the browser, so every public method here is thread-safe
+  (one lock around the card table and every outgoing message, which also keeps `seq` in send order).
+- Changes are coalesced: at most `max_flush_hz` patch messages a second, each carrying only changed cards.
+- Displaying the panel refreshes the snapshot first, so the view that output creates is current without a
+  round trip (the kernel answers a view's messages only between cells; `jobs.wait()` may block for hours).
+
+Message protocol (custom comm messages, `content` of anywidget's `model.send` / `widget.send`):
+  kernel -> view: {"type": "patch", "seq": n, "now": t, "upsert": [card, ...], "remove": [id, ...],
+                   "update": [{"id": id, changed fields..., dropped field: null}, ...]}  (update: optional)
+                  {"type": "hello", "seq": n, "now": t}        (answer to every resync request)
+                  {"type": "toast", "level": "info"|"error", "text": str, "synced": int?, "job_id": id?,
+                   "now": t}
+  view -> kernel: {"type": "resync", "seq": n?} | {"type": "sync"} | {"type": "cancel", "job_id": id}
+                  {"type": "visible", "visible": bool, "view": str?}
+Traits: `snapshot` {"seq", "now", "jobs": [card]}, `status` {provider, demo, source, updated_at, error,
+polling, now}, `syncing` bool. Times are epoch seconds (compact, and the view corrects for clock skew
+with `now`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import anywidget
+import traitlets
+
+from jobwidget.core.models import Job, SyncResult
+
+__all__ = ["JobsPanel", "job_to_card", "static_path"]
+
+log = logging.getLogger(__name__)
+
+# Caps keep one card well under 1 KB whatever the provider sends (a new card travels whole).
+_MAX_NAME = 100
+_MAX_MODEL = 100
+_MAX_SHORT = 40
+_MAX_LOG = 160
+_MAX_ERROR = 160
+_MAX_NOTE = 120
+_MAX_URL = 300
+_MAX_BANNER = 300
+_MAX_TOAST = 300
+
+# A flush that touches more than this share of the cards goes out as a snapshot instead of a patch: the
+# bytes are the same, and it keeps the snapshot (what late views and saved notebooks see) fresh.
+_SNAPSHOT_MIN_CHANGES = 64
+_SNAPSHOT_SHARE = 0.5
+
+# A view reports itself visible every 30 s (and says goodbye on unmount or page hide, best effort); one not
+# heard from in this long is taken as gone. Long, because a cell that blocks (`jobs.wait()`) holds back
+# every message from the browser, and taking a watched panel for gone only slows its progress updates.
+_VIEW_EXPIRY_S = 600.0
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+# Defence in depth: Job holds no secrets, but an error text copied from a provider response might.
+_SECRET_PATTERNS = (
+    re.compile(r"r8_[A-Za-z0-9]{8,}"),
+    re.compile(r"(?i)(bearer|token)\s+[A-Za-z0-9._\-]{8,}"),
+    re.compile(r"whsec_[A-Za-z0-9+/=]{8,}"),
+)
+
+
+def static_path(name: str) -> Path:
+    """Where the shipped front-end file `name` lives.
+
+    A wheel carries it in `jobwidget/static/` (copied there from `js/src/` at build time); a development
+    checkout (editable install) reads `js/src/` directly, so there is no stale copy to keep in step.
+    """
+    package_dir = Path(__file__).resolve().parent.parent
+    candidates = (package_dir / "static" / name, package_dir.parent / "js" / "src" / name)
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"jobwidget front-end file {name!r} not found (looked in {', '.join(map(str, candidates))}); "
+        "reinstall jobwidget or restore js/src/"
+    )
+
+
+def _redact(text: str) -> str:
+    for pattern in _SECRET_PATTERNS:
+        text = pattern.sub("[redacted]", text)
+    return text
+
+
+def _clip(value: Any, limit: int) -> str | None:
+    """One line of text, redacted, at most `limit` characters (None stays None, empty becomes None)."""
+    if value is None:
+        return None
+    text = _CONTROL.sub(" ", _redact(str(value))).strip()  # inner spacing kept: tqdm bars line up
+    if not text:
+        return None
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _epoch(value: datetime | None) -> int | None:
+    return None if value is None else int(value.timestamp())
+
+
+def _num(value: Any, digits: int) -> float | None:
+    """A finite float rounded for display (fewer bytes, and a re-rounded value compares equal)."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    return round(f, digits) if math.isfinite(f) else None
+
+
+def _int(value: Any) -> int | None:
+    f = _num(value, 0)
+    return None if f is None else int(f)
+
+
+def _sig(value: Any, digits: int = 4) -> float | None:
+    """Round to significant digits: a loss of 3.512345e-05 keeps its meaning in a few bytes."""
+    f = _num(value, 12)
+    if f is None or f == 0:
+        return f
+    return round(f, digits - 1 - math.floor(math.log10(abs(f))))
+
+
+def _https_url(value: Any) -> str | None:
+    """The URL if it is a plain https link, else None: the card never links to anything else."""
+    if not isinstance(value, str) or len(value) > _MAX_URL:
+        return None
+    if not value.startswith("https://") or any(c.isspace() or ord(c) < 32 for c in value):
+        return None
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return None
+    return value if parts.scheme == "https" and parts.netloc else None
+
+
+def _note(metadata: Mapping[str, Any]) -> str | None:
+    stopped = metadata.get("poll_stopped")
+    if stopped:
+        reason = stopped if isinstance(stopped, str) else "the provider no longer knows this job"
+        return _clip(f"Not polled any more: {reason}", _MAX_NOTE)
+    unknown = metadata.get("unknown_status")
+    if unknown:
+        detail = unknown if isinstance(unknown, str) else "unrecognised"
+        return _clip(f"Provider reported an unknown status ({detail}); showing the last known one", _MAX_NOTE)
+    return None
+
+
+def job_to_card(job: Job) -> dict[str, Any]:
+    """The compact dict the view renders for one job (None fields are left out).
+
+    Keys: id, status, name, model, hw, stage, pct, log, step, total, eta, rate, loss, cost, est, created,
+    started, ended, err, url, note. Times are epoch seconds; numbers are rounded for display. Stage, ETA
+    and rate only make sense while a job is active and are dropped once it finishes.
+    """
+    meta = job.metadata or {}
+    inline = meta.get("inline")
+    inline = inline if isinstance(inline, Mapping) else {}
+    active = job.is_active
+    card: dict[str, Any] = {
+        "id": job.job_id,
+        "status": job.status.value,
+        "name": _clip(job.name, _MAX_NAME),
+        "model": _clip(job.model, _MAX_MODEL),
+        "hw": _clip(job.hardware, _MAX_SHORT),
+        "stage": _clip(job.stage, _MAX_SHORT) if active else None,
+        "pct": _num(job.progress, 1),
+        "log": _clip(job.last_log, _MAX_LOG),
+        "step": _int(inline.get("step")),
+        "total": _int(inline.get("total_steps")),
+        "eta": _int(inline.get("eta_seconds")) if active else None,
+        "rate": _sig(inline.get("rate"), 3) if active else None,
+        "loss": _sig(inline.get("loss"), 4),
+        "cost": _num(job.cost_usd, 4),
+        "est": True if job.cost_is_estimate else None,
+        "created": _epoch(job.created_at),
+        "started": _epoch(job.started_at),
+        "ended": _epoch(job.completed_at),
+        "err": _clip(job.error_message, _MAX_ERROR),
+        "url": _https_url(job.web_url),
+        "note": _note(meta),
+    }
+    if card["pct"] is not None:
+        card["pct"] = min(100.0, max(0.0, card["pct"]))
+    return {k: v for k, v in card.items() if v is not None}
+
+
+def _card_diff(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The fields of `after` that differ from `before` (dropped ones as None), with the id; None if equal.
+
+    A running job's tick changes a handful of fields (progress, step, ETA, loss, log line, cost), so a
+    patch carries ~200 bytes instead of the whole card.
+    """
+    diff = {k: v for k, v in after.items() if before.get(k, _MISSING) != v}
+    diff.update({k: None for k in before if k not in after})
+    if not diff:
+        return None
+    diff["id"] = after["id"]
+    return diff
+
+
+_MISSING = object()
+
+
+def _safe_call(what: str, fn: Callable[..., Any], *args: Any) -> Exception | None:
+    """Run a controller callback; hand back its exception instead of letting it reach the comm handler."""
+    try:
+        fn(*args)
+    except Exception as exc:
+        log.warning("jobwidget panel: %s callback failed", what, exc_info=True)
+        return exc
+    return None
+
+
+class JobsPanel(anywidget.AnyWidget):
+    """One live panel of job cards, fed by the controller from any thread.
+
+    Feed it with `set_jobs` (the full list: only differences go out), `upsert` and `remove`; report
+    freshness and errors with `set_status`; bracket a provider sync with `sync_started`/`sync_finished`.
+    Clicks in the view come back through `on_sync`, `on_cancel(job_id)` and `on_visible(bool)` (any view
+    of the panel visible on screen, so the engine can refresh progress faster).
+    """
+
+    _esm = static_path("widget.js")
+    _css = static_path("widget.css")
+
+    snapshot = traitlets.Dict().tag(sync=True)
+    status = traitlets.Dict().tag(sync=True)
+    syncing = traitlets.Bool(False).tag(sync=True)
+
+    def __init__(
+        self,
+        *,
+        on_sync: Callable[[], None] | None = None,
+        on_cancel: Callable[[str], None] | None = None,
+        on_visible: Callable[[bool], None] | None = None,
+        max_flush_hz: float = 10.0,
+    ) -> None:
+        if not (isinstance(max_flush_hz, int | float) and math.isfinite(max_flush_hz) and max_flush_hz > 0):
+            raise ValueError(f"max_flush_hz must be a positive number, got {max_flush_hz!r}")
+        self._lock = threading.RLock()
+        self._cards: dict[str, dict[str, Any]] = {}
+        self._dirty: set[str] = set()
+        self._removed: set[str] = set()
+        self._sent: dict[str, dict[str, Any]] = {}  # each card as views last received it (for diffs)
+        self._pending_status: dict[str, Any] | None = None
+        self._seq = 0
+        self._min_interval = 1.0 / float(max_flush_hz)
+        self._last_flush = 0.0
+        self._timer: threading.Timer | None = None
+        self._closed = False
+        self._views: dict[str, float] = {}  # view id -> monotonic time it last said it is visible
+        self._visible = False
+        self.on_sync = on_sync
+        self.on_cancel = on_cancel
+        self.on_visible = on_visible
+        self.stats = {"patches": 0, "snapshots": 0, "resyncs": 0}
+        super().__init__(snapshot={"seq": 0, "now": _now(), "jobs": []})
+        self.on_msg(self._on_view_msg)
+
+    def __repr__(self) -> str:
+        return f"JobsPanel(jobs={len(getattr(self, '_cards', ()))})"
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        """Display: bring the snapshot up to date first.
+
+        The view that this output creates starts from the snapshot trait, and the trait update goes out
+        before the display message, so the view needs no resync round trip: that matters when the cell
+        goes on to block (`jobs.wait()`), since the kernel answers a view's messages only once it ends.
+        """
+        with self._lock:
+            self._flush_locked()
+            if self.snapshot.get("seq") != self._seq:
+                self._publish_snapshot()
+        return super()._repr_mimebundle_(**kwargs)
+
+    # ----------------------------------------------------------------- jobs
+
+    @property
+    def seq(self) -> int:
+        """Sequence number of the last patch or snapshot sent."""
+        return self._seq
+
+    @property
+    def visible(self) -> bool:
+        """Whether any view of this panel reported itself on screen recently."""
+        with self._lock:
+            flipped = self._prune_views()
+            visible = self._visible
+        self._notify_visible(flipped)
+        return visible
+
+    def cards(self) -> dict[str, dict[str, Any]]:
+        """A copy of the current cards by job id (what a fully synced view shows)."""
+        with self._lock:
+            return {k: dict(v) for k, v in self._cards.items()}
+
+    def set_jobs(self, jobs: Iterable[Job]) -> None:
+        """Make the panel show exactly `jobs`; only cards that differ are sent."""
+        new = {}
+        for job in jobs:
+            new[job.job_id] = job_to_card(job)
+        with self._lock:
+            for job_id in [k for k in self._cards if k not in new]:
+                self._drop(job_id)
+            for job_id, card in new.items():
+                self._put(job_id, card)
+            self._schedule()
+
+    def upsert(self, jobs: Iterable[Job]) -> None:
+        """Add or update these jobs' cards (unchanged cards send nothing)."""
+        cards = [job_to_card(job) for job in jobs]
+        with self._lock:
+            for card in cards:
+                self._put(card["id"], card)
+            self._schedule()
+
+    def remove(self, job_ids: Iterable[str]) -> None:
+        """Drop these jobs' cards (unknown ids are ignored)."""
+        ids = [str(job_id) for job_id in job_ids]
+        with self._lock:
+            for job_id in ids:
+                self._drop(job_id)
+            self._schedule()
+
+    def flush(self) -> None:
+        """Send pending changes now instead of waiting for the next coalescing slot."""
+        with self._lock:
+            self._flush_locked()
+
+    def close(self) -> None:
+        """Stop the coalescing timer and close the comm (views disappear)."""
+        if not hasattr(self, "_lock"):  # __init__ refused its arguments; ipywidgets' __del__ still calls us
+            super().close()
+            return
+        with self._lock:
+            self._closed = True
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        super().close()
+
+    def _put(self, job_id: str, card: dict[str, Any]) -> None:
+        self._removed.discard(job_id)
+        if self._cards.get(job_id) != card:
+            self._cards[job_id] = card
+            self._dirty.add(job_id)
+
+    def _drop(self, job_id: str) -> None:
+        if self._cards.pop(job_id, None) is not None:
+            self._dirty.discard(job_id)
+            self._removed.add(job_id)
+
+    def _schedule(self) -> None:
+        """Flush now if the last flush is old enough, else once when it is (one timer at most)."""
+        pending = self._dirty or self._removed or self._pending_status is not None
+        if self._closed or self._timer is not None or not pending:
+            return
+        wait = self._min_interval - (time.monotonic() - self._last_flush)
+        if wait <= 0:
+            self._flush_locked()
+            return
+        timer = threading.Timer(wait, lambda: self._timer_fired(timer))
+        timer.daemon = True
+        self._timer = timer
+        timer.start()
+
+    def _timer_fired(self, timer: threading.Timer) -> None:
+        with self._lock:
+            # A flush that ran meanwhile cancelled this timer (and maybe armed a new one): leave that alone.
+            if self._timer is timer:
+                self._timer = None
+                self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._closed:
+            return
+        sent = False
+        if self._pending_status is not None:
+            self.status, self._pending_status = self._pending_status, None
+            sent = True
+        if self._flush_cards_locked():
+            sent = True
+        if sent:
+            self._last_flush = time.monotonic()
+
+    def _flush_cards_locked(self) -> bool:
+        """Send the changed cards as one patch (or a snapshot when most cards changed); False if none."""
+        if not (self._dirty or self._removed):
+            return False
+        upserts: list[dict[str, Any]] = []
+        updates: list[dict[str, Any]] = []
+        for job_id in sorted(self._dirty):
+            card = self._cards[job_id]
+            before = self._sent.get(job_id)
+            if before is None:
+                upserts.append(card)
+            elif diff := _card_diff(before, card):
+                updates.append(diff)
+            self._sent[job_id] = card
+        removes = sorted(self._removed)
+        for job_id in removes:
+            self._sent.pop(job_id, None)
+        self._dirty.clear()
+        self._removed.clear()
+        changes = len(upserts) + len(updates) + len(removes)
+        if not changes:
+            return False  # changed and changed back within one window
+        self._seq += 1
+        if changes >= max(_SNAPSHOT_MIN_CHANGES, _SNAPSHOT_SHARE * len(self._cards)):
+            self._publish_snapshot()
+        else:
+            self.stats["patches"] += 1
+            patch = {"type": "patch", "seq": self._seq, "now": _now(), "upsert": upserts, "remove": removes}
+            if updates:
+                patch["update"] = updates
+            self._emit(patch)
+        return True
+
+    def _publish_snapshot(self) -> None:
+        """Set the snapshot trait to every card at the current seq (pending changes are in it already)."""
+        self._dirty.clear()
+        self._removed.clear()
+        self._sent = dict(self._cards)
+        self.stats["snapshots"] += 1
+        self.snapshot = {"seq": self._seq, "now": _now(), "jobs": list(self._cards.values())}
+
+    def _emit(self, content: dict[str, Any]) -> None:
+        if not self._closed:
+            self.send(content)
+
+    # ----------------------------------------------------------------- status and sync
+
+    def set_status(
+        self,
+        *,
+        provider_label: str,
+        demo: bool,
+        source: str | None = None,
+        updated_at: datetime | None = None,
+        error: str | None = None,
+        polling: bool | None = None,
+    ) -> None:
+        """Replace the toolbar status: provider, demo badge, freshness mark, error banner.
+
+        Each call replaces the whole status, so pass the last successful `updated_at` along with an
+        `error` (the mark then shows how stale the cards are); `error=None` clears the banner. Cheap to
+        call on every engine event: an unchanged status sends nothing, and changes share the cards' flushes.
+        """
+        value = {
+            "provider": _clip(provider_label, _MAX_SHORT) or "provider",
+            "demo": bool(demo),
+            "source": _clip(source, _MAX_SHORT),
+            "updated_at": None if updated_at is None else round(updated_at.timestamp(), 3),
+            "error": _clip(error, _MAX_BANNER),
+            "polling": None if polling is None else bool(polling),
+            "now": _now(),
+        }
+        with self._lock:
+            current = self._pending_status if self._pending_status is not None else self.status
+            if _without_now(value) != _without_now(current):
+                self._pending_status = value  # goes out with the next flush: same rate limit as cards
+                self._schedule()
+            flipped = self._prune_views()
+        self._notify_visible(flipped)  # a view that stopped reporting expires here (called every poll)
+
+    def sync_started(self) -> None:
+        """Spinner on (the Sync button is disabled in every view)."""
+        with self._lock:
+            self.syncing = True
+
+    def sync_finished(self, result: SyncResult | None, error: str | None = None) -> None:
+        """Spinner off, and a toast: the result's message ("Discovered N new jobs from ...") or the error."""
+        with self._lock:
+            self.syncing = False
+            if error:
+                self._toast(f"Sync failed: {error}", "error")
+            elif result is not None:
+                synced = result.synced if isinstance(result.synced, int) else None
+                text = result.message if isinstance(result.message, str) and result.message else None
+                if text is None:
+                    status = self._pending_status if self._pending_status is not None else self.status
+                    provider = status.get("provider") or "the provider"
+                    text = f"Discovered {synced or 0} new job{'' if synced == 1 else 's'} from {provider}"
+                self._toast(text, "info", synced=synced)
+
+    def toast(self, text: str, level: str = "info", *, job_id: str | None = None) -> None:
+        """Show a short transient message in every view ("info" or "error").
+
+        With `job_id`, an error toast also re-enables that card's Cancel button (the cancel failed).
+        """
+        with self._lock:
+            self._toast(text, level, job_id=job_id)
+
+    def _toast(self, text: str, level: str, synced: int | None = None, job_id: str | None = None) -> None:
+        msg: dict[str, Any] = {
+            "type": "toast",
+            "level": "error" if level == "error" else "info",
+            "text": _clip(text, _MAX_TOAST) or "",
+            "now": _now(),
+        }
+        if synced is not None:
+            msg["synced"] = synced
+        if job_id is not None:
+            msg["job_id"] = job_id
+        self._emit(msg)
+
+    # ----------------------------------------------------------------- messages from views
+
+    def _on_view_msg(self, _widget: Any, content: Any, _buffers: Any) -> None:
+        """Dispatch one message from a view; never raises (the comm handler would only log it)."""
+        try:
+            self._dispatch(content)
+        except Exception:
+            log.exception("jobwidget panel: could not handle a message from the view")
+
+    def _dispatch(self, content: Any) -> None:
+        if not isinstance(content, Mapping):
+            return
+        kind = content.get("type")
+        if kind == "resync":
+            self._answer_resync(content.get("seq"))
+        elif kind == "sync":
+            self._handle_sync()
+        elif kind == "cancel":
+            self._handle_cancel(content.get("job_id"))
+        elif kind == "visible":
+            view = content.get("view")
+            self._set_view_visible(
+                view if isinstance(view, str) and view else "default", bool(content.get("visible"))
+            )
+
+    def _answer_resync(self, view_seq: Any) -> None:
+        """Bring a view up to date: a fresh snapshot if it is behind, then a hello with the current seq."""
+        with self._lock:
+            self.stats["resyncs"] += 1
+            self._flush_locked()
+            behind = not isinstance(view_seq, int) or isinstance(view_seq, bool) or view_seq != self._seq
+            if behind and self.snapshot.get("seq") != self._seq:
+                self._publish_snapshot()
+            self._emit({"type": "hello", "seq": self._seq, "now": _now()})
+
+    def _handle_sync(self) -> None:
+        callback = self.on_sync
+        if callback is None:
+            self.toast("Sync is not available: this panel is not connected to a Jobs controller", "error")
+            return
+        self.sync_started()
+        exc = _safe_call("sync", callback)
+        if exc is not None:
+            self.sync_finished(None, error=_describe(exc))
+
+    def _handle_cancel(self, job_id: Any) -> None:
+        if not isinstance(job_id, str) or not job_id or len(job_id) > 200:
+            return
+        with self._lock:
+            card = self._cards.get(job_id)
+        if card is None:
+            self.toast(f"Cannot cancel {job_id}: no such job on this panel", "error", job_id=job_id)
+            return
+        label = card.get("name") or job_id
+        if card.get("status") not in ("pending", "uploading", "queued", "running"):
+            self.toast(f"{label} already finished ({card.get('status')})", "error", job_id=job_id)
+            return
+        callback = self.on_cancel
+        if callback is None:
+            self.toast(
+                "Cancel is not available: this panel is not connected to a Jobs controller",
+                "error",
+                job_id=job_id,
+            )
+            return
+        exc = _safe_call("cancel", callback, job_id)
+        if exc is not None:
+            self.toast(f"Could not cancel {label}: {_describe(exc)}", "error", job_id=job_id)
+        else:
+            self.toast(f"Cancel requested for {label}", job_id=job_id)
+
+    def _set_view_visible(self, view: str, visible: bool) -> None:
+        with self._lock:
+            if visible:
+                self._views[view] = time.monotonic()
+            else:
+                self._views.pop(view, None)
+            flipped = self._prune_views()
+        self._notify_visible(flipped)
+
+    def _prune_views(self) -> bool | None:
+        """Forget views not heard from lately; the new "any view visible" value if it flipped, else None."""
+        cutoff = time.monotonic() - _VIEW_EXPIRY_S
+        for view in [v for v, seen in self._views.items() if seen < cutoff]:
+            del self._views[view]
+        visible = bool(self._views)
+        if visible == self._visible:
+            return None
+        self._visible = visible
+        return visible
+
+    def _notify_visible(self, flipped: bool | None) -> None:
+        """Call on_visible outside the lock: the controller may take its own lock and call us back."""
+        callback = self.on_visible
+        if flipped is None or callback is None:
+            return
+        exc = _safe_call("visible", callback, flipped)
+        if exc is not None:
+            self.toast(f"Panel visibility handler failed: {_describe(exc)}", "error")
+
+
+def _without_now(status: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in status.items() if k != "now"}
+
+
+def _now() -> float:
+    return round(time.time(), 3)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return _clip(text, 200) or type(exc).__name__

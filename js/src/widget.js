@@ -1,0 +1,809 @@
+// jobwidget live panel: one anywidget view of every job as a card.
+//
+// Plain ESM, no imports, no build step, no network: anywidget loads this file as it is.
+// Protocol (see jobwidget/surfaces/widget.py):
+//   trait `snapshot` {seq, now, jobs: [card]}  - the source of truth on (re)sync
+//   trait `status`   {provider, demo, source, updated_at, error, polling, now}
+//   trait `syncing`  bool
+//   msg {type: "patch", seq, now, upsert: [card], remove: [id], update?: [{id, changed fields, dropped: null}]}
+//       applied in seq order; a gap -> resync
+//   msg {type: "hello", seq, now}  - answer to our resync request
+//   msg {type: "toast", level, text, synced?, job_id?}  - an error toast with job_id re-enables that Cancel
+//   we send {type: "resync", seq} | {type: "sync"} | {type: "cancel", job_id} | {type: "visible", visible, view}
+// Data is only ever written with textContent or attributes (never innerHTML): log lines and names come
+// from training scripts and providers.
+
+const ACTIVE = new Set(["pending", "uploading", "queued", "running"]);
+const STATUS_ORDER = ["running", "queued", "uploading", "pending", "completed", "failed", "cancelled"];
+const FILTERS = [
+  ["all", "All"],
+  ["active", "Active"],
+  ["completed", "Completed"],
+  ["failed", "Failed"],
+  ["cancelled", "Cancelled"],
+];
+const SORTS = [
+  ["newest", "Newest"],
+  ["progress", "Progress"],
+  ["cost", "Cost"],
+];
+const AGE_REFRESH_MS = 5000;
+const HEARTBEAT_MS = 30000;
+const TOAST_MS = 6000;
+const MAX_TOASTS = 3;
+const RESYNC_RETRY_MS = 3000;
+const MAX_BUFFERED = 256;
+const MAX_RESYNC_RETRIES = 5;
+const SYNC_TIMEOUT_MS = 5 * 60 * 1000;
+const CANCEL_TIMEOUT_MS = 2 * 60 * 1000;
+
+// ------------------------------------------------------------------ pure helpers (exported for tests)
+
+/** "45s", "5m 03s", "2h 05m", "3d 4h" */
+export function formatDuration(seconds) {
+  if (typeof seconds !== "number" || !Number.isFinite(seconds)) return "";
+  let s = Math.max(0, Math.round(seconds));
+  if (s < 60) return `${s}s`;
+  const pad = (n) => String(n).padStart(2, "0");
+  if (s < 3600) return `${Math.floor(s / 60)}m ${pad(s % 60)}s`;
+  if (s < 86400) return `${Math.floor(s / 3600)}h ${pad(Math.floor((s % 3600) / 60))}m`;
+  return `${Math.floor(s / 86400)}d ${Math.floor((s % 86400) / 3600)}h`;
+}
+
+/** "just now", "12 s ago", "5 min ago", "3 h ago", "2 d ago" */
+export function formatAgo(seconds) {
+  if (typeof seconds !== "number" || !Number.isFinite(seconds)) return "";
+  const s = Math.max(0, Math.round(seconds));
+  if (s < 2) return "just now";
+  if (s < 60) return `${s} s ago`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
+  return `${Math.floor(s / 86400)} d ago`;
+}
+
+export function formatCost(usd) {
+  if (typeof usd !== "number" || !Number.isFinite(usd)) return "";
+  return usd !== 0 && Math.abs(usd) < 0.01 ? `$${usd.toFixed(4)}` : `$${usd.toFixed(2)}`;
+}
+
+/** The URL if it is a well-formed https link, else null (never javascript:, data:, http:...). */
+export function safeHttpsUrl(value) {
+  if (typeof value !== "string" || !value.startsWith("https://")) return null;
+  try {
+    const url = new URL(value);
+    return url.protocol === "https:" && url.hostname ? url.href : null;
+  } catch {
+    return null;
+  }
+}
+
+export function matchesFilter(card, filter) {
+  if (!filter || filter === "all") return true;
+  if (filter === "active") return ACTIVE.has(card.status);
+  return card.status === filter;
+}
+
+export function matchesQuery(card, query) {
+  if (!query) return true;
+  const q = query.trim().toLowerCase();
+  if (!q) return true;
+  return [card.name, card.id, card.model].some((v) => typeof v === "string" && v.toLowerCase().includes(q));
+}
+
+const num = (v) => (typeof v === "number" && Number.isFinite(v) ? v : null);
+function desc(a, b) {
+  // numbers descending, missing values last
+  if (a === null && b === null) return 0;
+  if (a === null) return 1;
+  if (b === null) return -1;
+  return b - a;
+}
+export function compareCards(sort) {
+  const newest = (a, b) => desc(num(a.created), num(b.created)) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+  if (sort === "progress") return (a, b) => desc(num(a.pct), num(b.pct)) || newest(a, b);
+  if (sort === "cost") return (a, b) => desc(num(a.cost), num(b.cost)) || newest(a, b);
+  return newest;
+}
+
+// ------------------------------------------------------------------ DOM helpers
+
+function make(doc, tag, className, text) {
+  const node = doc.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  return node;
+}
+function setText(node, text) {
+  const value = text === undefined || text === null ? "" : String(text);
+  if (node.textContent !== value) node.textContent = value;
+}
+function setAttr(node, name, value) {
+  if (value === undefined || value === null) {
+    if (node.hasAttribute(name)) node.removeAttribute(name);
+  } else if (node.getAttribute(name) !== String(value)) {
+    node.setAttribute(name, String(value));
+  }
+}
+function show(node, visible) {
+  if (node.hidden === !!visible) node.hidden = !visible;
+}
+
+// ------------------------------------------------------------------ the view
+
+function createPanel(model, el) {
+  const doc = el.ownerDocument || document;
+  const win = doc.defaultView || globalThis;
+  const viewId = `v${Math.random().toString(36).slice(2, 10)}${Date.now().toString(36)}`;
+  const state = {
+    seq: -1,
+    cards: new Map(), // id -> card
+    nodes: new Map(), // id -> card DOM parts
+    buffer: new Map(), // seq -> patch waiting for a gap to close
+    filter: "all",
+    query: "",
+    sort: "newest",
+    resyncAt: -Infinity,
+    retries: 0,
+    skewMs: 0, // browser clock minus kernel clock
+    syncPending: false,
+    confirming: null,
+    cancelling: new Set(),
+    visible: null,
+    intersecting: true,
+    destroyed: false,
+  };
+  const timers = new Set();
+  const later = (fn, ms) => {
+    const t = win.setTimeout(() => {
+      timers.delete(t);
+      fn();
+    }, ms);
+    timers.add(t);
+    return t;
+  };
+
+  const send = (msg) => {
+    if (!state.destroyed) model.send(msg);
+  };
+  const kernelNow = () => (Date.now() - state.skewMs) / 1000;
+  const noteClock = (now) => {
+    if (typeof now === "number" && Number.isFinite(now)) state.skewMs = Date.now() - now * 1000;
+  };
+
+  // ---- skeleton
+  const root = make(doc, "div", "jw-root");
+  const head = make(doc, "div", "jw-toolbar");
+  const title = make(doc, "span", "jw-title", "Jobs");
+  const provider = make(doc, "span", "jw-provider");
+  const demo = make(doc, "span", "jw-demo", "demo");
+  demo.title = "Simulated provider: no token set, nothing here is real";
+  demo.hidden = true;
+  const fresh = make(doc, "span", "jw-fresh");
+  const spacer = make(doc, "span", "jw-spacer");
+  const total = make(doc, "span", "jw-total");
+  const syncBtn = make(doc, "button", "jw-sync");
+  syncBtn.type = "button";
+  syncBtn.title = "Fetch the provider's recent jobs";
+  const spinner = make(doc, "span", "jw-spinner");
+  spinner.setAttribute("aria-hidden", "true");
+  const syncLabel = make(doc, "span", "jw-sync-label", "Sync");
+  syncBtn.append(spinner, syncLabel);
+  head.append(title, provider, demo, fresh, spacer, total, syncBtn);
+
+  const controls = make(doc, "div", "jw-controls");
+  const filters = make(doc, "div", "jw-filters");
+  filters.setAttribute("role", "group");
+  filters.setAttribute("aria-label", "Filter by status");
+  const filterButtons = new Map();
+  for (const [key, label] of FILTERS) {
+    const b = make(doc, "button", "jw-filter");
+    b.type = "button";
+    b.dataset.status = key;
+    b.append(make(doc, "span", "jw-filter-label", label), make(doc, "span", "jw-count", "0"));
+    b.setAttribute("aria-pressed", key === state.filter ? "true" : "false");
+    filterButtons.set(key, b);
+    filters.append(b);
+  }
+  const search = make(doc, "input", "jw-search");
+  search.type = "search";
+  search.placeholder = "Search name, id, model";
+  search.setAttribute("aria-label", "Search jobs by name, id or model");
+  const sortSel = make(doc, "select", "jw-sort");
+  sortSel.setAttribute("aria-label", "Sort jobs");
+  for (const [key, label] of SORTS) {
+    const o = make(doc, "option", null, label);
+    o.value = key;
+    sortSel.append(o);
+  }
+  controls.append(filters, search, sortSel);
+
+  const counts = make(doc, "div", "jw-counts");
+  const banner = make(doc, "div", "jw-banner");
+  banner.setAttribute("role", "alert");
+  banner.hidden = true;
+  const list = make(doc, "div", "jw-list");
+  list.setAttribute("role", "list");
+  const empty = make(doc, "div", "jw-empty");
+  const toasts = make(doc, "div", "jw-toasts");
+  toasts.setAttribute("role", "status");
+  toasts.setAttribute("aria-live", "polite");
+  root.append(head, controls, counts, banner, toasts, list, empty);
+  el.replaceChildren(root);
+
+  // ---- cards
+
+  function buildCard(id) {
+    const n = {};
+    n.root = make(doc, "article", "jw-card");
+    n.root.dataset.jobId = id;
+    n.root.setAttribute("role", "listitem");
+    const top = make(doc, "div", "jw-card-head");
+    n.name = make(doc, "span", "jw-name");
+    n.status = make(doc, "span", "jw-status");
+    n.stage = make(doc, "span", "jw-stage");
+    n.link = make(doc, "a", "jw-link", "Open ↗");
+    n.link.target = "_blank";
+    n.link.rel = "noopener noreferrer";
+    n.cancel = make(doc, "button", "jw-cancel", "Cancel");
+    n.cancel.type = "button";
+    top.append(n.name, n.status, n.stage, make(doc, "span", "jw-spacer"), n.link, n.cancel);
+
+    const meta = make(doc, "div", "jw-meta");
+    n.model = make(doc, "span", "jw-model");
+    n.id = make(doc, "span", "jw-id", id);
+    n.age = make(doc, "span", "jw-age");
+    n.cost = make(doc, "span", "jw-cost");
+    meta.append(n.model, n.id, n.age, n.cost);
+
+    n.progressRow = make(doc, "div", "jw-progress");
+    n.bar = make(doc, "div", "jw-bar");
+    n.bar.setAttribute("role", "progressbar");
+    n.bar.setAttribute("aria-valuemin", "0");
+    n.bar.setAttribute("aria-valuemax", "100");
+    n.fill = make(doc, "div", "jw-bar-fill");
+    n.bar.append(n.fill);
+    n.pct = make(doc, "span", "jw-pct");
+    n.step = make(doc, "span", "jw-step");
+    n.eta = make(doc, "span", "jw-eta");
+    n.progressRow.append(n.bar, n.pct, n.step, n.eta);
+
+    n.log = make(doc, "div", "jw-log");
+    n.error = make(doc, "div", "jw-error");
+    n.note = make(doc, "div", "jw-note");
+
+    n.confirm = make(doc, "div", "jw-confirm");
+    n.confirm.setAttribute("role", "group");
+    n.confirm.hidden = true;
+    n.confirmText = make(doc, "span", "jw-confirm-text");
+    n.confirmYes = make(doc, "button", "jw-confirm-yes", "Cancel job");
+    n.confirmYes.type = "button";
+    n.confirmNo = make(doc, "button", "jw-confirm-no", "Keep running");
+    n.confirmNo.type = "button";
+    n.confirm.append(n.confirmText, n.confirmYes, n.confirmNo);
+
+    n.root.append(top, meta, n.progressRow, n.log, n.error, n.note, n.confirm);
+    n.hay = "";
+    n.matches = true;
+    return n;
+  }
+
+  function updateCard(n, c) {
+    const active = ACTIVE.has(c.status);
+    n.root.dataset.status = c.status || "";
+    setText(n.name, c.name || c.id);
+    setAttr(n.name, "title", c.name ? `${c.name} (${c.id})` : c.id);
+    setText(n.status, c.status || "unknown");
+    n.status.dataset.status = c.status || "";
+    setText(n.stage, c.stage || "");
+    show(n.stage, !!c.stage);
+
+    const url = safeHttpsUrl(c.url);
+    if (url) {
+      if (n.link.getAttribute("href") !== url) n.link.href = url;
+    } else if (n.link.hasAttribute("href")) {
+      n.link.removeAttribute("href");
+    }
+    show(n.link, !!url);
+
+    const cancelling = state.cancelling.has(c.id);
+    if (!active) {
+      state.cancelling.delete(c.id);
+      if (state.confirming === c.id) state.confirming = null;
+    }
+    show(n.cancel, active);
+    n.cancel.disabled = cancelling;
+    setText(n.cancel, cancelling ? "Cancelling…" : "Cancel");
+    show(n.confirm, active && state.confirming === c.id);
+    setText(n.confirmText, `Cancel ${c.name || c.id}?`);
+
+    const modelText = [c.model, c.hw].filter(Boolean).join(" · ");
+    setText(n.model, modelText);
+    show(n.model, !!modelText);
+
+    const hasCost = typeof c.cost === "number";
+    setText(n.cost, hasCost ? `${formatCost(c.cost)}${c.est ? " est." : ""}` : "");
+    setAttr(n.cost, "title", c.est ? "Estimate so far: elapsed time × hardware price" : null);
+    n.cost.classList.toggle("jw-est", !!c.est);
+    show(n.cost, hasCost);
+
+    const pct = num(c.pct);
+    const showBar = pct !== null || c.status === "running";
+    show(n.progressRow, showBar);
+    if (pct !== null) {
+      const rounded = Math.round(pct * 10) / 10;
+      setAttr(n.bar, "aria-valuenow", rounded);
+      setAttr(n.bar, "aria-valuetext", `${rounded}%`);
+      const width = `${Math.min(100, Math.max(0, pct))}%`;
+      if (n.fill.style.width !== width) n.fill.style.width = width;
+      setText(n.pct, `${rounded.toFixed(1)}%`);
+    } else {
+      setAttr(n.bar, "aria-valuenow", null);
+      setAttr(n.bar, "aria-valuetext", showBar ? "in progress" : null);
+      if (n.fill.style.width !== "0%") n.fill.style.width = "0%";
+      setText(n.pct, "");
+    }
+    n.bar.classList.toggle("jw-indeterminate", pct === null && c.status === "running");
+    const stepText =
+      typeof c.step === "number"
+        ? `step ${c.step}${typeof c.total === "number" ? `/${c.total}` : ""}`
+        : "";
+    const extras = [stepText];
+    if (typeof c.loss === "number") extras.push(`loss ${c.loss}`);
+    if (typeof c.rate === "number") extras.push(`${c.rate} it/s`);
+    setText(n.step, extras.filter(Boolean).join(" · "));
+    setText(n.eta, active && typeof c.eta === "number" ? `ETA ${formatDuration(c.eta)}` : "");
+
+    setText(n.log, c.log || "");
+    setAttr(n.log, "title", c.log || null);
+    show(n.log, !!c.log);
+    setText(n.error, c.err || "");
+    show(n.error, !!c.err);
+    setText(n.note, c.note || "");
+    show(n.note, !!c.note);
+
+    n.hay = [c.name, c.id, c.model].filter((v) => typeof v === "string").join("\n").toLowerCase();
+    updateAge(n, c);
+  }
+
+  function updateAge(n, c) {
+    const now = kernelNow();
+    let text = "";
+    let ts = null;
+    if (c.status === "running" && num(c.started) !== null) {
+      text = `running ${formatDuration(now - c.started)}`;
+      ts = c.started;
+    } else if (!ACTIVE.has(c.status) && num(c.ended) !== null) {
+      text = `finished ${formatAgo(now - c.ended)}`;
+      if (num(c.started) !== null) text += ` · took ${formatDuration(c.ended - c.started)}`;
+      ts = c.ended;
+    } else if (num(c.created) !== null) {
+      text = `created ${formatAgo(now - c.created)}`;
+      ts = c.created;
+    }
+    setText(n.age, text);
+    show(n.age, !!text);
+    if (ts !== null && n.ageTs !== ts) {
+      n.ageTs = ts;
+      n.age.title = new Date(ts * 1000).toISOString().replace("T", " ").replace(/\.\d+Z$/, " UTC");
+    }
+  }
+
+  function putCard(c) {
+    if (!c || typeof c.id !== "string" || !c.id) return;
+    let n = state.nodes.get(c.id);
+    if (!n) {
+      n = buildCard(c.id);
+      state.nodes.set(c.id, n);
+    }
+    state.cards.set(c.id, c);
+    updateCard(n, c);
+  }
+
+  function dropCard(id) {
+    const n = state.nodes.get(id);
+    if (n) n.root.remove();
+    state.nodes.delete(id);
+    state.cards.delete(id);
+    state.cancelling.delete(id);
+    if (state.confirming === id) state.confirming = null;
+  }
+
+  // ---- layout: filter, sort, counts (cheap with 1,000 cards; DOM nodes move only when out of place)
+
+  function layout() {
+    const q = state.query.trim().toLowerCase();
+    const sorted = Array.from(state.cards.values()).sort(compareCards(state.sort));
+    let cursor = list.firstChild;
+    let shown = 0;
+    for (const c of sorted) {
+      const n = state.nodes.get(c.id);
+      const match = matchesFilter(c, state.filter) && (!q || n.hay.includes(q));
+      if (match) shown += 1;
+      show(n.root, match);
+      if (cursor === n.root) {
+        cursor = cursor.nextSibling;
+      } else {
+        list.insertBefore(n.root, cursor);
+      }
+    }
+    // anything left after the cursor is stale (cannot happen unless the DOM was touched from outside)
+    while (cursor) {
+      const next = cursor.nextSibling;
+      if (!(cursor.dataset && state.cards.has(cursor.dataset.jobId))) cursor.remove();
+      cursor = next;
+    }
+    renderCounts();
+    if (state.cards.size === 0) {
+      const p = (model.get("status") || {}).provider || "the provider";
+      setText(empty, `No jobs yet. Click Sync to fetch them from ${p}.`);
+    } else {
+      setText(empty, shown === 0 ? "No jobs match this filter." : "");
+    }
+    show(empty, shown === 0);
+    root.dataset.seq = String(state.seq);
+    root.dataset.shown = String(shown);
+  }
+
+  function renderCounts() {
+    const byStatus = {};
+    let cost = 0;
+    let estimated = false;
+    let anyCost = false;
+    for (const c of state.cards.values()) {
+      byStatus[c.status] = (byStatus[c.status] || 0) + 1;
+      if (typeof c.cost === "number" && Number.isFinite(c.cost)) {
+        cost += c.cost;
+        anyCost = true;
+        if (c.est) estimated = true;
+      }
+    }
+    const active = STATUS_ORDER.filter((s) => ACTIVE.has(s)).reduce((a, s) => a + (byStatus[s] || 0), 0);
+    const filterCounts = {
+      all: state.cards.size,
+      active,
+      completed: byStatus.completed || 0,
+      failed: byStatus.failed || 0,
+      cancelled: byStatus.cancelled || 0,
+    };
+    for (const [key, b] of filterButtons) {
+      setText(b.lastChild, String(filterCounts[key]));
+      const pressed = key === state.filter ? "true" : "false";
+      if (b.getAttribute("aria-pressed") !== pressed) b.setAttribute("aria-pressed", pressed);
+    }
+    const parts = STATUS_ORDER.filter((s) => byStatus[s]).map((s) => `${byStatus[s]} ${s}`);
+    for (const s of Object.keys(byStatus)) if (!STATUS_ORDER.includes(s)) parts.push(`${byStatus[s]} ${s}`);
+    setText(counts, parts.join(" · "));
+    setText(total, anyCost ? `Total ${formatCost(cost)}${estimated ? " (incl. est.)" : ""}` : "");
+    show(total, anyCost);
+  }
+
+  function refreshAges() {
+    for (const [id, n] of state.nodes) {
+      if (!n.root.hidden) updateAge(n, state.cards.get(id));
+    }
+    renderStatus();
+  }
+
+  // ---- snapshot / patches / resync
+
+  function applySnapshot(snap) {
+    if (!snap || typeof snap.seq !== "number" || !Array.isArray(snap.jobs)) return false;
+    if (snap.seq < state.seq || (snap.seq === state.seq && state.seq >= 0)) return false;
+    const keep = new Set();
+    for (const c of snap.jobs) {
+      if (c && typeof c.id === "string") {
+        keep.add(c.id);
+        putCard(c);
+      }
+    }
+    for (const id of Array.from(state.cards.keys())) if (!keep.has(id)) dropCard(id);
+    state.seq = snap.seq;
+    for (const s of Array.from(state.buffer.keys())) if (s <= state.seq) state.buffer.delete(s);
+    drainBuffer();
+    layout();
+    return true;
+  }
+
+  function applyPatchNow(msg) {
+    for (const id of Array.isArray(msg.remove) ? msg.remove : []) dropCard(id);
+    for (const c of Array.isArray(msg.upsert) ? msg.upsert : []) putCard(c);
+    let lost = false;
+    for (const diff of Array.isArray(msg.update) ? msg.update : []) {
+      const old = diff && state.cards.get(diff.id);
+      if (!old) {
+        lost = true; // a change to a card we never got: we are out of step
+        continue;
+      }
+      const merged = { ...old };
+      for (const [key, value] of Object.entries(diff)) {
+        if (value === null) delete merged[key];
+        else merged[key] = value;
+      }
+      putCard(merged);
+    }
+    state.seq = msg.seq;
+    if (lost) {
+      // claim nothing: the kernel's snapshot (fresh, or the current one on the model) replaces everything
+      state.seq = -1;
+      requestResync(true);
+    }
+  }
+
+  function drainBuffer() {
+    for (let i = 0; i < MAX_BUFFERED && state.buffer.has(state.seq + 1); i += 1) {
+      const msg = state.buffer.get(state.seq + 1);
+      state.buffer.delete(state.seq + 1);
+      applyPatchNow(msg);
+    }
+  }
+
+  function onPatch(msg) {
+    if (typeof msg.seq !== "number") return;
+    if (msg.seq <= state.seq) return; // already in the snapshot we hold
+    if (msg.seq === state.seq + 1) {
+      applyPatchNow(msg);
+      drainBuffer();
+      layout();
+      return;
+    }
+    // a gap: keep the patch for later, ask for a snapshot
+    if (state.buffer.size < MAX_BUFFERED) state.buffer.set(msg.seq, msg);
+    requestResync();
+  }
+
+  function requestResync(force = false) {
+    const now = Date.now();
+    if (!force && now - state.resyncAt < RESYNC_RETRY_MS) return;
+    state.resyncAt = now;
+    send({ type: "resync", seq: state.seq });
+  }
+
+  function onHello(msg) {
+    if (typeof msg.seq !== "number") return;
+    if (msg.seq > state.seq) applySnapshot(model.get("snapshot"));
+    if (msg.seq > state.seq && state.retries < MAX_RESYNC_RETRIES) {
+      // still behind (should not happen: the kernel sends a fresh snapshot first): ask again, later
+      state.retries += 1;
+      later(() => {
+        if (msg.seq > state.seq) requestResync(true);
+      }, RESYNC_RETRY_MS);
+    } else if (msg.seq <= state.seq) {
+      state.resyncAt = -Infinity;
+      state.retries = 0;
+    }
+  }
+
+  // ---- status, sync, toasts
+
+  function renderStatus() {
+    const st = model.get("status") || {};
+    setText(provider, st.provider || "");
+    show(provider, !!st.provider);
+    show(demo, !!st.demo);
+    let mark = "";
+    if (typeof st.updated_at === "number") mark = `updated ${formatAgo(kernelNow() - st.updated_at)}`;
+    else if (st.provider) mark = "not updated yet";
+    if (mark && st.source) mark += ` · ${st.source}`;
+    if (mark && st.polling === false) mark += " · polling off";
+    setText(fresh, mark);
+    show(fresh, !!mark);
+    const stale = typeof st.updated_at === "number" && kernelNow() - st.updated_at > 300;
+    fresh.classList.toggle("jw-stale", stale);
+    setText(banner, st.error || "");
+    show(banner, !!st.error);
+  }
+
+  function renderSync() {
+    const busy = !!model.get("syncing") || state.syncPending;
+    syncBtn.disabled = busy;
+    syncBtn.classList.toggle("jw-busy", busy);
+    syncBtn.setAttribute("aria-busy", busy ? "true" : "false");
+    setText(syncLabel, busy ? "Syncing…" : "Sync");
+    root.dataset.syncing = busy ? "true" : "false";
+  }
+
+  function showToast(text, level) {
+    const t = make(doc, "div", `jw-toast${level === "error" ? " jw-toast-error" : ""}`, text);
+    t.dataset.level = level === "error" ? "error" : "info";
+    toasts.append(t);
+    while (toasts.childElementCount > MAX_TOASTS) toasts.firstChild.remove();
+    later(() => t.remove(), level === "error" ? TOAST_MS * 2 : TOAST_MS);
+  }
+
+  let syncTimer = null;
+  function onSyncClick() {
+    if (syncBtn.disabled) return;
+    state.syncPending = true;
+    renderSync();
+    send({ type: "sync" });
+    if (syncTimer !== null) win.clearTimeout(syncTimer);
+    syncTimer = later(() => {
+      state.syncPending = false;
+      renderSync();
+    }, SYNC_TIMEOUT_MS);
+  }
+  function endSyncPending() {
+    state.syncPending = false;
+    if (syncTimer !== null) {
+      win.clearTimeout(syncTimer);
+      timers.delete(syncTimer);
+      syncTimer = null;
+    }
+    renderSync();
+  }
+
+  // ---- events
+
+  function onCustom(msg) {
+    if (!msg || typeof msg !== "object") return;
+    if (msg.type === "patch") {
+      noteClock(msg.now);
+      onPatch(msg);
+    } else if (msg.type === "hello") {
+      noteClock(msg.now);
+      onHello(msg);
+    } else if (msg.type === "toast") {
+      noteClock(msg.now);
+      if (typeof msg.text === "string" && msg.text) showToast(msg.text, msg.level);
+      if (msg.level === "error" && typeof msg.job_id === "string" && state.cancelling.delete(msg.job_id)) {
+        const n = state.nodes.get(msg.job_id);
+        if (n) updateCard(n, state.cards.get(msg.job_id)); // the cancel failed: the button comes back
+      }
+      if ((msg.level === "error" || typeof msg.synced === "number") && !model.get("syncing")) endSyncPending();
+    }
+  }
+  const onSnapshot = () => {
+    const snap = model.get("snapshot");
+    if (snap) noteClock(snap.now);
+    applySnapshot(snap);
+  };
+  const onStatus = () => {
+    const st = model.get("status") || {};
+    noteClock(st.now);
+    renderStatus();
+    if (state.cards.size === 0) layout();
+  };
+  const onSyncing = () => {
+    if (!model.get("syncing")) endSyncPending();
+    else renderSync();
+  };
+
+  syncBtn.addEventListener("click", onSyncClick);
+  filters.addEventListener("click", (ev) => {
+    const b = ev.target && ev.target.closest ? ev.target.closest(".jw-filter") : null;
+    if (!b || !filters.contains(b)) return;
+    state.filter = b.dataset.status || "all";
+    layout();
+  });
+  search.addEventListener("input", () => {
+    state.query = search.value || "";
+    layout();
+  });
+  sortSel.addEventListener("change", () => {
+    state.sort = sortSel.value || "newest";
+    layout();
+  });
+  list.addEventListener("click", (ev) => {
+    const target = ev.target && ev.target.closest ? ev.target : null;
+    if (!target) return;
+    const cardEl = target.closest(".jw-card");
+    if (!cardEl) return;
+    const id = cardEl.dataset.jobId;
+    const c = state.cards.get(id);
+    const n = state.nodes.get(id);
+    if (!c || !n) return;
+    if (target.closest(".jw-cancel")) {
+      if (!ACTIVE.has(c.status) || state.cancelling.has(id)) return;
+      const previous = state.confirming;
+      state.confirming = previous === id ? null : id;
+      if (previous && previous !== id && state.nodes.has(previous)) {
+        updateCard(state.nodes.get(previous), state.cards.get(previous));
+      }
+      updateCard(n, c);
+      if (state.confirming === id) n.confirmNo.focus?.();
+    } else if (target.closest(".jw-confirm-yes")) {
+      state.confirming = null;
+      if (ACTIVE.has(c.status)) {
+        state.cancelling.add(id);
+        send({ type: "cancel", job_id: id });
+        later(() => {
+          // no answer in time (kernel busy, cancel lost): let the user try again
+          if (state.cancelling.delete(id) && state.nodes.has(id)) updateCard(state.nodes.get(id), state.cards.get(id));
+        }, CANCEL_TIMEOUT_MS);
+      }
+      updateCard(n, c);
+    } else if (target.closest(".jw-confirm-no")) {
+      state.confirming = null;
+      updateCard(n, c);
+      n.cancel.focus?.();
+    }
+  });
+  root.addEventListener("keydown", (ev) => {
+    if (ev.key === "Escape" && state.confirming) {
+      const id = state.confirming;
+      state.confirming = null;
+      if (state.nodes.has(id)) updateCard(state.nodes.get(id), state.cards.get(id));
+    }
+  });
+
+  model.on("msg:custom", onCustom);
+  model.on("change:snapshot", onSnapshot);
+  model.on("change:status", onStatus);
+  model.on("change:syncing", onSyncing);
+
+  // ---- visibility (the kernel polls running jobs faster while a panel is on screen)
+
+  function reportVisible() {
+    const hidden = doc.visibilityState === "hidden";
+    const visible = !state.destroyed && state.intersecting && !hidden && root.isConnected !== false;
+    if (visible !== state.visible) {
+      state.visible = visible;
+      send({ type: "visible", visible, view: viewId });
+    }
+  }
+  let observer = null;
+  if (typeof win.IntersectionObserver === "function") {
+    try {
+      observer = new win.IntersectionObserver((entries) => {
+        const last = entries[entries.length - 1];
+        if (last) state.intersecting = !!last.isIntersecting;
+        reportVisible();
+      });
+      observer.observe(root);
+    } catch {
+      observer = null;
+    }
+  }
+  const onVisibility = () => reportVisible();
+  doc.addEventListener("visibilitychange", onVisibility);
+  const onPageHide = () => {
+    if (state.visible) {
+      state.visible = false;
+      send({ type: "visible", visible: false, view: viewId });
+    }
+  };
+  win.addEventListener("pagehide", onPageHide);
+  const heartbeat = win.setInterval(() => {
+    if (state.visible) send({ type: "visible", visible: true, view: viewId });
+  }, HEARTBEAT_MS);
+  const ages = win.setInterval(refreshAges, AGE_REFRESH_MS);
+
+  // ---- first paint, then catch up with anything sent before this view existed
+
+  applySnapshot(model.get("snapshot"));
+  layout();
+  renderStatus();
+  renderSync();
+  requestResync(true);
+  reportVisible();
+
+  return {
+    root,
+    state,
+    destroy() {
+      if (state.destroyed) return;
+      if (state.visible) send({ type: "visible", visible: false, view: viewId });
+      state.destroyed = true;
+      model.off("msg:custom", onCustom);
+      model.off("change:snapshot", onSnapshot);
+      model.off("change:status", onStatus);
+      model.off("change:syncing", onSyncing);
+      doc.removeEventListener("visibilitychange", onVisibility);
+      win.removeEventListener("pagehide", onPageHide);
+      if (observer) observer.disconnect();
+      win.clearInterval(heartbeat);
+      win.clearInterval(ages);
+      for (const t of timers) win.clearTimeout(t);
+      timers.clear();
+    },
+  };
+}
+
+/** anywidget entry point: draw the panel into `el`; the returned function tears it down. */
+function render({ model, el }) {
+  const panel = createPanel(model, el);
+  return () => panel.destroy();
+}
+
+export { createPanel };
+export default { render };
