@@ -21,7 +21,9 @@ def _load_all() -> None:
 def main(argv: list[str] | None = None) -> int:
     _load_all()
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("names", nargs="*", help=f"benchmarks to run (default: all): {', '.join(sorted(REGISTRY))}")
+    parser.add_argument(
+        "names", nargs="*", help=f"benchmarks to run (default: all): {', '.join(sorted(REGISTRY))}"
+    )
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     args = parser.parse_args(argv)
     unknown = [n for n in args.names if n not in REGISTRY]

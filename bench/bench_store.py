@@ -21,7 +21,12 @@ from jobwidget.core.models import Job, JobStatus, merge_job
 from jobwidget.engine.store import JobStore, _job_to_row, _row_to_job
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-STATUSES = [JobStatus.COMPLETED] * 14 + [JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.RUNNING, JobStatus.QUEUED]
+STATUSES = [JobStatus.COMPLETED] * 14 + [
+    JobStatus.FAILED,
+    JobStatus.CANCELLED,
+    JobStatus.RUNNING,
+    JobStatus.QUEUED,
+]
 
 
 def _job(i: int, rng: random.Random, status: JobStatus | None = None) -> Job:
@@ -65,7 +70,9 @@ def _naive_upsert(store: JobStore, jobs: list[Job]) -> None:
         before = _row_to_job(row[:-1]) if row else None
         after = merge_job(before, job)
         values = _job_to_row(after)
-        conn.execute(f"INSERT OR REPLACE INTO jobs VALUES ({', '.join('?' * (len(values) + 1))})", (*values, 0))
+        conn.execute(
+            f"INSERT OR REPLACE INTO jobs VALUES ({', '.join('?' * (len(values) + 1))})", (*values, 0)
+        )
         conn.execute("COMMIT")
 
 
@@ -88,7 +95,9 @@ def run(quick: bool) -> list[Row]:
         fast = best_of(lambda: store.upsert(next(it)), repeat=6)
         it2 = iter(pages[6:] + [page(n - 100) for _ in range(6)])
         naive = best_of(lambda: _naive_upsert(store, next(it2)), repeat=6)
-        rows.append(Row("store", "upsert 100-job page", fast * 1e3, "ms", naive * 1e3, note="vs 1 txn per job"))
+        rows.append(
+            Row("store", "upsert 100-job page", fast * 1e3, "ms", naive * 1e3, note="vs 1 txn per job")
+        )
 
         running = best_of(lambda: store.list(status="running", limit=None), repeat=5)
 
@@ -98,8 +107,14 @@ def run(quick: bool) -> list[Row]:
         naive_l = best_of(naive_list, repeat=2)
         count = store.count(status="running")
         rows.append(
-            Row("store", f"list(status='running') over {n // 1000}k ({count} hits)", running * 1e3, "ms",
-                naive_l * 1e3, note="vs load all + filter")
+            Row(
+                "store",
+                f"list(status='running') over {n // 1000}k ({count} hits)",
+                running * 1e3,
+                "ms",
+                naive_l * 1e3,
+                note="vs load all + filter",
+            )
         )
 
         frame = best_of(lambda: jobs_frame(store.frame_rows()), repeat=3)
@@ -109,8 +124,15 @@ def run(quick: bool) -> list[Row]:
 
         naive_f = best_of(naive_frame, repeat=1)
         rows.append(
-            Row("store", f"to_dataframe() over {n // 1000}k", frame * 1e3, "ms", naive_f * 1e3,
-                target="< 1000 ms", note="vs Jobs -> dicts -> DataFrame")
+            Row(
+                "store",
+                f"to_dataframe() over {n // 1000}k",
+                frame * 1e3,
+                "ms",
+                naive_f * 1e3,
+                target="< 1000 ms",
+                note="vs Jobs -> dicts -> DataFrame",
+            )
         )
         store.close()
     return rows

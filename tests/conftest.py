@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-REFERENCE_DIR = Path(os.environ.get("JOBWIDGET_REFERENCE_DIR", REPO.parent / "shared" / "reference" / "replicate"))
+REFERENCE_DIR = Path(
+    os.environ.get("JOBWIDGET_REFERENCE_DIR", REPO.parent / "shared" / "reference" / "replicate")
+)
 
 _ENV_VARS = (
     "REPLICATE_API_TOKEN",

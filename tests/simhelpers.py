@@ -29,7 +29,9 @@ class ManualClock:
 
 
 @contextmanager
-def loopback_sim(config: SimConfig | None = None, *, clock: ManualClock | None = None) -> Iterator[RunningSim]:
+def loopback_sim(
+    config: SimConfig | None = None, *, clock: ManualClock | None = None
+) -> Iterator[RunningSim]:
     sim = SimulatedReplicate(config or SimConfig(seed=1), clock=clock or ManualClock())
     with start_in_thread(sim=sim) as running:
         yield running

@@ -41,7 +41,12 @@ def test_precedence_argument_env_yaml_default(tmp_path: Path):
     # JOBWIDGET_CONFIG is read when no config argument is given
     assert load_settings(env={"JOBWIDGET_CONFIG": str(cfg)}).poll_interval == 45
     # a mapping works as config too
-    assert load_settings(config={"background": {"job_status_polling": {"interval_seconds": 9}}}, env={}).poll_interval == 9
+    assert (
+        load_settings(
+            config={"background": {"job_status_polling": {"interval_seconds": 9}}}, env={}
+        ).poll_interval
+        == 9
+    )
 
 
 def test_webhook_disables_polling_unless_enabled_explicitly(tmp_path: Path):
@@ -59,7 +64,9 @@ def test_store_precedence(tmp_path: Path):
     cfg = _yaml(tmp_path, f"store: {tmp_path / 'yaml.sqlite3'}\n")
     assert load_settings(config=cfg, env={}).store == str(tmp_path / "yaml.sqlite3")
     assert load_settings(config=cfg, env={"JOBWIDGET_STORE": "/e.sqlite3"}).store == "/e.sqlite3"
-    assert load_settings(config=cfg, env={"JOBWIDGET_STORE": "/e.sqlite3"}, store=":memory:").store == ":memory:"
+    assert (
+        load_settings(config=cfg, env={"JOBWIDGET_STORE": "/e.sqlite3"}, store=":memory:").store == ":memory:"
+    )
 
 
 @pytest.mark.parametrize(
@@ -67,11 +74,21 @@ def test_store_precedence(tmp_path: Path):
     [
         ({"poll_interval": 0}, {}, None, "poll_interval (argument) must be between"),
         ({"poll_interval": "fast"}, {}, None, "poll_interval (argument) must be a number"),
-        ({}, {"JOBWIDGET_POLL_INTERVAL": "abc"}, None, "JOBWIDGET_POLL_INTERVAL (environment) must be a number"),
+        (
+            {},
+            {"JOBWIDGET_POLL_INTERVAL": "abc"},
+            None,
+            "JOBWIDGET_POLL_INTERVAL (environment) must be a number",
+        ),
         ({}, {"SIMPLETUNER_JOB_POLL_INTERVAL": "-3"}, None, "SIMPLETUNER_JOB_POLL_INTERVAL"),
         ({}, {"JOBWIDGET_POLL_INTERVAL": "inf"}, None, "must be between"),
         ({}, {}, "background: {job_status_polling: {interval_seconds: true}}", "interval_seconds"),
-        ({}, {}, "background: {job_status_polling: {enabled: maybe}}", "background.job_status_polling.enabled"),
+        (
+            {},
+            {},
+            "background: {job_status_polling: {enabled: maybe}}",
+            "background.job_status_polling.enabled",
+        ),
         ({}, {}, "background: [1, 2]", "background.job_status_polling"),
         ({}, {}, "- a list\n- at top\n", "must hold a mapping"),
         ({}, {}, "background: {job_status_polling: {interval_seconds: 30}\n", "not valid YAML"),

@@ -123,7 +123,9 @@ def test_events_fire_and_a_failing_callback_never_breaks_the_engine(jobs: Jobs, 
     deadline = time.monotonic() + 5
     while not seen and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert seen == [{"type": "job_status_changed", "job_id": "job00001", "status": "completed", "previous": "running"}]
+    assert seen == [
+        {"type": "job_status_changed", "job_id": "job00001", "status": "completed", "previous": "running"}
+    ]
     with pytest.raises(ValueError, match="unknown event"):
         jobs.on("nope", print)
 
@@ -173,7 +175,9 @@ def test_recreating_jobs_on_the_same_store_leaves_no_second_loop_or_poller(tmp_p
     assert _engine_threads() == before
 
 
-def test_no_token_means_simulated_demo_and_repr_is_secret_free(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_no_token_means_simulated_demo_and_repr_is_secret_free(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     monkeypatch.setenv("JOBWIDGET_STORE", str(tmp_path / "env.sqlite3"))
     with Jobs(provider=FakeProvider([]), autostart=False) as j:
         assert j.settings.store == str(tmp_path / "env.sqlite3")
@@ -182,5 +186,14 @@ def test_no_token_means_simulated_demo_and_repr_is_secret_free(tmp_path: Path, m
 
 def test_job_model_exports():
     assert jobwidget.Job is Job
-    assert set(jobwidget.__all__) >= {"Jobs", "Job", "JobStatus", "InlineProgress", "SyncResult", "ProviderCheck",
-                                       "parse_logs", "ReplicateProvider", "JobNotFound"}
+    assert set(jobwidget.__all__) >= {
+        "Jobs",
+        "Job",
+        "JobStatus",
+        "InlineProgress",
+        "SyncResult",
+        "ProviderCheck",
+        "parse_logs",
+        "ReplicateProvider",
+        "JobNotFound",
+    }

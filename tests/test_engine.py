@@ -6,7 +6,6 @@ import asyncio
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import httpx
@@ -91,8 +90,10 @@ async def test_active_refresh_reads_statuses_from_list_pages():
 
 async def test_jobs_beyond_recent_pages_and_404s_use_gets_and_stop_being_polled():
     clock = ManualClock()
-    with loopback_sim(SimConfig(seed=5, fleet_size=300, active=3, arrival_interval=0), clock=clock) as running:
-        service, bus = await _service(running)
+    with loopback_sim(
+        SimConfig(seed=5, fleet_size=300, active=3, arrival_interval=0), clock=clock
+    ) as running:
+        service, _bus = await _service(running)
         await service.sync(all=True)
         old = service.store.list(status="completed", limit=None)[-1]  # deep in history
         # The store wrongly believes an old job still runs, and knows a job the provider never had.
@@ -128,8 +129,9 @@ async def test_stale_poll_after_terminal_update_leaves_job_terminal():
 
 async def test_event_sequence_of_one_jobs_whole_life():
     clock = ManualClock()
-    cfg = SimConfig(seed=7, fleet_size=5, active=0, arrival_interval=0, time_scale=60, fail_fraction=0,
-                    cancel_fraction=0)
+    cfg = SimConfig(
+        seed=7, fleet_size=5, active=0, arrival_interval=0, time_scale=60, fail_fraction=0, cancel_fraction=0
+    )
     with loopback_sim(cfg, clock=clock) as running:
         async with httpx.AsyncClient(base_url=running.base_url) as client:
             created = await client.post(
@@ -202,8 +204,11 @@ _FOLLOWER = textwrap.dedent(
 def _poll_calls(running, store: Path, processes: int, seconds: float) -> int:
     running.sim.reset_stats()
     procs = [
-        subprocess.Popen([sys.executable, "-c", _FOLLOWER, running.base_url, str(store), str(seconds)],
-                         stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", _FOLLOWER, running.base_url, str(store), str(seconds)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(processes)
     ]
     for p in procs:
@@ -214,15 +219,24 @@ def _poll_calls(running, store: Path, processes: int, seconds: float) -> int:
 
 
 def test_processes_sharing_a_store_poll_no_more_than_one(tmp_path: Path):
-    with loopback_sim(SimConfig(seed=9, fleet_size=60, active=10, arrival_interval=0, time_scale=1)) as running:
+    with loopback_sim(
+        SimConfig(seed=9, fleet_size=60, active=10, arrival_interval=0, time_scale=1)
+    ) as running:
         store = tmp_path / "shared.sqlite3"
         with JobStore(store) as _s:
             pass
         seed = subprocess.run(
-            [sys.executable, "-c", "import sys, jobwidget\nfrom jobwidget.engine.providers.replicate import "
-             "ReplicateProvider\nj = jobwidget.Jobs(provider=ReplicateProvider(token='t', base_url=sys.argv[1]),"
-             " store=sys.argv[2], autostart=False)\nj.sync()\nj.close()", running.base_url, str(store)],
-            check=True, timeout=60,
+            [
+                sys.executable,
+                "-c",
+                "import sys, jobwidget\n"
+                "p = jobwidget.ReplicateProvider(token='t', base_url=sys.argv[1])\n"
+                "j = jobwidget.Jobs(provider=p, store=sys.argv[2], autostart=False)\nj.sync()\nj.close()",
+                running.base_url,
+                str(store),
+            ],
+            check=True,
+            timeout=60,
         )
         assert seed.returncode == 0
         one = _poll_calls(running, store, 1, 3.0)

@@ -11,8 +11,22 @@ from jobwidget.core.models import Job, JobStatus
 from jobwidget.engine.store import JobStore
 
 EXPECTED_COLUMNS = [
-    "job_id", "provider", "status", "stage", "progress", "name", "model", "hardware", "created_at",
-    "started_at", "completed_at", "queue_seconds", "duration_seconds", "cost_usd", "error_message", "last_log",
+    "job_id",
+    "provider",
+    "status",
+    "stage",
+    "progress",
+    "name",
+    "model",
+    "hardware",
+    "created_at",
+    "started_at",
+    "completed_at",
+    "queue_seconds",
+    "duration_seconds",
+    "cost_usd",
+    "error_message",
+    "last_log",
 ]
 
 
@@ -31,19 +45,39 @@ def test_empty_frame_has_the_same_columns_and_dtypes():
     df = jobs_frame([])
     assert len(df) == 0
     _check_dtypes(df)
-    assert df.groupby("status", observed=False)["cost_usd"].sum().to_dict() == {s.value: 0.0 for s in JobStatus}
+    assert df.groupby("status", observed=False)["cost_usd"].sum().to_dict() == {
+        s.value: 0.0 for s in JobStatus
+    }
 
 
 def test_frame_from_store_values_and_dtypes():
     t = datetime(2026, 5, 1, 10, tzinfo=UTC)
     s = JobStore(":memory:")
-    s.upsert([
-        Job(job_id="a", provider="replicate", status="completed", created_at=t, started_at=t + timedelta(seconds=90),
-            completed_at=t + timedelta(seconds=690), cost_usd=0.915, name="é", hardware="gpu-h100"),
-        Job(job_id="b", provider="replicate", status="running", created_at=t + timedelta(hours=1), progress=30.0,
-            stage="Training", last_log="step 300/1000"),
-        Job(job_id="c", provider="replicate", status="failed", error_message="OOM"),
-    ])
+    s.upsert(
+        [
+            Job(
+                job_id="a",
+                provider="replicate",
+                status="completed",
+                created_at=t,
+                started_at=t + timedelta(seconds=90),
+                completed_at=t + timedelta(seconds=690),
+                cost_usd=0.915,
+                name="é",
+                hardware="gpu-h100",
+            ),
+            Job(
+                job_id="b",
+                provider="replicate",
+                status="running",
+                created_at=t + timedelta(hours=1),
+                progress=30.0,
+                stage="Training",
+                last_log="step 300/1000",
+            ),
+            Job(job_id="c", provider="replicate", status="failed", error_message="OOM"),
+        ]
+    )
     df = jobs_frame(s.frame_rows())
     _check_dtypes(df)
     assert list(df["job_id"]) == ["b", "a", "c"]  # newest first, undated last

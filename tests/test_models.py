@@ -6,7 +6,15 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from jobwidget import ACTIVE_STATUSES, TERMINAL_STATUSES, InlineProgress, Job, JobStatus, ProviderCheck, SyncResult
+from jobwidget import (
+    ACTIVE_STATUSES,
+    TERMINAL_STATUSES,
+    InlineProgress,
+    Job,
+    JobStatus,
+    ProviderCheck,
+    SyncResult,
+)
 from jobwidget.core.models import can_transition, merge_job, next_status
 
 ORDER = [JobStatus.PENDING, JobStatus.UPLOADING, JobStatus.QUEUED, JobStatus.RUNNING]
@@ -14,7 +22,7 @@ ORDER = [JobStatus.PENDING, JobStatus.UPLOADING, JobStatus.QUEUED, JobStatus.RUN
 
 def test_status_sets_partition_the_seven_statuses():
     assert len(JobStatus) == 7
-    assert ACTIVE_STATUSES | TERMINAL_STATUSES == set(JobStatus)
+    assert set(JobStatus) == ACTIVE_STATUSES | TERMINAL_STATUSES
     assert not ACTIVE_STATUSES & TERMINAL_STATUSES
     assert {s.value for s in ACTIVE_STATUSES} == {"pending", "uploading", "queued", "running"}
 
@@ -40,7 +48,9 @@ def _job(status: str, **kw) -> Job:
 
 
 def test_job_is_immutable_and_normalises():
-    job = _job("running", cost_usd=1, created_at=datetime(2026, 1, 1, 12, tzinfo=timezone(timedelta(hours=2))))
+    job = _job(
+        "running", cost_usd=1, created_at=datetime(2026, 1, 1, 12, tzinfo=timezone(timedelta(hours=2)))
+    )
     with pytest.raises(dataclasses.FrozenInstanceError):
         job.status = JobStatus.FAILED  # type: ignore[misc]
     assert job.status is JobStatus.RUNNING

@@ -34,8 +34,17 @@ def test_prices_multiply_for_multi_gpu_and_unknowns_are_none():
 
 
 def test_config_overrides_and_errors():
-    p = Pricing.from_config({"prices": {"gpu-h100": 0.002}, "trainers": {"a/b": "gpu-t4"}, "default_sku": "cpu"})
-    assert p.price_per_second("gpu-h100") == 0.002 and p.sku_for("a/b") == "gpu-t4" and p.sku_for("x/y") == "cpu"
-    for bad in ({"prices": {"gpu-h100": "cheap"}}, {"prices": []}, {"trainers": {"a/b": 3}}, {"default_sku": 5}):
+    p = Pricing.from_config(
+        {"prices": {"gpu-h100": 0.002}, "trainers": {"a/b": "gpu-t4"}, "default_sku": "cpu"}
+    )
+    assert (
+        p.price_per_second("gpu-h100") == 0.002 and p.sku_for("a/b") == "gpu-t4" and p.sku_for("x/y") == "cpu"
+    )
+    for bad in (
+        {"prices": {"gpu-h100": "cheap"}},
+        {"prices": []},
+        {"trainers": {"a/b": 3}},
+        {"default_sku": 5},
+    ):
         with pytest.raises(ValueError):
             Pricing.from_config(bad)

@@ -103,8 +103,12 @@ def test_schema_has_version_wal_and_indexes(tmp_path: Path):
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     assert {"jobs_status_created", "jobs_created"} <= indexes
-    plan = " ".join(str(r) for r in conn.execute(
-        "EXPLAIN QUERY PLAN SELECT * FROM jobs WHERE status IN ('running') ORDER BY created_at DESC"))
+    plan = " ".join(
+        str(r)
+        for r in conn.execute(
+            "EXPLAIN QUERY PLAN SELECT * FROM jobs WHERE status IN ('running') ORDER BY created_at DESC"
+        )
+    )
     assert "jobs_status_created" in plan
     conn.close()
 
@@ -112,18 +116,20 @@ def test_schema_has_version_wal_and_indexes(tmp_path: Path):
 def test_migration_path_runs_each_step_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     path = tmp_path / "old.sqlite3"
     JobStore(path).upsert([make_job(1)])
-    # A future schema version 2 adds a column; an existing v1 store migrates in place, data kept.
+    # A future schema version adds a column; an existing store migrates in place, data kept.
+    future = SCHEMA_VERSION + 1
     migrations = dict(store_mod._MIGRATIONS)
-    migrations[2] = ("ALTER TABLE jobs ADD COLUMN note TEXT",)
+    migrations[future] = ("ALTER TABLE jobs ADD COLUMN note TEXT",)
     monkeypatch.setattr(store_mod, "_MIGRATIONS", migrations)
-    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", future)
     s = JobStore(path)
     assert s.get("job00001") is not None
+    s.close()
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == future
     assert "note" in {r[1] for r in conn.execute("PRAGMA table_info(jobs)")}
     conn.close()
-    JobStore(path).close()  # already at 2: nothing re-runs (ALTER would fail if it did)
+    JobStore(path).close()  # already migrated: nothing re-runs (ALTER would fail if it did)
 
 
 def test_newer_schema_is_refused(tmp_path: Path):
@@ -139,7 +145,11 @@ def test_newer_schema_is_refused(tmp_path: Path):
 
 @pytest.mark.parametrize(
     "content",
-    [b"this is not a database at all\n" * 10, b"\x00\xff" * 4096, b"SQLite format 3\x00" + b"\xde\xad" * 2000],
+    [
+        b"this is not a database at all\n" * 10,
+        b"\x00\xff" * 4096,
+        b"SQLite format 3\x00" + b"\xde\xad" * 2000,
+    ],
     ids=["text", "binary", "damaged-sqlite"],
 )
 def test_corrupt_file_gets_clear_error_and_is_left_untouched(tmp_path: Path, content: bytes):
@@ -183,7 +193,8 @@ def test_lease_is_exclusive_expires_and_dead_holder_is_taken_over(tmp_path: Path
     dead.wait()
     with s._write() as conn:
         conn.execute(
-            "INSERT INTO leases VALUES ('poller', 'ghost', ?, ?, ?)", (time.time() + 600, dead.pid, store_mod._HOST)
+            "INSERT INTO leases VALUES ('poller', 'ghost', ?, ?, ?)",
+            (time.time() + 600, dead.pid, store_mod._HOST),
         )
     assert s.acquire_lease("poller", "c", ttl=30)
     s.close()
@@ -234,7 +245,9 @@ while True:
 def test_sigkill_mid_write_leaves_an_intact_store(tmp_path: Path):
     path = tmp_path / "k.sqlite3"
     for round_ in range(3):
-        proc = subprocess.Popen([sys.executable, "-c", _KILL_SCRIPT, str(path)], stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _KILL_SCRIPT, str(path)], stdout=subprocess.PIPE, text=True
+        )
         assert proc.stdout.readline().strip() == "ready"
         time.sleep(0.3 + 0.1 * round_)
         os.kill(proc.pid, signal.SIGKILL)

@@ -21,7 +21,7 @@ class JobwidgetError(Exception):
     """Base class of every jobwidget error."""
 
 
-class JobNotFound(JobwidgetError, KeyError):  # noqa: N818 - public name fixed by the spec
+class JobNotFound(JobwidgetError, KeyError):
     """No such job (in the store, or at the provider: HTTP 404)."""
 
     def __init__(self, job_id: str, where: str = "the job store") -> None:

@@ -144,7 +144,7 @@ class Job:
 
     @property
     def cost_is_estimate(self) -> bool:
-        """Running jobs show cost so far (elapsed × price); only a finished job's cost is billed."""
+        """Running jobs show cost so far (elapsed x price); only a finished job's cost is billed."""
         return bool(self.metadata.get("cost_estimate")) and not self.is_terminal
 
     @property

@@ -1,6 +1,6 @@
 """Hardware prices and the trainer -> hardware map: pure data plus the cost rule.
 
-A Replicate training says neither its hardware nor its cost, so cost = predict_time × the price of the
+A Replicate training says neither its hardware nor its cost, so cost = predict_time x the price of the
 hardware its trainer runs on. Prices drift: these defaults are overridable from configuration
 (`pricing: {prices: {...}, trainers: {...}, default_sku: ...}`).
 """
@@ -107,7 +107,7 @@ class Pricing:
         return None
 
     def cost(self, sku: str | None, seconds: float | None) -> float | None:
-        """seconds × price; None when either is unknown. Negative seconds count as zero."""
+        """seconds x price; None when either is unknown. Negative seconds count as zero."""
         price = self.price_per_second(sku)
         if price is None or seconds is None:
             return None

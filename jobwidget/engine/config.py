@@ -34,7 +34,10 @@ __all__ = ["Settings", "default_store_path", "load_settings"]
 
 DEFAULT_POLL_INTERVAL = 30.0
 DEFAULT_PROGRESS_INTERVAL = 5.0
-POLL_INTERVAL_ENV = ("JOBWIDGET_POLL_INTERVAL", "SIMPLETUNER_JOB_POLL_INTERVAL")  # ours first, the seed's alias
+POLL_INTERVAL_ENV = (
+    "JOBWIDGET_POLL_INTERVAL",
+    "SIMPLETUNER_JOB_POLL_INTERVAL",
+)  # ours first, the seed's alias
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist (from Jobs(config=...) or JOBWIDGET_CONFIG)") from None
+        raise ConfigError(
+            f"config file {path} does not exist (from Jobs(config=...) or JOBWIDGET_CONFIG)"
+        ) from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
     try:
@@ -72,7 +77,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping at the top level, got {type(data).__name__}")
+        raise ConfigError(
+            f"config file {path} must hold a mapping at the top level, got {type(data).__name__}"
+        )
     return data
 
 
@@ -150,7 +157,9 @@ def load_settings(
     if webhook_url is not None and not isinstance(webhook_url, str):
         raise ConfigError(f"webhook_url ({yaml_where}) must be a URL string, got {webhook_url!r}")
     webhook_secret = env.get("JOBWIDGET_WEBHOOK_SECRET") or _dig(data, "replicate.webhook_secret", yaml_where)
-    if webhook_secret is not None and not (isinstance(webhook_secret, str) and webhook_secret.startswith("whsec_")):
+    if webhook_secret is not None and not (
+        isinstance(webhook_secret, str) and webhook_secret.startswith("whsec_")
+    ):
         raise ConfigError(f"replicate.webhook_secret ({yaml_where}) must be a 'whsec_...' string")
 
     # Poll interval: argument > env (ours, then the seed's alias) > YAML > default.
@@ -164,7 +173,11 @@ def load_settings(
         sources["poll_interval"] = f"env {name}"
     elif yaml_interval is not None:
         interval = _number(
-            yaml_interval, "background.job_status_polling.interval_seconds", yaml_where, minimum=0.05, maximum=86_400
+            yaml_interval,
+            "background.job_status_polling.interval_seconds",
+            yaml_where,
+            minimum=0.05,
+            maximum=86_400,
         )
         sources["poll_interval"] = yaml_where
     else:
@@ -190,13 +203,23 @@ def load_settings(
     progress_interval = (
         DEFAULT_PROGRESS_INTERVAL
         if progress_raw is None
-        else _number(progress_raw, "background.inline_progress.interval_seconds", where, minimum=0.05, maximum=86_400)
+        else _number(
+            progress_raw, "background.inline_progress.interval_seconds", where, minimum=0.05, maximum=86_400
+        )
     )
 
     rpm_raw = _dig(data, "replicate.max_requests_per_minute", yaml_where)
-    rpm = 3000.0 if rpm_raw is None else _number(rpm_raw, "replicate.max_requests_per_minute", yaml_where, minimum=1)
+    rpm = (
+        3000.0
+        if rpm_raw is None
+        else _number(rpm_raw, "replicate.max_requests_per_minute", yaml_where, minimum=1)
+    )
     conc_raw = _dig(data, "replicate.max_concurrency", yaml_where)
-    concurrency = 16 if conc_raw is None else int(_number(conc_raw, "replicate.max_concurrency", yaml_where, minimum=1, maximum=256))
+    concurrency = (
+        16
+        if conc_raw is None
+        else int(_number(conc_raw, "replicate.max_concurrency", yaml_where, minimum=1, maximum=256))
+    )
 
     pricing_raw = data.get("pricing")
     if pricing_raw is not None and not isinstance(pricing_raw, Mapping):

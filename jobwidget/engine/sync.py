@@ -143,7 +143,7 @@ class SyncService:
 
     # -- discovery ---------------------------------------------------------------------------
 
-    async def sync(self, *, limit: int | None = 100, all: bool = False) -> SyncResult:  # noqa: A002
+    async def sync(self, *, limit: int | None = 100, all: bool = False) -> SyncResult:
         """Discover and update the provider's recent jobs. Identical concurrent calls share one sync."""
         key = ("sync", None if all else limit, all)
         running = self._inflight.get(key)
@@ -163,7 +163,7 @@ class SyncService:
         finally:
             self._inflight.pop(key, None)
 
-    async def _sync(self, *, limit: int | None, all: bool) -> SyncResult:  # noqa: A002
+    async def _sync(self, *, limit: int | None, all: bool) -> SyncResult:
         jobs = await self.provider.list_jobs(limit=limit, all=all)
         result = await self.apply(jobs, source="sync")
         created = [job.job_id for job in result.created]
@@ -261,7 +261,9 @@ class SyncService:
     async def refresh_progress(self, *, budget: int | None = None) -> int:
         """Read the log tail of running jobs (least recently read first), at most `budget` GETs."""
         running = self._pollable(
-            await asyncio.to_thread(self.store.list, status=JobStatus.RUNNING, provider=self.provider.name, limit=None)
+            await asyncio.to_thread(
+                self.store.list, status=JobStatus.RUNNING, provider=self.provider.name, limit=None
+            )
         )
         if not running:
             return 0

@@ -202,11 +202,11 @@ class Jobs:
 
     # -- discovery and refresh ---------------------------------------------------------------
 
-    def sync(self, limit: int | None = 100, all: bool = False) -> SyncResult:  # noqa: A002
+    def sync(self, limit: int | None = 100, all: bool = False) -> SyncResult:
         """Discover the provider's recent jobs (newest `limit`, or every page with `all=True`)."""
         return self._run(self._engine.service.sync(limit=limit, all=all))
 
-    async def async_sync(self, limit: int | None = 100, all: bool = False) -> SyncResult:  # noqa: A002
+    async def async_sync(self, limit: int | None = 100, all: bool = False) -> SyncResult:
         return await self._arun(self._engine.service.sync(limit=limit, all=all))
 
     def list(
@@ -270,7 +270,9 @@ class Jobs:
         """Block until those jobs (default: every active one) are terminal; `JobsTimeout` otherwise."""
         return self._run(self._wait(job_ids, timeout))
 
-    async def async_wait(self, job_ids: Iterable[str] | None = None, timeout: float | None = None) -> list[Job]:
+    async def async_wait(
+        self, job_ids: Iterable[str] | None = None, timeout: float | None = None
+    ) -> list[Job]:
         return await self._arun(self._wait(job_ids, timeout))
 
     async def _wait(self, job_ids: Iterable[str] | None, timeout: float | None) -> list[Job]:
@@ -289,7 +291,9 @@ class Jobs:
             unknown = [i for i in ids if i not in jobs]
             if unknown:
                 raise JobNotFound(unknown[0])
-            pending = [jobs[i] for i in ids if not jobs[i].is_terminal and not jobs[i].metadata.get("poll_stopped")]
+            pending = [
+                jobs[i] for i in ids if not jobs[i].is_terminal and not jobs[i].metadata.get("poll_stopped")
+            ]
             if not pending:
                 return [jobs[i] for i in ids]
             now = time.monotonic()
@@ -354,7 +358,9 @@ class Jobs:
         if self._panel is None:
             from jobwidget.surfaces.widget import JobsPanel
 
-            panel = JobsPanel(on_sync=self._panel_sync, on_cancel=self._panel_cancel, on_visible=self._panel_seen)
+            panel = JobsPanel(
+                on_sync=self._panel_sync, on_cancel=self._panel_cancel, on_visible=self._panel_seen
+            )
             active = self._store.active()
             recent = self._store.list(limit=_PANEL_JOBS)
             panel.set_jobs({j.job_id: j for j in [*recent, *active]}.values())

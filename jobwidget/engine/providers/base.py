@@ -53,7 +53,7 @@ class Provider(abc.ABC):
     async def list_page(self, cursor: str | None = None) -> Page:
         """One page of recent jobs (100 on Replicate), newest first, without logs."""
 
-    async def list_jobs(self, *, limit: int | None = 100, all: bool = False) -> list[Job]:  # noqa: A002
+    async def list_jobs(self, *, limit: int | None = 100, all: bool = False) -> list[Job]:
         """Newest jobs: the first `limit` (following the cursor as needed), or every page with `all`."""
         jobs: list[Job] = []
         cursor: str | None = None
