@@ -1,1 +1,29 @@
-"""The simulated Replicate: a seeded fleet of trainings behind Replicate's HTTP API."""
+"""The simulated Replicate: a seeded fleet of trainings behind Replicate's HTTP API.
+
+sim = SimulatedReplicate(SimConfig(seed=1, fleet_size=500, time_scale=60))
+client = httpx.AsyncClient(transport=SimTransport(sim), base_url=SIM_BASE_URL)   # in-process
+with start_in_thread(SimConfig(latency=0.05)) as running: ...running.base_url...  # loopback
+serve(port=8002)                                                                  # `jobwidget sim`
+"""
+
+from __future__ import annotations
+
+from jobwidget.sim.app import SimStats, SimulatedReplicate
+from jobwidget.sim.config import SimConfig
+from jobwidget.sim.fleet import TRAINERS, Fleet, TrainingEvent
+from jobwidget.sim.server import RunningSim, serve, start_in_thread
+from jobwidget.sim.transport import SIM_BASE_URL, SimTransport
+
+__all__ = [
+    "SIM_BASE_URL",
+    "TRAINERS",
+    "Fleet",
+    "RunningSim",
+    "SimConfig",
+    "SimStats",
+    "SimTransport",
+    "SimulatedReplicate",
+    "TrainingEvent",
+    "serve",
+    "start_in_thread",
+]

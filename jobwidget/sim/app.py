@@ -1,0 +1,431 @@
+"""Replicate's trainings API as one Starlette app, over the simulated fleet, with fault knobs.
+
+Every `/v1` request goes through the same gate, in this order: count it, add latency, check the token
+(401), apply the rate limit (429 with `ratelimit-*` and `Retry-After`), maybe hang (timeouts), maybe
+fail (500/502/503), answer, maybe corrupt a 200 body. The random faults draw from one seeded RNG, a fixed
+number of draws per request, so a given request sequence meets the same faults every run.
+
+`/_sim/*` is the harness's control surface (config, stats): no auth, no faults, not counted.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import random
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from jobwidget.sim.config import SimConfig
+from jobwidget.sim.fleet import ACCOUNT, Fleet
+
+__all__ = ["SimStats", "SimulatedReplicate"]
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+HARDWARE = [
+    {"sku": "cpu", "name": "CPU"},
+    {"sku": "gpu-t4", "name": "Nvidia T4 GPU"},
+    {"sku": "gpu-a40-small", "name": "Nvidia A40 GPU"},
+    {"sku": "gpu-a40-large", "name": "Nvidia A40 (Large) GPU"},
+    {"sku": "gpu-l40s", "name": "Nvidia L40S GPU"},
+    {"sku": "gpu-2x-l40s", "name": "2x Nvidia L40S GPU"},
+    {"sku": "gpu-a100-large", "name": "Nvidia A100 (80GB) GPU"},
+    {"sku": "gpu-a100-large-2x", "name": "2x Nvidia A100 (80GB) GPU"},
+    {"sku": "gpu-h100", "name": "Nvidia H100 GPU"},
+]
+
+_BAD_GATEWAY_HTML = (
+    b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+    b"<center><h1>502 Bad Gateway</h1></center>\r\n</body>\r\n</html>\r\n"
+)
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    body = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+def problem(status: int, title: str, detail: str, headers: dict[str, str] | None = None) -> Response:
+    """An `application/problem+json` error, Replicate's error shape."""
+    body = json.dumps({"detail": detail, "status": status, "title": title}).encode()
+    return Response(body, status_code=status, media_type="application/problem+json", headers=headers)
+
+
+@dataclass
+class SimStats:
+    """What the simulator was asked: benchmarks read it to count provider calls."""
+
+    total: int = 0
+    by_route: dict[str, int] = field(default_factory=dict)
+    by_status: dict[str, int] = field(default_factory=dict)
+    rate_limited: int = 0  # 429s
+    server_errors: int = 0  # 5xx
+    timeouts: int = 0  # requests made to hang
+    malformed: int = 0  # 200s with a broken body
+    unauthorized: int = 0  # 401s
+    since: float = field(default_factory=time.time)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "total": self.total,
+            "by_route": dict(self.by_route),
+            "by_status": dict(self.by_status),
+            "rate_limited": self.rate_limited,
+            "server_errors": self.server_errors,
+            "timeouts": self.timeouts,
+            "malformed": self.malformed,
+            "unauthorized": self.unauthorized,
+            "since": self.since,
+        }
+
+
+class _Window:
+    """Fixed one-minute rate-limit window on the simulator's clock."""
+
+    def __init__(self) -> None:
+        self.start = -math.inf
+        self.count = 0
+
+    def take(self, now: float, limit: int) -> tuple[bool, int, float]:
+        """(allowed, remaining, seconds until reset) for one more request at `now`."""
+        if now - self.start >= 60.0 or now < self.start:
+            self.start, self.count = now, 0
+        reset = max(0.0, self.start + 60.0 - now)
+        if self.count >= limit:
+            return False, 0, reset
+        self.count += 1
+        return True, limit - self.count, reset
+
+
+def _encode_cursor(position: int, generation: int) -> str:
+    raw = f"p{position}.g{generation}.jobwidget-sim".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, generation: int) -> int | None:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        pos, gen, tag = raw.split(".")
+        if tag != "jobwidget-sim" or gen != f"g{generation}" or not pos.startswith("p"):
+            return None
+        value = int(pos[1:])
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    return value if value >= 0 else None
+
+
+class SimulatedReplicate:
+    """The simulator: a seeded `Fleet` behind Replicate's HTTP API (`.app`, an ASGI app).
+
+    Serve it in-process with `SimTransport(sim)` or on loopback with `serve(...)`/`start_in_thread(...)`.
+    `clock` drives the fleet and the rate-limit window (tests pass a manual clock); latency and hangs
+    are real sleeps.
+    """
+
+    def __init__(
+        self,
+        config: SimConfig | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        **overrides: Any,
+    ) -> None:
+        cfg = config or SimConfig()
+        if overrides:
+            cfg = cfg.replace(**overrides)
+        self._lock = threading.Lock()
+        self.clock = clock
+        self.fleet = Fleet(cfg, clock)
+        self.stats = SimStats(since=clock())
+        self._faults = random.Random(f"jobwidget-sim:{cfg.seed}:faults")
+        self._window = _Window()
+        self.app = self._build_app()
+
+    @property
+    def config(self) -> SimConfig:
+        return self.fleet.config
+
+    def configure(self, **changes: Any) -> SimConfig:
+        """Change knobs at runtime; fleet-shaping ones (seed, fleet_size, ...) rebuild the fleet."""
+        with self._lock:
+            new = self.config.replace(**changes)
+            rebuilt = self.fleet.reconfigure(new)
+            if rebuilt or "seed" in changes:
+                self._faults = random.Random(f"jobwidget-sim:{new.seed}:faults")
+            if "rate_limit" in changes:
+                self._window = _Window()
+            return new
+
+    def reset_stats(self) -> None:
+        with self._lock:
+            self.stats = SimStats(since=self.clock())
+
+    def stats_snapshot(self) -> dict[str, Any]:
+        """Request counters plus cheap fleet figures (what `GET /_sim/stats` returns)."""
+        with self._lock:
+            data = self.stats.to_dict()
+        data["fleet"] = self.fleet.counts()
+        return data
+
+    # ------------------------------------------------------------------------------- the gate
+
+    def _count(self, route: str) -> tuple[float, float, float, float, float]:
+        with self._lock:
+            self.stats.total += 1
+            self.stats.by_route[route] = self.stats.by_route.get(route, 0) + 1
+            r = self._faults.random
+            return r(), r(), r(), r(), r()
+
+    def _finish(self, response: Response) -> Response:
+        key = str(response.status_code)
+        with self._lock:
+            self.stats.by_status[key] = self.stats.by_status.get(key, 0) + 1
+            if response.status_code == 429:
+                self.stats.rate_limited += 1
+            elif response.status_code >= 500:
+                self.stats.server_errors += 1
+            elif response.status_code == 401:
+                self.stats.unauthorized += 1
+        return response
+
+    def _auth_error(self, request: Request) -> Response | None:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        token = token.strip()
+        if scheme.lower() not in ("bearer", "token") or not token:
+            return problem(401, "Unauthenticated", "You did not pass an authentication token")
+        expected = self.config.token
+        if expected is not None and token != expected:
+            return problem(401, "Unauthenticated", "Invalid token.")
+        return None
+
+    def _malformed(self, response: Response, draw: float) -> Response:
+        body = bytes(response.body)
+        if draw < 0.6:
+            bad = body[: max(1, len(body) * 3 // 5)]
+        elif draw < 0.8:
+            bad = b""
+        else:
+            bad = body + b"\n<!-- upstream connect error or disconnect/reset before headers -->"
+        with self._lock:
+            self.stats.malformed += 1
+        return Response(bad, status_code=200, media_type="application/json", headers=_extra_headers(response))
+
+    def _gated(self, route: str, handler: Handler) -> Handler:
+        async def endpoint(request: Request) -> Response:
+            d_latency, d_hang, d_error, d_kind, d_body = self._count(route)
+            cfg = self.config
+            delay = cfg.latency + cfg.latency_jitter * (2 * d_latency - 1)
+            if delay > 0:
+                await anyio.sleep(delay)
+            limit_headers: dict[str, str] = {}
+            response = self._auth_error(request)
+            if response is None and cfg.rate_limit:
+                with self._lock:
+                    allowed, remaining, reset = self._window.take(self.clock(), cfg.rate_limit)
+                reset_s = max(1, math.ceil(reset))
+                limit_headers = {"ratelimit-remaining": str(remaining), "ratelimit-reset": str(reset_s)}
+                if not allowed:
+                    response = problem(
+                        429,
+                        "Too Many Requests",
+                        f"Request was throttled. Your rate limit resets in ~{reset_s}s.",
+                        headers={**limit_headers, "Retry-After": str(reset_s)},
+                    )
+            if response is None:
+                if d_hang < cfg.timeout_rate:
+                    with self._lock:
+                        self.stats.timeouts += 1
+                    await anyio.sleep(cfg.hang_seconds)
+                if d_error < cfg.error_rate:
+                    response = _server_error(d_kind)
+                else:
+                    response = await handler(request)
+                    if response.status_code == 200 and d_body < cfg.malformed_rate:
+                        response = self._malformed(response, d_body / max(cfg.malformed_rate, 1e-12))
+            for key, value in limit_headers.items():
+                response.headers.setdefault(key, value)
+            return self._finish(response)
+
+        return endpoint
+
+    # ------------------------------------------------------------------------------ handlers
+
+    def _base(self, request: Request) -> str:
+        return str(request.base_url).rstrip("/")
+
+    async def _list(self, request: Request) -> Response:
+        cursor = request.query_params.get("cursor")
+        position: int | None = None
+        if cursor:
+            position = _decode_cursor(cursor, self.fleet.generation)
+            if position is None:
+                return problem(400, "Invalid cursor", "The cursor is invalid or has expired.")
+        base = self._base(request)
+        page = self.fleet.list_page(position, base)
+        generation = self.fleet.generation
+
+        def link(pos: int | None) -> str | None:
+            return None if pos is None else f"{base}/v1/trainings?cursor={_encode_cursor(pos, generation)}"
+
+        return _json(
+            {
+                "next": link(page.next_position),
+                "previous": link(page.previous_position),
+                "results": page.results,
+            }
+        )
+
+    async def _get(self, request: Request) -> Response:
+        data = self.fleet.get(request.path_params["training_id"], self._base(request))
+        return _not_found() if data is None else _json(data)
+
+    async def _cancel(self, request: Request) -> Response:
+        data = self.fleet.cancel(request.path_params["training_id"], self._base(request))
+        return _not_found() if data is None else _json(data)
+
+    async def _create(self, request: Request) -> Response:
+        params = request.path_params
+        try:
+            body = json.loads(await request.body() or b"{}")
+        except ValueError:
+            return problem(400, "Invalid request body", "The request body is not valid JSON.")
+        if not isinstance(body, dict):
+            return problem(422, "Invalid input", "The request body must be a JSON object.")
+        destination = body.get("destination")
+        if not isinstance(destination, str) or destination.count("/") != 1 or "" in destination.split("/"):
+            return problem(404, "Not found", "The specified training destination does not exist")
+        inputs = body.get("input", {})
+        if not isinstance(inputs, dict):
+            return problem(422, "Invalid input", "input: must be an object")
+        webhook = body.get("webhook")
+        events = body.get("webhook_events_filter")
+        if webhook is not None and (
+            not isinstance(webhook, str) or not webhook.startswith(("http://", "https://"))
+        ):
+            return problem(422, "Invalid input", "webhook: must be an HTTP(S) URL")
+        allowed = {"start", "output", "logs", "completed"}
+        if events is not None and (not isinstance(events, list) or not set(events) <= allowed):
+            return problem(
+                422,
+                "Invalid input",
+                "webhook_events_filter: must be a subset of start, output, logs, completed",
+            )
+        data = self.fleet.create(
+            model=f"{params['owner']}/{params['name']}",
+            version=params["version"],
+            input=inputs,
+            destination=destination,
+            webhook=webhook,
+            webhook_events_filter=events,
+            base_url=self._base(request),
+        )
+        return _json(data, status=201)
+
+    async def _account(self, request: Request) -> Response:
+        return _json(
+            {"type": "user", "username": ACCOUNT, "name": "jobwidget demo (simulated)", "github_url": None}
+        )
+
+    async def _hardware(self, request: Request) -> Response:
+        return _json(HARDWARE)
+
+    async def _secret(self, request: Request) -> Response:
+        return _json({"key": self.fleet.webhook_secret})
+
+    async def _unknown(self, request: Request) -> Response:
+        return _not_found()
+
+    # ------------------------------------------------------------------------------- control
+
+    async def _get_config(self, request: Request) -> Response:
+        return _json(self.config.to_dict())
+
+    async def _post_config(self, request: Request) -> Response:
+        try:
+            changes = json.loads(await request.body() or b"{}")
+            if not isinstance(changes, dict):
+                raise ValueError("the body must be a JSON object of settings")
+            generation = self.fleet.generation
+            config = self.configure(**changes)
+        except ValueError as exc:
+            return problem(400, "Invalid simulator config", str(exc))
+        return _json({"config": config.to_dict(), "rebuilt": self.fleet.generation != generation})
+
+    async def _get_stats(self, request: Request) -> Response:
+        return _json(self.stats_snapshot())
+
+    async def _reset_stats(self, request: Request) -> Response:
+        self.reset_stats()
+        return _json(self.stats_snapshot())
+
+    def _build_app(self) -> Starlette:
+        g = self._gated
+        tid = "/v1/trainings/{training_id}"
+        pid = "/v1/predictions/{training_id}"
+        create = "/v1/models/{owner}/{name}/versions/{version}/trainings"
+        routes = [
+            Route("/v1/trainings", g("GET /v1/trainings", self._list), methods=["GET"]),
+            Route(tid, g("GET /v1/trainings/{id}", self._get), methods=["GET"]),
+            Route(tid + "/cancel", g("POST /v1/trainings/{id}/cancel", self._cancel), methods=["POST"]),
+            # Create and cancel answers link to /v1/predictions/{id}: trainings are predictions there too.
+            Route(pid, g("GET /v1/predictions/{id}", self._get), methods=["GET"]),
+            Route(pid + "/cancel", g("POST /v1/predictions/{id}/cancel", self._cancel), methods=["POST"]),
+            Route(
+                create,
+                g("POST /v1/models/{owner}/{name}/versions/{version}/trainings", self._create),
+                methods=["POST"],
+            ),
+            Route("/v1/account", g("GET /v1/account", self._account), methods=["GET"]),
+            Route("/v1/hardware", g("GET /v1/hardware", self._hardware), methods=["GET"]),
+            Route(
+                "/v1/webhooks/default/secret",
+                g("GET /v1/webhooks/default/secret", self._secret),
+                methods=["GET"],
+            ),
+            Route(
+                "/v1/{path:path}",
+                g("other", self._unknown),
+                methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            ),
+            Route("/_sim/config", self._get_config, methods=["GET"]),
+            Route("/_sim/config", self._post_config, methods=["POST"]),
+            Route("/_sim/stats", self._get_stats, methods=["GET"]),
+            Route("/_sim/stats/reset", self._reset_stats, methods=["POST"]),
+        ]
+        return Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+
+
+def _not_found() -> Response:
+    return problem(404, "Not found", "Not found.")
+
+
+def _server_error(draw: float) -> Response:
+    if draw < 0.4:
+        return problem(500, "Internal Server Error", "An unexpected error occurred.")
+    if draw < 0.7:
+        return Response(_BAD_GATEWAY_HTML, status_code=502, media_type="text/html")
+    return problem(503, "Service Unavailable", "The service is temporarily unavailable. Please try again.")
+
+
+def _extra_headers(response: Response) -> dict[str, str]:
+    return {k: v for k, v in response.headers.items() if k.lower() not in ("content-length", "content-type")}
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    titles = {404: "Not found", 405: "Method not allowed"}
+    detail = exc.detail if isinstance(exc, HTTPException) else "An unexpected error occurred."
+    return problem(status, titles.get(status, "Error"), str(detail))

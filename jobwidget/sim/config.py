@@ -1,0 +1,103 @@
+"""The simulator's knobs: one dataclass, settable at construction and at runtime (`POST /_sim/config`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["FLEET_FIELDS", "SimConfig"]
+
+# Changing one of these rebuilds the fleet (a new seeded history, anchored at the current clock).
+FLEET_FIELDS = frozenset(
+    {
+        "seed",
+        "fleet_size",
+        "active",
+        "arrival_interval",
+        "max_arrivals",
+        "history_spacing",
+        "fail_fraction",
+        "cancel_fraction",
+    }
+)
+
+MAX_FLEET = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class SimConfig:
+    """Knobs of the simulated Replicate. Rates are fractions of requests in [0, 1]; times are seconds."""
+
+    # The fleet (deterministic for a given seed and clock).
+    seed: int = 0
+    fleet_size: int = 150  # trainings that exist when the simulator starts (history + active)
+    active: int = 5  # of those, how many are starting/processing at start
+    time_scale: float = 60.0  # nominal seconds per wall second for anything that runs during the session
+    arrival_interval: float = 900.0  # mean nominal seconds between new trainings appearing (0: none)
+    max_arrivals: int = 2000  # cap on trainings appearing during one session
+    history_spacing: float = 2400.0  # mean nominal seconds between past trainings
+    fail_fraction: float = 0.1
+    cancel_fraction: float = 0.05
+    # The HTTP surface.
+    latency: float = 0.0  # seconds added to every request
+    latency_jitter: float = 0.0  # +/- uniform jitter on `latency`
+    rate_limit: int | None = None  # requests per minute (fixed window); None or 0: unlimited
+    error_rate: float = 0.0  # fraction answered 500/502/503
+    timeout_rate: float = 0.0  # fraction that hang `hang_seconds` before answering
+    hang_seconds: float = 30.0
+    malformed_rate: float = 0.0  # fraction of 200s whose body is truncated or invalid JSON
+    token: str | None = None  # None: any bearer token is accepted; else only this one
+
+    def __post_init__(self) -> None:
+        problems: list[str] = []
+
+        def number(name: str, lo: float, hi: float = math.inf) -> None:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
+                problems.append(f"{name} must be a number in [{lo}, {hi}], got {value!r}")
+
+        for name in ("seed", "fleet_size", "active", "max_arrivals"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                problems.append(f"{name} must be a non-negative integer, got {value!r}")
+        if isinstance(self.fleet_size, int) and self.fleet_size > MAX_FLEET:
+            problems.append(f"fleet_size must be at most {MAX_FLEET}, got {self.fleet_size}")
+        if isinstance(self.time_scale, int | float) and not isinstance(self.time_scale, bool):
+            if not 0 < self.time_scale <= 1e6:
+                problems.append(f"time_scale must be in (0, 1e6], got {self.time_scale!r}")
+        else:
+            problems.append(f"time_scale must be a number, got {self.time_scale!r}")
+        for name in ("arrival_interval", "history_spacing", "latency", "latency_jitter", "hang_seconds"):
+            number(name, 0.0)
+        for name in ("fail_fraction", "cancel_fraction", "error_rate", "timeout_rate", "malformed_rate"):
+            number(name, 0.0, 1.0)
+        if not problems and self.fail_fraction + self.cancel_fraction > 1:
+            problems.append("fail_fraction + cancel_fraction must not exceed 1")
+        if self.rate_limit is not None and (
+            isinstance(self.rate_limit, bool) or not isinstance(self.rate_limit, int) or self.rate_limit < 0
+        ):
+            problems.append(
+                f"rate_limit must be a non-negative integer (requests/min) or None, got {self.rate_limit!r}"
+            )
+        if self.token is not None and (not isinstance(self.token, str) or not self.token):
+            problems.append("token must be a non-empty string or None")
+        if problems:
+            raise ValueError("invalid simulator config: " + "; ".join(problems))
+
+    def replace(self, **changes: Any) -> SimConfig:
+        """A copy with `changes` applied (validated); unknown names raise ValueError."""
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ValueError(f"unknown simulator setting(s): {', '.join(sorted(unknown))}")
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], base: SimConfig | None = None) -> SimConfig:
+        """`base` (or the defaults) overlaid with `data`, e.g. a JSON body or CLI options."""
+        return (base or cls()).replace(**dict(data))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
