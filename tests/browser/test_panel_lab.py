@@ -1,0 +1,429 @@
+"""The quickstart in a real JupyterLab and headless Chromium: what a newcomer sees (SPEC §7, issue 6).
+
+One test walks the panel the way a user does, in order, because each step builds on the state the
+previous one left (the cards Sync found are the ones the filter counts and the cancel picks from):
+run all cells -> cards -> progress moves while the kernel is idle -> Sync and its toast's N -> filters
+-> search -> cancel through the in-widget confirmation -> a log line with HTML shown as text -> light
+and dark screenshots. Every wait is bounded; any dialog, page error or request off loopback fails it.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from jobwidget.core.models import Job, JobStatus
+from jobwidget.engine.store import JobStore
+
+from ._lab import SCREENSHOTS, LabServer, PageWatch
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
+
+XSS = "<img src=x onerror=alert(1)>"
+TOAST = re.compile(r"^Discovered (\d+) new jobs? from Replicate")
+
+# Bounded waits (ms). The test takes ~20-25 s after a ~6 s server start; these are ceilings for slow CI.
+T_LAB = 45_000
+T_RUN_ALL = 60_000
+T_PROGRESS = 25_000
+T_SYNC = 20_000
+T_CANCEL = 20_000
+T_STORE = 15_000
+
+_JS_NOTEBOOK_STATE = """() => {
+  const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+  if (!w || !w.content || !w.sessionContext) return null;
+  const kernel = w.sessionContext.session && w.sessionContext.session.kernel;
+  const cells = w.content.widgets.filter((c) => c.model.type === "code");
+  const errors = [];
+  for (const c of cells) {
+    for (const o of c.model.outputs.toJSON()) {
+      if (o.output_type === "error") errors.push(`${o.ename}: ${o.evalue}`);
+    }
+  }
+  return {
+    kernel: kernel ? kernel.status : null,
+    cells: cells.length,
+    executed: cells.filter((c) => c.model.executionCount !== null).length,
+    pending: cells.filter((c) => (c.promptNode && c.promptNode.textContent || "").includes("*")).length,
+    errors,
+  };
+}"""
+
+_JS_CARDS = """() => Array.from(document.querySelectorAll(".jw-root .jw-card")).map((c) => {
+  const bar = c.querySelector("[role=progressbar]");
+  return {
+    id: c.dataset.jobId,
+    status: c.dataset.status,
+    hidden: c.hidden,
+    name: c.querySelector(".jw-name").textContent,
+    model: c.querySelector(".jw-model").textContent,
+    pct: bar && bar.hasAttribute("aria-valuenow") ? Number(bar.getAttribute("aria-valuenow")) : null,
+    eta: c.querySelector(".jw-eta").textContent,
+  };
+})"""
+
+_JS_FILTER_STATE = """() => {
+  const root = document.querySelector(".jw-root");
+  const pressed = Array.from(root.querySelectorAll(".jw-filter[aria-pressed=true]"));
+  const shown = Array.from(root.querySelectorAll(".jw-card")).filter((c) => !c.hidden);
+  return {
+    pressed: pressed.map((b) => b.dataset.status),
+    count: pressed.length ? Number(pressed[0].querySelector(".jw-count").textContent) : null,
+    counts: Object.fromEntries(Array.from(root.querySelectorAll(".jw-filter")).map(
+      (b) => [b.dataset.status, Number(b.querySelector(".jw-count").textContent)])),
+    shownAttr: Number(root.dataset.shown),
+    shown: shown.map((c) => c.dataset.status),
+    all: root.querySelectorAll(".jw-card").length,
+  };
+}"""
+
+ACTIVE = {"pending", "uploading", "queued", "running"}
+
+
+@contextmanager
+def step(name: str, timings: dict[str, float]) -> Iterator[None]:
+    """Time a step and name it in the failure, so a red run says where it stopped."""
+    t0 = time.monotonic()
+    try:
+        yield
+    except Exception as exc:
+        raise AssertionError(f"step {name!r} failed after {time.monotonic() - t0:.1f} s: {exc}") from exc
+    finally:
+        timings[name] = time.monotonic() - t0
+
+
+def _wait_notebook_done(page: Any, expected_cells: int | None = None) -> dict[str, Any]:
+    """Every code cell executed, none queued, kernel idle (twice in a row: an idle blip between cells
+    does not count)."""
+    page.wait_for_function(
+        "() => {"
+        f"  const s = ({_JS_NOTEBOOK_STATE})();"
+        """
+          if (!s || s.kernel !== "idle" || s.executed < s.cells || s.pending > 0) {
+            window.__jwIdleSince = null;
+            return false;
+          }
+          window.__jwIdleSince = window.__jwIdleSince || Date.now();
+          return Date.now() - window.__jwIdleSince > 500;
+        }""",
+        timeout=T_RUN_ALL,
+        polling=100,
+    )
+    return page.evaluate(_JS_NOTEBOOK_STATE)
+
+
+def _open_and_run_quickstart(page: Any, lab: LabServer) -> None:
+    page.goto(f"{lab.base_url}lab/tree/quickstart.ipynb", wait_until="domcontentloaded", timeout=T_LAB)
+    page.wait_for_function("() => window.jupyterapp !== undefined", timeout=T_LAB)
+    page.evaluate("async () => { await window.jupyterapp.started; await window.jupyterapp.restored; }")
+    page.wait_for_function(
+        """() => {
+          const w = window.jupyterapp.shell.currentWidget;
+          const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
+          return !!(w && w.content && k && k.status === "idle" && w.context.isReady);
+        }""",
+        timeout=T_LAB,
+        polling=100,
+    )
+    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    state = _wait_notebook_done(page)
+    assert state["errors"] == [], f"cells raised: {state['errors']}"
+    assert state["cells"] >= 3 and state["executed"] == state["cells"], state
+
+
+def _cards(page: Any) -> list[dict[str, Any]]:
+    return page.evaluate(_JS_CARDS)
+
+
+def _check_progress_moves(page: Any) -> None:
+    """With the kernel idle, a running card's aria-valuenow changes (the engine thread feeds the panel)."""
+    running = {c["id"]: c["pct"] for c in _cards(page) if c["status"] == "running" and c["pct"] is not None}
+    assert running, f"no running card with a percentage: {_cards(page)}"
+    page.wait_for_function(
+        """(before) => Array.from(document.querySelectorAll(".jw-card[data-status=running]")).some((c) => {
+          const bar = c.querySelector("[role=progressbar]");
+          const id = c.dataset.jobId;
+          return id in before && bar.hasAttribute("aria-valuenow")
+            && Number(bar.getAttribute("aria-valuenow")) !== before[id];
+        })""",
+        arg=running,
+        timeout=T_PROGRESS,
+        polling=200,
+    )
+    state = page.evaluate(_JS_NOTEBOOK_STATE)
+    assert state["kernel"] == "idle", f"progress must move with the kernel idle, kernel is {state['kernel']}"
+
+
+def _check_sync(page: Any, not_before: float) -> int:
+    """Click Sync: toast says N (an integer) and exactly N new cards appear."""
+    time.sleep(max(0.0, not_before - time.monotonic()))  # let the simulator add a few trainings
+    before = {c["id"] for c in _cards(page)}
+    page.evaluate("() => document.querySelectorAll('.jw-root .jw-toast').forEach((t) => t.remove())")
+    # Record the busy state as it flips: the round trip can be faster than a poll from here.
+    page.evaluate(
+        """() => {
+          const root = document.querySelector(".jw-root");
+          const btn = root.querySelector(".jw-sync");
+          window.__jwBusy = [];
+          new MutationObserver(() => window.__jwBusy.push(
+            [root.dataset.syncing, btn.disabled, btn.classList.contains("jw-busy")]
+          )).observe(root, {attributes: true, attributeFilter: ["data-syncing"]});
+        }"""
+    )
+    page.locator(".jw-sync").click()
+    toast = page.locator(".jw-toast").filter(has_text="Discovered").first
+    toast.wait_for(state="visible", timeout=T_SYNC)
+    text = toast.inner_text().strip()
+    match = TOAST.match(text)
+    assert match, f"toast does not read 'Discovered N new jobs from Replicate...': {text!r}"
+    n = int(match.group(1))
+    assert n >= 1, f"the simulator adds a training every ~second, Sync should find some: {text!r}"
+    page.wait_for_function(
+        "(want) => document.querySelectorAll('.jw-root .jw-card').length >= want",
+        arg=len(before) + n,
+        timeout=T_SYNC,
+    )
+    page.wait_for_timeout(600)  # a few flushes later: no extra card sneaks in
+    after = {c["id"] for c in _cards(page)}
+    assert before <= after, f"cards vanished on Sync: {sorted(before - after)}"
+    assert len(after - before) == n, f"toast says {n} new jobs, {len(after - before)} new cards appeared"
+    page.wait_for_function(
+        "() => !document.querySelector('.jw-sync').disabled && document.querySelector('.jw-root')"
+        ".dataset.syncing === 'false'",
+        timeout=T_SYNC,
+    )
+    busy = page.evaluate("() => window.__jwBusy")
+    assert ["true", True, True] in busy, f"Sync never showed busy (disabled, spinner): {busy}"
+    return n
+
+
+def _check_filters(page: Any) -> None:
+    """Each filter: its button is pressed, its count equals the visible cards, all of its status."""
+    wanted = {"completed": {"completed"}, "active": ACTIVE, "failed": {"failed"}}
+    seen_any = False
+    for key, statuses in wanted.items():
+        page.locator(f".jw-filter[data-status={key}]").click()
+        state = page.evaluate(_JS_FILTER_STATE)
+        assert state["pressed"] == [key], state
+        assert state["count"] == len(state["shown"]) == state["shownAttr"], state
+        assert set(state["shown"]) <= statuses, state
+        seen_any = seen_any or bool(state["shown"])
+    assert seen_any, "every filter showed nothing: the test fleet should have completed and active jobs"
+    page.locator(".jw-filter[data-status=all]").click()
+    state = page.evaluate(_JS_FILTER_STATE)
+    assert state["pressed"] == ["all"] and state["count"] == state["all"] == len(state["shown"]), state
+    per_status = sum(state["counts"][k] for k in ("active", "completed", "failed", "cancelled"))
+    assert state["counts"]["all"] == per_status, state
+
+
+def _check_search(page: Any) -> None:
+    """Search by a fragment of one job's id: that card shows, every shown card matches, then clear."""
+    target = next(c for c in _cards(page) if not c["hidden"])
+    query = target["id"][:10]
+    page.locator(".jw-search").fill(query)
+    shown = [c for c in _cards(page) if not c["hidden"]]
+    assert target["id"] in {c["id"] for c in shown}
+    for c in shown:
+        hay = " ".join((c["id"], c["name"], c["model"])).lower()
+        assert query.lower() in hay, f"{c} shown for search {query!r}"
+    page.locator(".jw-search").fill("zz-no-such-job-zz")
+    page.locator(".jw-empty").filter(has_text="No jobs match").wait_for(state="visible", timeout=5_000)
+    page.locator(".jw-search").fill("")
+    page.wait_for_function(
+        "() => Number(document.querySelector('.jw-root').dataset.shown) ==="
+        " document.querySelectorAll('.jw-root .jw-card').length",
+        timeout=5_000,
+    )
+
+
+def _eta_seconds(text: str) -> float:
+    """Seconds in a card's "ETA 1m 05s" (0 when there is none): the cancel picks the longest-running job."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    return float(sum(int(n) * units[u] for n, u in re.findall(r"(\d+)([smhd])", text)))
+
+
+def _try_cancel(page: Any, job_id: str) -> str:
+    """Cancel one job through its card; returns the status it ends in (a fast job may finish first)."""
+    card = page.locator(f'.jw-card[data-job-id="{job_id}"]')
+    card.scroll_into_view_if_needed()
+    confirm = card.locator(".jw-confirm")
+    card.locator(".jw-cancel").click(timeout=3_000)
+    confirm.wait_for(state="visible", timeout=3_000)
+    # "Keep running" backs out without sending anything.
+    card.locator(".jw-confirm-no").click(timeout=3_000)
+    confirm.wait_for(state="hidden", timeout=3_000)
+    card.locator(".jw-cancel").click(timeout=3_000)
+    confirm.wait_for(state="visible", timeout=3_000)
+    card.locator(".jw-confirm-yes").click(timeout=3_000)
+    page.wait_for_function(
+        '(id) => { const c = document.querySelector(`.jw-card[data-job-id="${id}"]`);'
+        " return c && !['pending', 'uploading', 'queued', 'running'].includes(c.dataset.status); }",
+        arg=job_id,
+        timeout=T_CANCEL,
+    )
+    return card.get_attribute("data-status") or ""
+
+
+def _check_cancel(page: Any) -> str:
+    """Cancel the running job with the longest ETA: confirmation first, then its card turns cancelled.
+
+    Simulated jobs last seconds, so one may finish between the click and the kernel's cancel: then the
+    next candidate is tried (at most three).
+    """
+    candidates = sorted(
+        (c for c in _cards(page) if c["status"] == "running"),
+        key=lambda c: (-_eta_seconds(c["eta"]), c["pct"] or 0),
+    )
+    assert candidates, f"no running job to cancel: {_cards(page)}"
+    outcomes = []
+    for c in candidates[:3]:
+        try:
+            status = _try_cancel(page, c["id"])
+        except Exception as exc:  # the job ended under the test's hands: its buttons went away
+            status = f"error: {str(exc).splitlines()[0]}"
+        outcomes.append((c["id"], status))
+        if status == "cancelled":
+            card = page.locator(f'.jw-card[data-job-id="{c["id"]}"]')
+            assert card.locator(".jw-status").inner_text().strip() == "cancelled"
+            assert card.locator(".jw-cancel").is_hidden(), "a cancelled job still offers Cancel"
+            assert card.locator(".jw-confirm").is_hidden()
+            return c["id"]
+    raise AssertionError(f"no job ended up cancelled: {outcomes}")
+
+
+def _check_html_is_text(page: Any, lab: LabServer) -> None:
+    """A job another process wrote to the store, with HTML in its log, error and name: text, never markup."""
+    now = datetime.now(UTC)
+    job = Job(
+        job_id="html-in-logs-check",
+        provider="replicate",
+        status=JobStatus.FAILED,
+        name=f"html-check {XSS}",
+        model="acme/<b>bold</b>-trainer",
+        created_at=now - timedelta(minutes=3),
+        started_at=now - timedelta(minutes=2),
+        completed_at=now - timedelta(seconds=5),
+        cost_usd=0.0123,
+        error_message=f"Traceback ... {XSS}",
+        last_log=XSS,
+        web_url="javascript:alert(1)",
+    )
+    with JobStore(lab.store) as store:
+        store.upsert([job])
+    card = page.locator('.jw-card[data-job-id="html-in-logs-check"]')
+    card.wait_for(state="attached", timeout=T_STORE)
+    card.scroll_into_view_if_needed()
+    rendered = page.locator(".jw-root img, .jw-root b, .jw-root script").count()
+    assert rendered == 0, "HTML from job data was rendered as elements"
+    log_line = card.locator(".jw-log")
+    assert log_line.is_visible()
+    assert log_line.text_content() == XSS
+    assert card.locator(".jw-error").text_content() == f"Traceback ... {XSS}"
+    assert card.locator(".jw-name").text_content() == f"html-check {XSS}"
+    assert card.locator("a.jw-link").is_hidden(), "a javascript: URL must not become a link"
+    assert card.locator("a.jw-link").get_attribute("href") is None
+
+
+def _check_toolbar(page: Any) -> None:
+    assert page.locator(".jw-demo").is_visible(), "demo badge missing on the simulated provider"
+    assert "Replicate" in page.locator(".jw-provider").inner_text()
+    fresh = page.locator(".jw-fresh").inner_text()
+    assert fresh.startswith("updated "), fresh
+    assert page.locator(".jw-banner").is_hidden(), page.locator(".jw-banner").inner_text()
+    assert page.locator(".jw-total").inner_text().startswith("Total $")
+
+
+def _screenshots(page: Any, timings: dict[str, float]) -> list[str]:
+    """Panel and whole window in light, then dark theme; returns the files written."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    written = []
+    # Still pictures, comparable run to run: no caret, and the panel's reduced-motion look (no sliding
+    # bar, no spinner), which a user who asks their system for less motion sees.
+    page.add_style_tag(content="* { caret-color: transparent !important; }")
+    page.emulate_media(reduced_motion="reduce")
+    root = page.locator(".jw-root")
+    for theme, light in (("JupyterLab Light", "true"), ("JupyterLab Dark", "false")):
+        t0 = time.monotonic()
+        page.evaluate("(t) => window.jupyterapp.commands.execute('apputils:change-theme', {theme: t})", theme)
+        page.wait_for_function(
+            "(light) => document.body.dataset.jpThemeLight === light && !!document.body.dataset.jpThemeName",
+            arg=light,
+            timeout=10_000,
+        )
+        page.wait_for_timeout(400)  # theme CSS swapped in; let the bar transitions settle
+        slug = "light" if light == "true" else "dark"
+        root.evaluate("(r) => { r.querySelector('.jw-list').scrollTop = 0; r.scrollIntoView(); }")
+        panel_file = SCREENSHOTS / f"panel-{slug}.png"
+        root.screenshot(path=str(panel_file), animations="disabled", timeout=10_000)
+        page_file = SCREENSHOTS / f"lab-{slug}.png"
+        page.screenshot(path=str(page_file), animations="disabled", timeout=10_000)
+        written += [str(panel_file), str(page_file)]
+        timings[f"screenshots {slug}"] = time.monotonic() - t0
+    return written
+
+
+def test_quickstart_panel_in_jupyterlab(
+    lab: LabServer, lab_page: tuple[Any, PageWatch], capsys: pytest.CaptureFixture[str]
+) -> None:
+    page, watch = lab_page
+    timings: dict[str, float] = {}
+    t_start = time.monotonic()
+    try:
+        with step("open the quickstart and run all cells", timings):
+            _open_and_run_quickstart(page, lab)
+            sync_not_before = time.monotonic() + 3.0
+        with step("cards rendered", timings):
+            page.locator(".jw-root .jw-card").first.wait_for(state="attached", timeout=T_SYNC)
+            # The panel reports itself visible (IntersectionObserver): keep it on screen for progress.
+            page.locator(".jw-root").scroll_into_view_if_needed()
+            _check_toolbar(page)
+        with step("progress advances while the kernel is idle", timings):
+            _check_progress_moves(page)
+        with step("Sync toast N equals new cards", timings):
+            n = _check_sync(page, sync_not_before)
+        with step("filters", timings):
+            _check_filters(page)
+        with step("search", timings):
+            _check_search(page)
+        with step("cancel through the confirmation", timings):
+            cancelled = _check_cancel(page)
+        with step("HTML in a log line is shown as text", timings):
+            _check_html_is_text(page, lab)
+        with step("screenshots", timings):
+            page.locator(".jw-root").scroll_into_view_if_needed()
+            files = _screenshots(page, timings)
+    except BaseException:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        failure = SCREENSHOTS / "failure.png"
+        try:
+            page.screenshot(path=str(failure), timeout=5_000)
+            print(f"\nscreenshot of the failure: {failure}")
+        except Exception as exc:
+            print(f"\n(no failure screenshot: {exc})")
+        print(f"JupyterLab log tail:\n{lab.log_tail()}")
+        raise
+    finally:
+        total = time.monotonic() - t_start
+        steps = ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())
+        print(f"\nbrowser test steps ({total:.1f} s): {steps}")
+
+    with capsys.disabled():  # shown in a plain `pytest tests` run too: where to look at the screenshots
+        print(
+            f"\n[browser] Sync found {n} new jobs; cancelled {cancelled}; screenshots:\n  "
+            + "\n  ".join(files)
+        )
+        if watch.console_errors:
+            print(
+                "[browser] console errors (not failing the test):\n  "
+                + "\n  ".join(watch.console_errors[:20])
+            )
+    assert watch.dialogs == [], f"the page opened dialogs: {watch.dialogs}"
+    assert watch.offsite == [], f"requests left 127.0.0.1: {watch.offsite}"
+    assert watch.page_errors == [], f"uncaught errors in the page: {watch.page_errors}"
