@@ -24,9 +24,17 @@ progress, so the parser works in two steps:
 Progress comes from the newest training figure (`n/total`, never tqdm's rounded percentage), so during
 validation or a checkpoint save it stays at the last training figure.
 
-Only the tail is read: lines are taken from the end in growing chunks (16 KiB, then x4) until the stage
-and the training figure are settled, never more than `MAX_SCAN` characters, so the cost does not grow with
-the log's length however long the validation phase that hides the last training redraw.
+Only the tail is read, newest line first: 16 KiB, then chunks four times larger, never more than
+`MAX_SCAN` characters, and reading stops as soon as the answer cannot change any more (usually at the
+last line: a training redraw settles it). Redraws of the bar being read are skipped with two substring
+tests, so even a long validation phase that hides the last training redraw costs little, and the cost
+never grows with the log's length. Nothing splits or scans the whole text.
+
+Values: `stage` is one of `STAGES` or None; `progress` is a percent of the whole run in [0, 100] or None
+(Lightning's tqdm bar "Epoch 3: 45%" is an epoch's share, and the run's epoch count is not in the log);
+`step`/`total_steps` are the run's (for "Epoch e/E" bars: e x batches + n of E x batches); `rate` is in
+iterations per second (tqdm's "s/it" inverted); `eta_seconds` is the bar's remaining time; `loss` is the
+newest training loss (never eval/val loss), None when it is NaN/inf rather than an older finite value.
 """
 
 from __future__ import annotations
@@ -50,11 +58,14 @@ MAX_SCAN = 1 << 20  # characters read back from the end, at most, whatever the l
 _FIRST_CHUNK = 16 * 1024
 _MAX_LINE = 4096  # a line is classified on its first (or, for bars, last) 4 KiB
 _MAX_CARRY = 64 * 1024  # a partial line longer than this is taken as it is (its start is out of reach)
+_TEXT_BUDGET = 64 * 1024  # plain text read back at most (bar redraws, cheap to skip, are not counted)
 _LAST_LOG_MAX = 80
+_STRICT = False  # tests set it to see internal errors instead of the defensive fallback
 
 # --------------------------------------------------------------------------------------------- regexes
-# Every pattern is anchored or built from bounded / negated classes with distinct terminators, so matching
-# is linear in the line's length (no nested unbounded quantifiers that could backtrack catastrophically).
+# Every pattern is anchored or built from bounded / negated classes with distinct terminators, and the bar
+# patterns only start where a run of digits or bar glyphs starts (look-behind) and never give back what a
+# possessive run took, so matching stays linear in the line's length whatever the input.
 
 _ANSI = re.compile(
     r"\x1b\[[0-?]{0,64}[ -/]{0,16}[@-~]"  # CSI (colours, cursor moves)
@@ -66,53 +77,53 @@ _CTRL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 # tqdm's default `{l_bar}{bar}{r_bar}`: "{desc}: {pct:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{stats}]".
 _TQDM = re.compile(
-    r"(\d{1,3})(?:\.\d{1,3})?%\|([^|\n]{0,512})\|\s{0,8}"
+    r"(?<![\d.])(\d{1,3})(?:\.\d{1,3})?%\|([^|\n]{0,512}+)\|\s{0,8}"
     r"(\d[\d.,]{0,20}[a-zA-Z]{0,3})\s{0,4}/\s{0,4}(\d[\d.,]{0,20}[a-zA-Z]{0,3}|\?)"
     r"\s{0,8}(?:\[([^\]\n]{0,512})\]?)?"
 )
 # Lightning's RichProgressBar: "Epoch 3/9  ━━━━╸━━━ 45/100 0:00:10 • 0:00:12 4.50it/s v_num: 0 loss: 0.5".
 _RICH = re.compile(
-    r"[━╸╺╾╼]{1,512}\s{0,8}(\d{1,12})/(\d{1,12}|--)\s{1,8}(-:--:--|\d{1,6}:\d\d:\d\d)\s{0,4}•\s{0,4}"
+    r"(?<![━╸╺╾╼])[━╸╺╾╼]{1,512}+\s{0,8}(\d{1,12})/(\d{1,12}|--)\s{1,8}(-:--:--|\d{1,6}:\d\d:\d\d)\s{0,4}•\s{0,4}"
     r"(-:--:--|\d{1,6}:\d\d:\d\d)(?:\s{1,8}([\d.]{1,16})it/s)?([^\n]{0,1024})"
 )
 _RATE = re.compile(r"\s{0,8}([\d.]{1,16})\s{0,2}(s/)?([A-Za-z]{0,12})(/s)?")
-_INT = re.compile(r"\d{1,12}")
+_PCT0 = "0123456789 "  # how a redraw without description starts
+_N_AT = re.compile(r"\s{0,8}(\d{1,12})\s{0,4}/")
 
 # Log prefixes: timestamps, levels, logger names, bracketed tags ("[INFO]", "(SimpleTuner)", "[RANK:0]").
 _PREFIX = re.compile(
     r"(?:"
     r"\s+"
-    r"|[\[(<][^\])>\n]{0,80}[\])>]:?"
+    r"|[\[(<](?![^\])>\n]{0,24}?(?:[Ee]poch|[Ss]tep|[Ii]ter)\w{0,9}\s{0,4}[:=]?\s{0,4}\d)[^\])>\n]{0,80}[\])>]:?"
     r"|\d{2,4}[-/.]\d{1,2}[-/.]\d{1,4}(?:[ T]\d{1,2}:\d\d(?::\d\d)?(?:[.,]\d{1,9})?)?(?:Z|[+-]\d\d:?\d\d)?"
     r"|\d{1,2}:\d\d:\d\d(?:[.,]\d{1,9})?"
-    r"|(?:INFO|WARNING|WARN|DEBUG|ERROR|CRITICAL|NOTICE|TRACE|FATAL)\b:?(?:[\w.]{1,60}:(?!\S))?"
+    r"|(?:INFO|WARNING|WARN|DEBUG|ERROR|CRITICAL|NOTICE|TRACE|FATAL)\b"
+    r"(?:\s{0,4}[-:|]\s{0,4}[\w.<>]{1,60}(?=\s{0,4}[-:|]))?"  # "INFO - __main__ -", "INFO:root:"
     r"|[\w.]{1,60}\s-\s(?=(?:INFO|WARNING|WARN|DEBUG|ERROR|CRITICAL)\b)"
     r"|[IWEF]\d{4}\s\d\d:\d\d:\d\d\.\d{1,9}\s{1,8}\d{1,9}\s[\w.]{1,80}:\d{1,6}\]"
     r"|[-|:]"
     r"){0,12}"
 )
-_PUNCT = " \t-*#=>|•·:.~+_!/\\"
+_PUNCT = " \t-*#=>|•·:.~+_!/\\["
 _WORD = re.compile(r"[a-z][a-z-]{0,30}")
 # "key: value" / "key=value" settings (an identifier with "_" or ".", or a short label followed by a number).
 _CONFIG = re.compile(
     r"(?:[a-z0-9]{1,40}(?:[_.][a-z0-9]{1,40}){1,8}\s{0,4}['\"]?\s{0,4}[:=]"
-    r"|[a-z][a-z ()/-]{0,60}[:=]\s{0,8}[-+]?[\d.,]{1,20}(?:e[-+]?\d{1,3})?\s{0,4}[%a-z]{0,4}\s{0,4},?\s{0,4}$)"
+    r"|[a-z][a-z ()/-]{0,60}[:=]\s{0,8}[-+]?[\d.,]{1,20}(?:e[-+]?\d{1,3})?"
+    r"\s{0,4}[%a-z]{0,4}\s{0,4},?\s{0,4}$)"
 )
 _EXC = re.compile(
     r"(?:[A-Za-z_]\w{0,80}\.){0,8}[A-Z]\w{0,80}(?:Error|Exception|Exit|Interrupt|Iteration|Failure|Fault)(?::|\s*$)"
 )
-_STEP_AT_START = re.compile(
-    r"(?:global[ _]?)?(?:steps?|iter(?:ation)?s?)\s{0,4}[:=#]?\s{0,4}\[?\s{0,4}(\d{1,12})\s{0,4}(?:/|of)\s{0,4}(\d{1,12})"
-)
+_N_OF_TOTAL = r"\s{0,4}[:=#]?\s{0,4}\[?\s{0,4}(\d{1,12})\s{0,4}(?:/|of)\s{0,4}(\d{1,12})"
+_STEP_AT_START = re.compile(r"(?:global[ _]?)?(?:steps?|iter(?:ation)?s?)" + _N_OF_TOTAL)
 _EPOCH_AT_START = re.compile(r"epochs?\s{0,4}[:=#]?\s{0,4}\[?\s{0,4}(\d{1,9})\s{0,4}(?:/|of)\s{0,4}(\d{1,9})")
-_STEP_ANY = re.compile(
-    r"\b(?:global[ _]?)?(?:steps?|iter(?:ation)?s?)\s{0,4}[:=#]?\s{0,4}\[?\s{0,4}(\d{1,12})\s{0,4}(?:/|of)\s{0,4}(\d{1,12})"
-)
+_STEP_ANY = re.compile(r"\b(?:global[ _]?)?(?:steps?|iter(?:ation)?s?)" + _N_OF_TOTAL)
 _EPOCH_ANY = re.compile(r"\bepochs?\s{0,4}[:=#]?\s{0,4}\[?\s{0,4}(\d{1,9})\s{0,4}(?:/|of)\s{0,4}(\d{1,9})")
 _EPOCH_ONLY = re.compile(r"\bepoch\s{0,4}(\d{1,9})\b")
 _LOSS = re.compile(
     r"(?<![\w/])(?:train(?:ing)?[_/ ]?|avr_|avg_|average[_ ]|step_|running[_ ]|total[_ ]|mean[_ ])?loss"
-    r"['\"]?\s{0,4}(?:[:=]\s{0,4}|\s)['\"]?([-+]?(?:\d{1,12}(?:\.\d{0,12})?|\.\d{1,12})(?:e[-+]?\d{1,3})?)"
+    r"['\"]?\s{0,4}(?:[:=]\s{0,4}|\s)['\"]?([-+]?(?:(?:\d{1,12}(?:\.\d{0,12})?|\.\d{1,12})(?:e[-+]?\d{1,3})?|nan|inf))"
 )
 _DICT_EPOCH = re.compile(r"['\"]epoch['\"]\s{0,4}:\s{0,4}['\"]?(\d{1,9}(?:\.\d{1,12})?)")
 _NUM_EPOCHS = re.compile(r"num[ _]?(?:train[ _])?epochs?[^:=\n]{0,40}[:=]\s{0,8}(\d[\d,]{0,11})")
@@ -123,7 +134,8 @@ _MID = re.compile(
     r"\b(?:saving (?:the )?(?:model|checkpoint|state|weights|lora|adapter)"
     r"|(?:model|checkpoint|state|weights|lora) (?:saved|written)"
     r"|generating (?:sample|validation|eval|preview)"
-    r"|(?:running|starting|start) (?:validation|evaluation|eval)\b)"
+    r"|(?:running|starting|start) (?:validation|evaluation|eval)\b"
+    r"|(?:running|starting|start|begin(?:ning)?) (?:the )?training\b)"
 )
 
 # Words that say what a phase does, looked up on a bar's description or at a message's start.
@@ -146,32 +158,53 @@ _PHASE_TOKEN = re.compile(
 )
 _IDENT_TAIL = re.compile(r"[_(=\[]|\.\w")
 _TRAIN_REST = re.compile(r"\btraining\b|\bfine-?tun")
-_IMAGE_WORDS = re.compile(r"image|sample|video|preview|validation|frame")
-_PREP_OBJECTS = re.compile(r"latent|embed|cache|caption|dataset|text encoder|bucket|metadata|\blogs?\b")
-_CKPT_OBJECTS = re.compile(r"checkpoint|ckpt|model|weights|state|lora|adapter|safetensors|hub|optimizer|\.pt\b")
+_IMAGE_WORDS = re.compile(r"\b(?:images?|samples?|videos?|previews?|validation|frames?)\b")
+_BAR_PREP_OBJECTS = re.compile(r"\bload|shard|latent|cache|caption|dataset|embed|bucket|metadata")
+_PREP_OBJECTS = re.compile(r"latent|cache|caption|dataset|text embed|bucket|metadata|\blogs?\b")
+_CKPT_OBJECTS = re.compile(
+    r"checkpoint|ckpt|model|weights|state|lora|adapter|safetensors|hub|optimizer|\.pt\b"
+)
 
-_PRE_VERBS = frozenset(
-    "loading load downloading download fetching fetch caching cache precaching pre-caching preprocessing"
-    " pre-processing processing process preparing prepare scanning scan captioning caption captions"
-    " quantizing quantising quantize quantise tokenizing tokenising tokenize extracting extract extracted"
-    " unzipping unpacking resizing bucketing bucket buckets computing compute encoding encode building build"
-    " initializing initialising initialize creating create making make discovering found checking verifying"
-    " compiling mapping filtering indexing reading importing import enable enabling applying converting"
-    " calculating copying dataset datasets installing inspecting collecting downloaded loaded cached".split()
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+_PRE_VERBS = _words(
+    "loading load downloading download fetching fetch caching cache precaching pre-caching "
+    "preprocessing pre-processing processing process preparing prepare scanning scan captioning "
+    "caption captions quantizing quantising quantize quantise tokenizing tokenising tokenize "
+    "extracting extract extracted unzipping unpacking resizing bucketing bucket buckets computing "
+    "compute encoding encode building build initializing initialising initialize creating create "
+    "making make discovering found checking verifying compiling mapping filtering indexing "
+    "reading importing import enable enabling applying converting calculating copying dataset "
+    "datasets installing inspecting collecting downloaded loaded cached"
 )
-_VAL_VERBS = frozenset(
-    "validation validating validate evaluation evaluating evaluate eval sampling sample samples inference"
-    " predicting testing".split()
+_VAL_VERBS = _words(
+    "validation validating validate evaluation evaluating evaluate eval sampling sample samples "
+    "inference predicting testing"
 )
-_SAVE_VERBS = frozenset("saving saved save checkpointing exporting storing".split())
-_PERSIST_VERBS = frozenset("deleting removing writing wrote uploading pushing".split())
-_START_VERBS = frozenset("running starting start started begin beginning launching".split())
-_TRAIN_FIRST = frozenset("training train fine-tuning finetuning".split())
-_RESUME = frozenset("resuming resume".split())
-_WARM_FIRST = frozenset("warming warmup warm-up warm".split())
-_FIG_FIRST = frozenset("step steps global epoch epochs iter iteration iterations".split())
-_GENERATE = frozenset("generating generate rendering".split())
-_CONTENT_FIRST = frozenset("prompt prompts negative positive".split())
+_SAVE_VERBS = _words("saving saved save checkpointing exporting storing")
+_PERSIST_VERBS = _words("deleting removing writing wrote uploading pushing")
+_START_VERBS = _words("running starting start started begin beginning launching")
+_TRAIN_FIRST = _words("training train fine-tuning finetuning")
+_RESUME = _words("resuming resume")
+_WARM_FIRST = _words("warming warmup warm-up warm")
+_FIG_FIRST = _words("step steps global epoch epochs iter iteration iterations")
+_GENERATE = _words("generating generate rendering")
+_CONTENT_FIRST = _words("prompt prompts negative positive")
+_ALL_FIRST = (
+    _PRE_VERBS
+    | _VAL_VERBS
+    | _SAVE_VERBS
+    | _PERSIST_VERBS
+    | _START_VERBS
+    | _TRAIN_FIRST
+    | _RESUME
+    | _WARM_FIRST
+    | _GENERATE
+    | {"checkpoint"}
+)
 
 # event kinds
 _BAR, _FIG, _MARK, _DICT, _INFO, _LOSSLINE, _TB, _EXC_LINE = range(8)
@@ -180,50 +213,34 @@ _R_NONE, _R_TRAIN, _R_AUX, _R_TRAIN_MARK = range(4)
 
 
 class _Ev:
-    """One recognised line (or a run of redraws of one bar), newest frame first."""
+    """One recognised line (or a run of redraws of one bar, kept as its newest redraw).
 
-    __slots__ = (
-        "certain",
-        "dcls",
-        "desc",
-        "dict_eval",
-        "epoch",
-        "epochs",
-        "kind",
-        "line",
-        "loss",
-        "n",
-        "n0",
-        "oldest",
-        "per_epoch",
-        "rich",
-        "role",
-        "stage",
-        "step",
-        "total",
-        "zero_based",
-    )
+    Defaults live on the class so that creating an event (hundreds per scan) sets only what it knows.
+    """
+
+    kind = -1
+    stage: str | None = None
+    role = 0  # _R_NONE
+    certain = True
+    desc = ""
+    dcls = ""  # bars: "train" | "aux" | "" (no description)
+    line = ""
+    oldest = ""  # bars: the oldest redraw of the run seen so far
+    head = ""  # bars: what every redraw starts with (the description part)
+    tail = ""  # bars: the "/total" part every redraw contains
+    rich = False
+    n: int | None = None
+    n0: int | None = None
+    total: int | None = None
+    epoch: float | None = None
+    epochs: int | None = None
+    per_epoch = False
+    zero_based = False
+    loss: float | None = None
+    dict_eval = False
 
     def __init__(self, kind: int) -> None:
         self.kind = kind
-        self.stage: str | None = None
-        self.role = _R_NONE
-        self.certain = True
-        self.desc = ""
-        self.dcls = ""  # bars: "train" | "aux" | "" (no description)
-        self.line = ""
-        self.oldest = ""
-        self.rich = False
-        self.n: int | None = None
-        self.n0: int | None = None
-        self.total: int | None = None
-        self.step: int | None = None
-        self.epoch: float | None = None
-        self.epochs: int | None = None
-        self.per_epoch = False
-        self.zero_based = False
-        self.loss: float | None = None
-        self.dict_eval = False
 
 
 # ------------------------------------------------------------------------------------------ public API
@@ -246,6 +263,8 @@ def parse_logs(text: str | None, *, job_id: str | None = None) -> InlineProgress
     try:
         return _parse(text, job_id)
     except Exception:  # pragma: no cover - defence in depth: a card must never break on a log line
+        if _STRICT:
+            raise
         return InlineProgress(job_id=job_id, stage=None, last_log=_last_log_only(text), progress=None)
 
 
@@ -253,7 +272,7 @@ def parse_logs(text: str | None, *, job_id: str | None = None) -> InlineProgress
 
 
 class _Result:
-    __slots__ = ("loss", "progress", "rate", "settled", "stage", "step", "total", "eta")
+    __slots__ = ("eta", "loss", "progress", "rate", "settled", "stage", "step", "total")
 
     def __init__(self) -> None:
         self.stage: str | None = None
@@ -268,40 +287,40 @@ class _Result:
 
 def _parse(text: str, job_id: str | None) -> InlineProgress:
     end = len(text)
+    floor = max(0, end - MAX_SCAN)
     pos = end
     carry = ""
     chunk = _FIRST_CHUNK
     scanner = _Scanner()
     last_log: str | None = None
     result = _Result()
-    while True:
-        start = max(0, pos - chunk, end - MAX_SCAN)
+    while pos > floor:
+        start = max(floor, pos - chunk)
         piece = text[start:pos] + carry
         if "\x1b" in piece or "\x9b" in piece:
             piece = _ANSI.sub("", piece)
         if "\r" in piece:
             piece = piece.replace("\r\n", "\n").replace("\r", "\n")
         lines = piece.split("\n")
-        if start > 0:
-            carry = lines[0]
-            del lines[0]
-            if len(carry) > _MAX_CARRY:
-                lines.insert(0, carry)
-                carry = ""
-        else:
-            carry = ""
-        if start == end - MAX_SCAN and carry:  # budget spent: the partial line is all we will see of it
-            lines.insert(0, carry)
-            carry = ""
-        for line in reversed(lines):
-            if not line or line.isspace():
-                continue
-            if last_log is None:
-                last_log = _clean_last(line)
-            scanner.feed(line)
+        carry = ""
+        if start > floor:
+            carry = lines[0]  # the chunk starts mid-line: complete it with the next (older) chunk
+            lines[0] = ""
+            if len(carry) > _MAX_CARRY:  # a line longer than this is taken from where we can see it
+                lines[0], carry = carry, ""
+        if last_log is None:
+            for line in reversed(lines):
+                last_log = _clean_last(line) if line else None
+                if last_log is not None:
+                    break
+        i = len(lines) - 1
+        while i >= 0:
+            i = scanner.feed(lines, i)  # stops early at a line that settles the training figure
+            result = _evaluate(scanner.events_chrono())
+            if result.settled:
+                break
         pos = start
-        result = _evaluate(scanner.events_chrono())
-        if pos == 0 or pos <= end - MAX_SCAN or result.settled:
+        if result.settled or i == -2:
             break
         chunk *= 4
     return InlineProgress(
@@ -341,84 +360,133 @@ def _last_log_only(text: str) -> str | None:
 
 
 class _Scanner:
-    """Turns lines, newest first, into events; consecutive redraws of one bar become one event."""
+    """Turns lines, newest first, into events; consecutive redraws of one bar become one event.
 
-    __slots__ = ("_events", "_head", "_run", "_tail")
+    Redraws of the bar already being read are recognised with two substring tests (same description,
+    same total) and skipped, so a long validation phase costs little per line.
+    """
+
+    __slots__ = ("events", "head", "oldest", "recent", "run", "tail", "text_left")
 
     def __init__(self) -> None:
-        self._events: list[_Ev] = []  # newest first
-        self._run: _Ev | None = None
-        self._head = ""
-        self._tail = ""
+        self.text_left = _TEXT_BUDGET  # characters of plain text lines still to read (the costly ones)
+        self.events: list[_Ev] = []  # newest first
+        self.recent: list[_Ev] = []  # the last bars parsed, whose redraws are copied rather than parsed
+        self.run: _Ev | None = None  # the bar whose older redraws are being skipped
+        self.head = ""  # its description part ("steps:"), "" without one
+        self.tail = ""  # its "/total " part
+        self.oldest = ""  # its oldest redraw seen so far
 
     def events_chrono(self) -> list[_Ev]:
-        self._close_run()
-        return self._events[::-1]
-
-    def _close_run(self) -> None:
-        run = self._run
-        if run is None:
-            return
-        self._run = None
-        if run.oldest is not run.line:
-            m = _TQDM.search(run.oldest) if not run.rich else _RICH.search(run.oldest)
-            if m is not None:
-                n0 = _to_int(m.group(3) if not run.rich else m.group(1))
-                if n0 is not None:
-                    run.n0 = n0
-        else:
-            run.n0 = run.n
-
-    def feed(self, line: str) -> None:
-        run = self._run
+        run = self.run
         if run is not None:
-            # Another redraw of the bar already seen (older frame): only remember it as the run's start.
-            if line.startswith(self._head) and self._tail in line:
-                if self._head or line[:1].isdigit() or line[:1] == " ":
-                    run.oldest = line
-                    return
-            self._close_run()
-        if "%|" in line:
-            ev = _tqdm_event(line)
-            if ev is not None:
-                self._start_run(ev)
-                return
-        if "•" in line and "/" in line:
-            ev = _rich_event(line)
-            if ev is not None:
-                self._start_run(ev)
-                return
-        ev = _text_event(line)
-        if ev is not None:
-            self._events.append(ev)
+            run.oldest = self.oldest
+            run.n0 = None
+        for ev in self.events:  # where a bar without description started matters to its meaning
+            if ev.n0 is None and ev.kind == _BAR and not ev.dcls:
+                ev.n0 = ev.n if ev.oldest is ev.line else _frame_n(ev.oldest)
+        return self.events[::-1]
 
-    def _start_run(self, ev: _Ev) -> None:
-        self._events.append(ev)
-        line = ev.line
-        if ev.rich:
-            self._head, self._tail = "", ""
-            self._run = None
-            ev.n0 = ev.n
-            return
-        self._run = ev
-        ev.oldest = line
-        p = line.find("%|")
-        k = p
-        while k > 0 and line[k - 1] in "0123456789. ":
-            k -= 1
-        self._head = line[:k]
-        total_at = line.find("/", line.find("|", p + 2) + 1)
-        stop = line.find("[", total_at)
-        self._tail = line[total_at:stop] if stop > 0 else line[total_at:]
+    def feed(self, lines: list[str], i: int) -> int:
+        """Read `lines[i]`, `lines[i-1]`, ... (newest first); return the index to resume from.
+
+        -1: the lines are all read; -2: the text budget is spent (stop reading older chunks). Stops
+        right after a line that settles the run's progress on its own (a described training bar,
+        a "step n/N" line), so a log whose last line is a training redraw costs one line.
+        """
+        events = self.events
+        run, head, tail, oldest = self.run, self.head, self.tail, self.oldest
+        recent = self.recent
+        for j in range(i, -1, -1):
+            line = lines[j]
+            if not line:
+                continue
+            if run is not None:
+                if head:
+                    if line.startswith(head) and tail in line:
+                        oldest = line  # an older redraw of the same bar
+                        continue
+                elif tail in line and "%|" in line and line[0] in _PCT0:
+                    oldest = line
+                    continue
+                run.oldest = oldest
+                run = None
+            if line.isspace():
+                continue
+            if "%|" in line:
+                ev = None
+                if line.endswith("]"):
+                    for known in recent:
+                        if (
+                            line.startswith(known.head)
+                            and known.tail in line
+                            and (known.head or line[0] in _PCT0)
+                        ):
+                            # a redraw of a bar parsed lately (bars taking turns: an image loop and its
+                            # sampler): same description and total, only the count differs
+                            ev = _Ev(_BAR)
+                            ev.__dict__.update(known.__dict__)
+                            ev.line = line
+                            ev.n = _frame_n(line)
+                            ev.n0 = None
+                            break
+                if ev is None:
+                    ev = _tqdm_event(line)
+                    if ev is not None:
+                        after = _text_after_bar(ev.line)
+                        if after is not None:  # "...it/s]03/03/2025 - INFO - Saving ...": newer than the bar
+                            events.append(after)
+                    if ev is not None:
+                        recent.insert(0, ev)
+                        del recent[4:]
+                if ev is not None:
+                    events.append(ev)
+                    run, oldest, head, tail = ev, ev.line, ev.head, ev.tail
+                    ev.oldest = oldest
+                    if ev.dcls == "train" and _bar_progress(ev) is not None:
+                        self._save(run, head, tail, oldest)
+                        return j - 1
+                    continue
+            ev = _rich_event(line) if "•" in line and "/" in line else None
+            if ev is not None:
+                ev.oldest = ev.line
+            else:
+                self.text_left -= len(line)
+                if self.text_left < 0:  # pages of captions, prompts or prose: what is older cannot matter
+                    self._save(run, head, tail, oldest)
+                    return -2
+                ev = _text_event(line)
+                if ev is None:
+                    continue
+            events.append(ev)
+            if (ev.kind == _FIG and ev.total is not None) or (
+                ev.kind == _BAR and ev.dcls == "train" and _bar_progress(ev) is not None
+            ):
+                self._save(run, head, tail, oldest)
+                return j - 1
+        self._save(run, head, tail, oldest)
+        return -1
+
+    def _save(self, run: _Ev | None, head: str, tail: str, oldest: str) -> None:
+        self.run, self.head, self.tail, self.oldest = run, head, tail, oldest
+
+
+def _frame_n(line: str) -> int | None:
+    """The count of a redraw ("... | 12/28 [") without a full parse."""
+    p = line.find("%|")
+    q = line.find("|", p + 2) if p >= 0 else -1
+    m = _N_AT.match(line, q + 1) if q >= 0 else None
+    return int(m.group(1)) if m is not None else None
 
 
 def _to_int(s: str | None) -> int | None:
-    if s is None:
+    if not s:
         return None
-    s = s.replace(",", "")
-    if not s.isdigit() or len(s) > 12:
-        return None
-    return int(s)
+    if not s.isdigit():
+        s = s.replace(",", "")
+        if not s.isdigit():
+            return None
+    return int(s) if len(s) <= 12 else None
 
 
 def _tqdm_event(line: str) -> _Ev | None:
@@ -428,20 +496,33 @@ def _tqdm_event(line: str) -> _Ev | None:
         return None
     ev = _Ev(_BAR)
     ev.line = seg
-    desc = seg[: m.start()].strip().rstrip(":").strip()
+    before = seg[: m.start()]
+    desc = before.strip().rstrip(":").strip()
     ev.desc = desc
+    ev.head = before.rstrip(" ")
+    ev.tail = seg[m.end(3) : m.end(4) + 1]  # "/28 ": the total and what follows, so 28 never matches 280
     n, total = _to_int(m.group(3)), _to_int(m.group(4))
     ev.n, ev.total = n, total
-    if n is None or total is None or total <= 0:
-        # sizes ("1.2G/4.9G", "335M/335M"), unknown totals, scaled counts: downloads and uploads, never steps
+    stats = m.group(5) or ""
+    if "B/s" in stats or _looks_like_file(desc) or (n is None and total is None):
+        # sizes ("1.2G/4.9G", "335M/335M", "MB/s") and file names: downloads and uploads, never steps
         ev.dcls, ev.stage = "aux", _aux_stage_for(desc) or PRE
         return ev
-    stats = m.group(5) or ""
-    if "B/s" in stats or _looks_like_file(desc):
-        ev.dcls, ev.stage = "aux", PRE
-        return ev
-    _classify_bar(ev, desc)
+    if total is not None and total <= 0:
+        ev.total = None
+    _classify_bar(ev, desc)  # a count of unknown total ("300/?") still says which phase runs
     return ev
+
+
+def _text_after_bar(line: str) -> _Ev | None:
+    """A log line printed right after a redraw, with no line break in between."""
+    if line.endswith("]"):
+        return None
+    close = line.rfind("]")
+    if close < 0 or close + 4 >= len(line) or "%|" in line[close:]:
+        return None
+    rest = line[close + 1 :].strip()
+    return _text_event(rest) if len(rest) > 3 else None
 
 
 def _rich_event(line: str) -> _Ev | None:
@@ -455,10 +536,9 @@ def _rich_event(line: str) -> _Ev | None:
     desc = seg[: m.start()].strip()
     ev.desc = desc
     ev.n, ev.total = _to_int(m.group(1)), _to_int(m.group(2))
-    if ev.n is None or ev.total is None or ev.total <= 0:
-        ev.dcls, ev.stage = "aux", _aux_stage_for(desc) or PRE
-        return ev
-    _classify_bar(ev, desc)
+    if ev.total is not None and ev.total <= 0:
+        ev.total = None
+    _classify_bar(ev, desc)  # "45/--" (an iterable without length) still says which phase runs
     return ev
 
 
@@ -502,7 +582,7 @@ def _aux_stage_for(desc: str) -> str | None:
         return VAL
     if _WARM_WORDS.search(low):
         return WARMUP
-    if _SAVE_WORDS.search(low) and not re.search(r"\bload|shard", low):
+    if _SAVE_WORDS.search(low) and not _BAR_PREP_OBJECTS.search(low):
         return SAVE
     if _PRE_WORDS.search(low):
         return PRE
@@ -517,10 +597,11 @@ def _classify_bar(ev: _Ev, desc: str) -> None:
     if not counts_run:
         ev.per_epoch = True
         ev.epoch = float(epoch) if epoch is not None else None
-        if ev.rich or epoch == 0:
-            ev.zero_based = True  # Lightning counts epochs from 0 ("Epoch 3/9" is the 4th of 10)
+        if ev.rich:
+            ev.zero_based = True  # Lightning counts from 0 and shows max_epochs - 1: "Epoch 3/9" is 4th of 10
             ev.epochs = epochs + 1 if epochs is not None and epochs >= 0 else None
         else:
+            ev.zero_based = epoch == 0  # "Epoch 0/3": a loop printing its 0-based index
             ev.epochs = epochs if epochs else None
 
 
@@ -566,8 +647,8 @@ def _classify_message(low: str) -> _Ev | None:
         ev = _figure_event(low)
         if ev is not None:
             return ev
-    if word and _CONFIG.match(low):
-        return None
+    if word and word in _ALL_FIRST and _CONFIG.match(low):
+        return None  # "warmup_steps: 100", "Num Epochs = 3", "save_every=250": settings, not activity
     stage: str | None = None
     if word in _SAVE_VERBS:
         if _IMAGE_WORDS.search(rest):
@@ -605,7 +686,9 @@ def _classify_message(low: str) -> _Ev | None:
         stage = PRE  # during validation or training it inherits that phase (see _inherit_pre)
     elif word == "checkpoint" and re.search(r"\b(?:saved|written|created)\b", rest):
         stage = SAVE
-    if stage is None and (" saved" in low or "sav" in low or "valid" in low or "eval" in low or "generat" in low):
+    if stage is None and (
+        "sav" in low or "valid" in low or "eval" in low or "generat" in low or "training" in low
+    ):
         stage = _mid_line_stage(low)
     if stage is None:
         return None
@@ -622,7 +705,7 @@ def _mid_line_stage(low: str) -> str | None:
         phrase = m.group(0)
         if phrase.startswith(("saving", "model", "checkpoint", "state", "weights", "lora")):
             return SAVE
-        return VAL
+        return TRAIN if phrase.endswith("training") else VAL
     if re.search(r"\b(?:saved|written) (?:in|to|at)\b", low):
         if _IMAGE_WORDS.search(low):
             return VAL
@@ -646,11 +729,11 @@ def _figure_event(low: str) -> _Ev | None:
     ev = _Ev(_FIG)
     if sm is not None:
         n, total = int(sm.group(1)), int(sm.group(2))
-        if 0 < total and n <= total:
+        if total > 0 and n <= total:
             ev.n, ev.total = n, total
     if em is not None:
         e, epochs = int(em.group(1)), int(em.group(2))
-        if 0 < epochs and e <= epochs:
+        if epochs > 0 and e <= epochs:
             ev.epoch, ev.epochs = float(e), epochs
     if ev.total is None and ev.epochs is None:
         return None
@@ -693,14 +776,15 @@ def _info_event(low: str) -> _Ev | None:
 
 
 def _find_loss(low: str) -> float | None:
-    for m in _LOSS.finditer(low[:_MAX_LINE]):
-        try:
-            value = float(m.group(1))
-        except ValueError:
-            continue
-        if math.isfinite(value):
-            return value
-    return None
+    """The first training loss on a line; NaN when it diverged ("loss=nan"), None when there is none."""
+    m = _LOSS.search(low[:_MAX_LINE])
+    if m is None:
+        return None
+    try:
+        value = float(m.group(1))
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else math.nan
 
 
 # --------------------------------------------------------------------------------- context and result
@@ -710,14 +794,16 @@ def _evaluate(events: list[_Ev]) -> _Result:
     """Give each event its role in context (oldest first), then read the answer from the newest ones."""
     ctx: str | None = None  # the auxiliary phase under way (None: training, or nothing known)
     main_total: int | None = None  # total of the description-less bar known to be the training bar
+    main_certain = False
     main_open = False  # a training bar is mid-way (a fresh bar now is nested: an evaluation loop)
     aux_totals: dict[int, str] = {}  # description-less auxiliary bars seen, by total
     info_total: int | None = None
     info_epochs: int | None = None
     context_seen = False  # anything before that says what a description-less bar is
+    trained_since = False  # a training log line (loss dict, "step n/N") since the last plain training bar
     in_tb = False
     last_bar: _Ev | None = None
-    prev_main: tuple[int | None, bool] = (None, False)
+    prev_main: tuple[int | None, bool, bool] = (None, False, False)
     for ev in events:
         ev.role = _R_NONE
         kind = ev.kind
@@ -739,14 +825,24 @@ def _evaluate(events: list[_Ev]) -> _Result:
                 ctx = None
                 main_open = not finished
             else:
-                prev_main = (main_total, main_open)
+                prev_main = (main_total, main_certain, main_open)
                 stage, certain = _plain_bar_stage(
-                    ev.total, ctx, main_total, main_open, aux_totals, info_total, context_seen
+                    ev.total,
+                    ctx,
+                    main_total,
+                    main_certain,
+                    main_open,
+                    aux_totals,
+                    info_total,
+                    context_seen,
+                    ev.n0 == 0,  # fresh: auxiliary loops start at 0; a bar resuming mid-way is not one
+                    trained_since,
                 )
+                trained_since = False
                 ev.stage, ev.certain = stage, certain
                 if stage == TRAIN:
                     ev.role = _R_TRAIN
-                    main_total, main_open, ctx = ev.total, not finished, None
+                    main_total, main_certain, main_open, ctx = ev.total, certain, not finished, None
                 else:
                     ev.role = _R_AUX
                     if ev.total is not None:
@@ -769,7 +865,7 @@ def _evaluate(events: list[_Ev]) -> _Result:
         elif kind == _FIG:
             ev.role = _R_TRAIN
             ctx = None
-            context_seen = True
+            context_seen = trained_since = True
         elif kind == _DICT:
             if ev.dict_eval:
                 ev.role = _R_AUX
@@ -786,7 +882,7 @@ def _evaluate(events: list[_Ev]) -> _Result:
                 ):
                     # the bar that just finished was the evaluation loop, not training: take it back
                     lb.role, lb.stage = _R_AUX, VAL
-                    main_total, main_open = prev_main
+                    main_total, main_certain, main_open = prev_main
                     if lb.total is not None:
                         aux_totals[lb.total] = VAL
                 ctx = None
@@ -794,6 +890,7 @@ def _evaluate(events: list[_Ev]) -> _Result:
                 ev.role = _R_TRAIN
                 ev.epochs = info_epochs
                 ctx = None
+                trained_since = True
             context_seen = True
         elif kind == _INFO:
             if ev.total is not None:
@@ -803,6 +900,7 @@ def _evaluate(events: list[_Ev]) -> _Result:
             context_seen = True
         elif kind == _LOSSLINE and ctx is None:
             ev.role = _R_TRAIN
+            trained_since = True
     return _answer(events)
 
 
@@ -810,18 +908,24 @@ def _plain_bar_stage(
     total: int | None,
     ctx: str | None,
     main_total: int | None,
+    main_certain: bool,
     main_open: bool,
     aux_totals: dict[int, str],
     info_total: int | None,
     context_seen: bool,
+    fresh: bool,
+    trained_since: bool,
 ) -> tuple[str, bool]:
     """What a bar without a description is, from its context: (stage, whether the context said so)."""
-    if total is not None and (total == main_total or total == info_total):
-        return TRAIN, True
+    same_as_main = total is not None and total == main_total
+    if (same_as_main and (main_certain or trained_since)) or (total is not None and total == info_total):
+        return TRAIN, True  # the same bar again, and training logs (loss lines) came in between
     if total is not None and total in aux_totals:
         return aux_totals[total], True
-    if ctx is not None:
-        return ctx, True
+    if ctx is not None and fresh:
+        return ctx, True  # a loop started right after "caching latents." / "Running Evaluation"
+    if same_as_main:
+        return TRAIN, False
     if main_open or main_total is not None or info_total is not None:
         return VAL, True  # a loop run inside training: evaluation or sampling
     return TRAIN, context_seen
@@ -853,17 +957,18 @@ def _answer(events: list[_Ev]) -> _Result:
     fig_ev: _Ev | None = None
     epoch_fig: tuple[float, _Ev] | None = None
     newest_train: _Ev | None = None
+    loss: float | None = None
     for i in range(len(events) - 1, -1, -1):
         ev = events[i]
         if ev.role != _R_TRAIN:
+            if ev.role == _R_TRAIN_MARK and loss is None and fig_ev is None:
+                loss = ev.loss  # "Train Epoch: 3 [1280/60000 (2%)]  Loss: 0.301"
             continue
         if newest_train is None:
             newest_train = ev
-        if res.loss is None and ev.loss is not None:
-            res.loss = ev.loss
+        if loss is None:
+            loss = ev.loss if ev.kind != _BAR else _bar_loss(ev)
         if ev.kind == _BAR:
-            if res.loss is None:
-                res.loss = _bar_loss(ev)
             if fig_ev is None and _bar_progress(ev) is not None:
                 fig_ev = ev
         elif ev.kind == _FIG:
@@ -874,8 +979,10 @@ def _answer(events: list[_Ev]) -> _Result:
                 epoch_fig = (100.0 * (ev.epoch or 0.0) / ev.epochs, ev)
         elif ev.kind == _DICT and epoch_fig is None and ev.epoch is not None and ev.epochs:
             epoch_fig = (100.0 * ev.epoch / ev.epochs, ev)
-        if fig_ev is not None and res.loss is not None:
+        if fig_ev is not None and loss is not None:
             break
+    # the newest loss, even when it diverged: a stale finite value would hide a NaN run
+    res.loss = loss if loss is not None and math.isfinite(loss) else None
     certain = True
     if fig_ev is not None:
         certain = fig_ev.certain
@@ -904,10 +1011,14 @@ def _inherit_pre(events: list[_Ev], i: int) -> tuple[str, bool]:
     """Loading or caching after training began serves the phase around it; before, it is Preprocessing."""
     for j in range(i - 1, -1, -1):
         ev = events[j]
+        if ev.role == _R_TRAIN_MARK:
+            # "Running training" alone does not mean training has begun; "Training completed" after
+            # training steps does
+            if any(e.role == _R_TRAIN for e in events[:j]):
+                return TRAIN, True
+            continue
         if ev.role == _R_NONE or ev.kind == _LOSSLINE:
             continue
-        if ev.role == _R_TRAIN_MARK:
-            return PRE, True
         if ev.role == _R_TRAIN:
             return TRAIN, True
         if ev.stage in (VAL, SAVE, WARMUP):
@@ -918,7 +1029,7 @@ def _inherit_pre(events: list[_Ev], i: int) -> tuple[str, bool]:
 def _clamp(p: float | None) -> float | None:
     if p is None or not math.isfinite(p):
         return None
-    return round(min(100.0, max(0.0, p)), 4)
+    return round(min(100.0, max(0.0, p)), 6)
 
 
 def _fig_progress(ev: _Ev) -> float | None:
