@@ -15,7 +15,7 @@ import pandas as pd
 
 from jobwidget.core.models import JobStatus
 
-__all__ = ["FRAME_COLUMNS", "FRAME_DTYPES", "jobs_frame"]
+__all__ = ["FRAME_COLUMNS", "FRAME_DTYPES", "ROW_COLUMNS", "jobs_frame"]
 
 STATUS_DTYPE = pd.CategoricalDtype([s.value for s in JobStatus], ordered=False)
 _TEXT = pd.StringDtype("python")
@@ -42,8 +42,8 @@ FRAME_DTYPES: dict[str, Any] = {
 }
 FRAME_COLUMNS: tuple[str, ...] = tuple(FRAME_DTYPES)
 
-# The order `JobStore.frame_rows()` returns.
-_ROW_COLUMNS = (
+# The columns `JobStore.frame_rows()` selects, in this order.
+ROW_COLUMNS = (
     "job_id",
     "provider",
     "status",
@@ -73,8 +73,8 @@ def _times(values: Sequence[Any]) -> tuple[pd.Series, np.ndarray]:
 
 def jobs_frame(rows: Sequence[Sequence[Any]]) -> pd.DataFrame:
     """Build the export frame from `JobStore.frame_rows()` output."""
-    columns = list(zip(*rows, strict=True)) if rows else [() for _ in _ROW_COLUMNS]
-    raw = dict(zip(_ROW_COLUMNS, columns, strict=True))
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in ROW_COLUMNS]
+    raw = dict(zip(ROW_COLUMNS, columns, strict=True))
     data: dict[str, Any] = {}
     seconds: dict[str, np.ndarray] = {}
     for name in _TIME_COLUMNS:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from jobwidget.core.errors import StoreCorruptError, StoreError
+from jobwidget.core.frame import ROW_COLUMNS
 from jobwidget.core.models import ACTIVE_STATUSES, Job, JobStatus, merge_job
 
 __all__ = ["SCHEMA_VERSION", "JobStore", "Lease", "UpsertResult"]
@@ -478,10 +479,7 @@ class JobStore:
     def frame_rows(self) -> list[tuple[Any, ...]]:
         """Raw rows for `to_dataframe()` (datetimes as epoch µs), newest first, without building Jobs."""
         with self._read() as conn:
-            return conn.execute(
-                "SELECT job_id, provider, status, stage, progress, name, model, hardware, created_at, "
-                f"started_at, completed_at, cost_usd, error_message, last_log FROM jobs {_ORDER}"
-            ).fetchall()
+            return conn.execute(f"SELECT {', '.join(ROW_COLUMNS)} FROM jobs {_ORDER}").fetchall()
 
     def integrity_check(self) -> str:
         with self._read() as conn:
