@@ -1,0 +1,235 @@
+"""`jobwidget` command line: `serve` (the HTTP API, SSE and webhook receiver) and `sim` (the simulator).
+
+    jobwidget serve                      # http://127.0.0.1:8001, provider from the environment
+    jobwidget serve --provider sim       # the simulated Replicate, in-process
+    jobwidget sim --port 8002 --rate-limit 600 --error-rate 0.05
+    REPLICATE_BASE_URL=http://127.0.0.1:8002 jobwidget serve --provider replicate
+
+Secrets come from the environment (REPLICATE_API_TOKEN, JOBWIDGET_API_TOKEN, JOBWIDGET_WEBHOOK_SECRET)
+so they stay out of shell history and `ps`; `--api-token` exists for quick tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from jobwidget.core.errors import JobwidgetError
+
+__all__ = ["build_parser", "main"]
+
+log = logging.getLogger("jobwidget")
+_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is between 0 and 65535, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jobwidget", description="Watch cloud fine-tuning jobs (Replicate trainings)."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="{serve,sim}")
+
+    serve = sub.add_parser(
+        "serve",
+        help="serve the HTTP API, server-sent events and the webhook receiver",
+        description="Serve the seed's HTTP API (/api/cloud/jobs, /api/events, /api/webhooks/replicate, ...) "
+        "over the job store. Binds 127.0.0.1 unless told otherwise; any other address needs an API token.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    serve.add_argument("--port", type=_port, default=8001, help="port (default: 8001; 0 picks a free one)")
+    serve.add_argument("--store", help="job store path (default: env JOBWIDGET_STORE, config, data dir)")
+    serve.add_argument("--config", help="YAML config file (default: env JOBWIDGET_CONFIG)")
+    serve.add_argument(
+        "--provider",
+        choices=("sim", "replicate"),
+        help="default: replicate when REPLICATE_API_TOKEN is set, else the simulated demo",
+    )
+    serve.add_argument(
+        "--api-token",
+        default=None,
+        help="bearer token every route but the webhook requires (default: env JOBWIDGET_API_TOKEN); "
+        "mandatory when --host is not a loopback address",
+    )
+    serve.add_argument(
+        "--poll",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="background polling (default: on, unless a webhook URL is configured)",
+    )
+    serve.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="another Host name to answer without a token (e.g. a LAN name); repeatable",
+    )
+    serve.add_argument("--sse-per-client", type=_positive_int, default=5, help="event streams per address")
+    serve.add_argument(
+        "--max-body", type=_positive_int, default=1024 * 1024, help="request body limit (bytes)"
+    )
+    serve.add_argument(
+        "--webhook-max-body",
+        type=_positive_int,
+        default=32 * 1024 * 1024,
+        help="webhook body limit in bytes (webhooks carry the whole training log)",
+    )
+    serve.add_argument("--log-level", default="info", choices=_LEVELS)
+
+    sim = sub.add_parser(
+        "sim",
+        help="serve the simulated Replicate on loopback (benchmarks, browser tests)",
+        description="A seeded fleet of trainings behind Replicate's HTTP API, with fault knobs. "
+        "Point clients at it with REPLICATE_BASE_URL=http://127.0.0.1:PORT.",
+    )
+    sim.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    sim.add_argument("--port", type=_port, default=8002, help="port (default: 8002)")
+    sim.add_argument("--seed", type=int, default=0, help="fleet seed (same seed, same fleet)")
+    sim.add_argument("--fleet-size", type=int, default=150, help="trainings that exist at start")
+    sim.add_argument("--active", type=int, default=None, help="of those, how many are running at start")
+    sim.add_argument("--latency", type=float, default=0.0, help="seconds added to every request")
+    sim.add_argument("--rate-limit", type=int, default=None, help="requests per minute before 429 (0: none)")
+    sim.add_argument("--error-rate", type=float, default=0.0, help="fraction of requests answered 5xx")
+    sim.add_argument("--timeout-rate", type=float, default=0.0, help="fraction of requests that hang")
+    sim.add_argument("--malformed-rate", type=float, default=0.0, help="fraction of 200 bodies corrupted")
+    sim.add_argument("--time-scale", type=float, default=60.0, help="simulated seconds per wall second")
+    sim.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KNOB=VALUE",
+        help="any other simulator knob (e.g. --set reset_rate=0.05); the value is read as JSON if it can be",
+    )
+    sim.add_argument("--log-level", default="info", choices=_LEVELS)
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from jobwidget.engine.config import load_settings
+    from jobwidget.engine.runtime import Engine, make_provider, wants_demo
+    from jobwidget.engine.store import JobStore
+    from jobwidget.surfaces.server import ServerOptions, bind_socket, check_bind, create_app, make_server
+
+    token = args.api_token or os.environ.get("JOBWIDGET_API_TOKEN") or None
+    options = ServerOptions(
+        api_token=token,
+        max_body=args.max_body,
+        webhook_max_body=args.webhook_max_body,
+        sse_per_client=args.sse_per_client,
+        allowed_hosts=tuple(args.allow_host),
+    )
+    check_bind(args.host, token)
+    settings = load_settings(
+        store=args.store, config=args.config, provider_name="replicate", demo=wants_demo(args.provider)
+    )
+    store = JobStore(settings.store)
+    try:
+        provider = make_provider(args.provider, settings)
+        engine = Engine(store, provider, settings)
+        poll = settings.poll_enabled if args.poll is None else args.poll
+        app = create_app(engine, options, start_engine=True, poll=poll, bind_host=args.host)
+        sock = bind_socket(args.host, args.port)
+        host = f"[{args.host}]" if ":" in args.host else args.host
+        log.info(
+            "jobwidget serve: http://%s:%d  provider: %s  store: %s  auth: %s",
+            host,
+            sock.getsockname()[1],
+            provider.label,
+            settings.store,
+            "bearer token" if token else "none (loopback only)",
+        )
+        if poll:
+            log.info("jobwidget: job status polling enabled, every %g s", settings.poll_interval)
+        else:
+            reason = "a webhook is configured" if settings.webhook_url else "disabled"
+            log.info("jobwidget: job status polling off (%s)", reason)
+        make_server(app, log_level=args.log_level).run(sockets=[sock])
+    finally:
+        store.close()
+    return 0
+
+
+def _sim(args: argparse.Namespace) -> int:
+    from jobwidget.sim import SimConfig, serve
+    from jobwidget.surfaces.server import is_loopback
+
+    knobs = {
+        "seed": args.seed,
+        "fleet_size": args.fleet_size,
+        "latency": args.latency,
+        "rate_limit": args.rate_limit or None,
+        "error_rate": args.error_rate,
+        "timeout_rate": args.timeout_rate,
+        "malformed_rate": args.malformed_rate,
+        "time_scale": args.time_scale,
+    }
+    if args.active is not None:
+        knobs["active"] = args.active
+    for item in args.set:
+        name, sep, raw = item.partition("=")
+        if not sep or not name.strip():
+            print(f"jobwidget sim: --set wants KNOB=VALUE, got {item!r}", file=sys.stderr)
+            return 2
+        try:
+            knobs[name.strip().replace("-", "_")] = json.loads(raw)
+        except ValueError:
+            knobs[name.strip().replace("-", "_")] = raw
+    try:
+        config = SimConfig().replace(**knobs)
+    except (TypeError, ValueError) as exc:
+        print(f"jobwidget sim: {exc}", file=sys.stderr)
+        return 2
+    if not is_loopback(args.host):
+        print(
+            f"jobwidget sim: warning: binding {args.host}; the simulator accepts any token and is meant for "
+            "loopback",
+            file=sys.stderr,
+        )
+    log.info("jobwidget sim: simulated Replicate at http://%s:%d (REPLICATE_BASE_URL)", args.host, args.port)
+    serve(host=args.host, port=args.port, config=config, log_level=args.log_level)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `jobwidget` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)-9s %(message)s")
+    for noisy in ("httpx", "httpcore"):  # a line per provider request is too much at INFO
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    try:
+        return _serve(args) if args.command == "serve" else _sim(args)
+    except JobwidgetError as exc:  # configuration and store problems: one clear line, no traceback
+        print(f"jobwidget {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
