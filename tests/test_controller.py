@@ -10,6 +10,7 @@ import pytest
 
 import jobwidget
 from jobwidget import Job, JobNotFound, Jobs, JobStatus, JobsTimeout, SyncResult
+from jobwidget.engine.providers.base import JobDetail
 
 from .fakes import FakeProvider, make_job
 
@@ -197,3 +198,52 @@ def test_job_model_exports():
         "ReplicateProvider",
         "JobNotFound",
     }
+
+
+def test_jobs_serve_takes_webhooks_in_process(tmp_path: Path):
+    import json
+    import time as _time
+
+    import httpx
+
+    from jobwidget.core.webhooks import sign
+
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    provider = FakeProvider([make_job(1, "running")])
+    provider.detail_from_payload = lambda data: JobDetail(job=make_job(1, data["status"]), logs=None)
+    with Jobs(
+        provider=provider,
+        store=tmp_path / "s.sqlite3",
+        autostart=False,
+        config={"replicate": {"webhook_secret": secret}},
+    ) as jobs:
+        jobs.sync()
+        seen: list[dict] = []
+        jobs.on("job_status_changed", seen.append)
+        url = jobs.serve(port=0)
+        assert url.startswith("http://127.0.0.1:") and jobs.serve(port=0) == url  # idempotent
+        body = json.dumps({"id": "job00001", "status": "completed"})
+        ts = int(_time.time())
+        headers = {
+            "webhook-id": "msg_1",
+            "webhook-timestamp": str(ts),
+            "webhook-signature": sign(secret, "msg_1", ts, body),
+            "content-type": "application/json",
+        }
+        response = httpx.post(f"{url}/api/webhooks/replicate", content=body, headers=headers, timeout=10)
+        assert response.status_code == 200, response.text
+        deadline = _time.monotonic() + 5
+        while not seen and _time.monotonic() < deadline:
+            _time.sleep(0.02)
+        assert seen and seen[0]["status"] == "completed"
+        assert jobs.get("job00001").status is JobStatus.COMPLETED
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{url}/api/health", timeout=2)  # close() stopped the server
+
+
+def test_inline_progress_answers_from_store_when_provider_forgot_the_job(jobs: Jobs, provider: FakeProvider):
+    jobs.sync()
+    del provider.jobs["job00001"]
+    progress = jobs.inline_progress("job00001")
+    assert progress.job_id == "job00001"
+    assert "404" in jobs.get("job00001").metadata["poll_stopped"]

@@ -295,7 +295,11 @@ class SyncService:
     async def ingest(self, payload: object, *, source: str = "webhook") -> UpsertResult:
         """Apply a job pushed by the provider (a verified webhook body), logs feeding inline progress."""
         detail = self._with_progress(self.provider.detail_from_payload(payload))
-        return await self.apply([detail.job], source=source)
+        result = await self.apply([detail.job], source=source)
+        if result.created:  # a job first heard of by webhook is a discovery too
+            ids = [job.job_id for job in result.created]
+            self.bus.emit("jobs_discovered", {"count": len(ids), "job_ids": ids})
+        return result
 
     async def inline_progress(self, job_id: str) -> InlineProgress:
         """Compact progress of one job: fresh from its logs while it runs, from the store otherwise."""
@@ -304,7 +308,8 @@ class SyncService:
             raise JobNotFound(job_id)
         job = stored
         if stored.status is JobStatus.RUNNING and stored.provider == self.provider.name:
-            with contextlib.suppress(ProviderError):  # provider trouble: answer from the store
+            # Provider trouble or a job it no longer knows (now marked): answer from the store.
+            with contextlib.suppress(ProviderError, JobNotFound):
                 detail = await self.fetch(job_id)
                 job = await asyncio.to_thread(self.store.get, job_id) or detail.job
         inline = job.metadata.get("inline") or {}

@@ -31,6 +31,7 @@ from jobwidget.engine.store import JobStore
 if TYPE_CHECKING:
     import pandas as pd
 
+    from jobwidget.surfaces.server import ServerHandle
     from jobwidget.surfaces.widget import JobsPanel
 
 __all__ = ["Jobs", "JobsTimeout"]
@@ -151,6 +152,7 @@ class Jobs:
         self._closed = False
         self._panel: JobsPanel | None = None
         self._panel_visible = False
+        self._server: ServerHandle | None = None
         self._store = JobStore(self.settings.store)
         try:
             self._provider = make_provider(provider, self.settings)
@@ -424,6 +426,27 @@ class Jobs:
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         return self.panel._repr_mimebundle_(**kwargs)
 
+    # -- the HTTP API / webhook receiver in this process ------------------------------------
+
+    def serve(self, port: int = 8001, host: str = "127.0.0.1", **options: Any) -> str:
+        """Serve the HTTP API, SSE and the webhook receiver from this kernel; returns the base URL.
+
+        The server runs on the engine's loop, over this same store and engine, so webhooks update the
+        panel and fire `jobs.on` callbacks directly. `port=0` picks a free port. Options are
+        `jobwidget.surfaces.server.ServerOptions` fields (e.g. `api_token=` to bind beyond loopback).
+        """
+        from jobwidget.surfaces.server import start_server
+
+        if self._server is not None and self._server.running:
+            return self._server.url
+        self._server = self._run(start_server(self._engine, host=host, port=port, **options))
+        return self._server.url
+
+    def stop_serving(self) -> None:
+        server, self._server = self._server, None
+        if server is not None and not self._closed:
+            self._run(server.stop())
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -435,6 +458,9 @@ class Jobs:
             ref = _LIVE.get(self._key)
             if ref is not None and ref() is self:
                 del _LIVE[self._key]
+        with contextlib.suppress(Exception):
+            if self._server is not None:
+                self._loop.run(self._server.stop(), timeout=10)
         with contextlib.suppress(Exception):
             self._loop.run(self._engine.aclose(), timeout=15)
         self._loop.close()
