@@ -94,10 +94,14 @@ class _LoopThread:
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def close(self, timeout: float = 10.0) -> None:
+        """Stop the loop after its executor threads finish (they may hold store connections)."""
         if self.loop.is_closed():
             return
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout)
+        if self.thread.is_alive():
+            with contextlib.suppress(Exception):
+                self.submit(self.loop.shutdown_default_executor()).result(timeout)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout)
         if not self.thread.is_alive():
             self.loop.close()
 
