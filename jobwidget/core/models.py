@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ __all__ = [
     "ProviderCheck",
     "SyncResult",
     "can_transition",
+    "clean_text",
     "merge_job",
     "next_status",
 ]
@@ -88,6 +90,48 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.astimezone(UTC)
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_TEXT_FIELDS = (
+    "job_id",
+    "name",
+    "model",
+    "version",
+    "hardware",
+    "error_message",
+    "web_url",
+    "stage",
+    "last_log",
+)
+
+
+def clean_text(value: str) -> str:
+    """`value` with lone surrogates replaced by U+FFFD, so that it can be encoded as UTF-8.
+
+    JSON may carry them (`"\\ud800"` decodes to a str Python holds but SQLite, the kernel's comm and any
+    HTTP response refuse to encode): one such character in a provider's error text must not fail every
+    sync, card and response that touches the job. ASCII text (nearly all) returns at once.
+    """
+    if value.isascii() or not _LONE_SURROGATE.search(value):
+        return value
+    return _LONE_SURROGATE.sub("\ufffd", value)
+
+
+def _clean(value: Any) -> Any:
+    """`clean_text` through nested mappings and lists (a job's output and metadata); the same object
+    back when nothing needed cleaning, so the common case allocates nothing."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, Mapping):
+        items = [(_clean(k), _clean(v)) for k, v in value.items()]
+        if all(k is k0 and v is v0 for (k, v), (k0, v0) in zip(items, value.items(), strict=True)):
+            return value
+        return dict(items)
+    if isinstance(value, list | tuple):
+        cleaned = [_clean(v) for v in value]
+        return value if all(a is b for a, b in zip(cleaned, value, strict=True)) else cleaned
+    return value
+
+
 def _fmt_dt(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else "—"
 
@@ -124,6 +168,14 @@ class Job:
         if not self.job_id:
             raise ValueError("job_id must be a non-empty string")
         object.__setattr__(self, "status", JobStatus(self.status))
+        for name in _TEXT_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, str) and not value.isascii():
+                object.__setattr__(self, name, clean_text(value))
+        if self.output is not None:
+            object.__setattr__(self, "output", _clean(self.output))
+        if self.metadata:
+            object.__setattr__(self, "metadata", _clean(self.metadata))
         for name in ("created_at", "started_at", "completed_at", "updated_at"):
             object.__setattr__(self, name, _utc(getattr(self, name)))
         if self.cost_usd is not None:

@@ -229,10 +229,15 @@ class SyncService:
         return job.evolve(metadata={**job.metadata, POLL_STOPPED: reason})
 
     async def _get(self, job_id: str) -> JobDetail:
+        """GET one job and read its log tail at once, returning it without the log.
+
+        Logs reach tens of MB: parsed as each answer arrives and then let go, a poll of many running
+        jobs holds at most the answers in flight, not every log until the last GET is back.
+        """
         async with self._gets:
             detail = await self.provider.get_job(job_id)
         self._log_fetched[job_id] = self.clock()
-        return detail
+        return JobDetail(job=self._with_progress(detail).job, logs=None)
 
     async def _get_many(self, job_ids: list[str]) -> tuple[list[JobDetail], list[str], list[BaseException]]:
         """Concurrent GETs (bounded by the semaphore and the provider's limiter): (found, 404s, errors)."""
@@ -246,7 +251,7 @@ class SyncService:
             elif isinstance(res, BaseException):
                 errors.append(res)
             else:
-                details.append(self._with_progress(res))
+                details.append(res)
         return details, not_found, errors
 
     @staticmethod
@@ -283,7 +288,7 @@ class SyncService:
     async def fetch(self, job_id: str) -> JobDetail:
         """GET one job, store it (with progress parsed from its logs) and return it."""
         try:
-            detail = self._with_progress(await self._get(job_id))
+            detail = await self._get(job_id)
         except JobNotFound:
             stored = await asyncio.to_thread(self.store.get, job_id)
             if stored is not None and stored.is_active:

@@ -3,7 +3,9 @@
 Every `/v1` request goes through the same gate, in this order: count it, add latency, check the token
 (401), apply the rate limit (429 with `ratelimit-*` and `Retry-After`), maybe hang (timeouts), maybe
 fail (500/502/503), answer, maybe corrupt a 200 body. The random faults draw from one seeded RNG, a fixed
-number of draws per request, so a given request sequence meets the same faults every run.
+number of draws per request, so a given request sequence meets the same faults every run. Network faults
+(connection resets, slow bodies) draw two numbers per request from a second seeded RNG, so they leave the
+first sequence as it was; they act on the wire (`_NetworkFaults`).
 
 `/_sim/*` is the harness's control surface (config, stats): no auth, no faults, not counted.
 """
@@ -12,9 +14,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import math
 import random
+import socket
+import struct
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -27,11 +32,12 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jobwidget.sim.config import SimConfig
 from jobwidget.sim.fleet import ACCOUNT, Fleet
 
-__all__ = ["SimStats", "SimulatedReplicate"]
+__all__ = ["SimStats", "SimulatedConnectionReset", "SimulatedReplicate"]
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -76,6 +82,8 @@ class SimStats:
     timeouts: int = 0  # requests made to hang
     malformed: int = 0  # 200s with a broken body
     unauthorized: int = 0  # 401s
+    resets: int = 0  # connections reset instead of answered
+    slow_bodies: int = 0  # bodies trickled out over `slow_body_seconds`
     since: float = field(default_factory=time.time)
 
     def to_dict(self) -> dict[str, Any]:
@@ -88,6 +96,8 @@ class SimStats:
             "timeouts": self.timeouts,
             "malformed": self.malformed,
             "unauthorized": self.unauthorized,
+            "resets": self.resets,
+            "slow_bodies": self.slow_bodies,
             "since": self.since,
         }
 
@@ -150,8 +160,9 @@ class SimulatedReplicate:
         self.fleet = Fleet(cfg, clock)
         self.stats = SimStats(since=clock())
         self._faults = random.Random(f"jobwidget-sim:{cfg.seed}:faults")
+        self._net = random.Random(f"jobwidget-sim:{cfg.seed}:network")
         self._window = _Window()
-        self.app = self._build_app()
+        self.app: ASGIApp = _NetworkFaults(self._build_app())
 
     @property
     def config(self) -> SimConfig:
@@ -164,6 +175,7 @@ class SimulatedReplicate:
             rebuilt = self.fleet.reconfigure(new)
             if rebuilt or "seed" in changes:
                 self._faults = random.Random(f"jobwidget-sim:{new.seed}:faults")
+                self._net = random.Random(f"jobwidget-sim:{new.seed}:network")
             if "rate_limit" in changes:
                 self._window = _Window()
             return new
@@ -187,6 +199,20 @@ class SimulatedReplicate:
             self.stats.by_route[route] = self.stats.by_route.get(route, 0) + 1
             r = self._faults.random
             return r(), r(), r(), r(), r()
+
+    def _network_fault(self, scope: Scope) -> None:
+        """Maybe mark this request's answer for a reset or a slow body (`_NetworkFaults` acts on it)."""
+        cfg = self.config
+        with self._lock:
+            d_reset, d_slow = self._net.random(), self._net.random()
+            if d_reset < cfg.reset_rate:
+                self.stats.resets += 1
+                # half before any byte of the answer, half after the headers and part of the body
+                where = "start" if d_reset < cfg.reset_rate / 2 else "body"
+                scope[_FAULT_KEY] = ("reset", where)
+            elif d_slow < cfg.slow_body_rate:
+                self.stats.slow_bodies += 1
+                scope[_FAULT_KEY] = ("slow", cfg.slow_body_seconds)
 
     def _finish(self, response: Response) -> Response:
         key = str(response.status_code)
@@ -257,6 +283,7 @@ class SimulatedReplicate:
                         response = self._malformed(response, d_body / max(cfg.malformed_rate, 1e-12))
             for key, value in limit_headers.items():
                 response.headers.setdefault(key, value)
+            self._network_fault(request.scope)
             return self._finish(response)
 
         return endpoint
@@ -406,6 +433,93 @@ class SimulatedReplicate:
             Route("/_sim/stats/reset", self._reset_stats, methods=["POST"]),
         ]
         return Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+
+
+_FAULT_KEY = "jobwidget.sim.network_fault"
+_SLOW_CHUNKS = 5
+
+
+class SimulatedConnectionReset(ConnectionResetError):
+    """Raised into an in-process client (no socket to reset): `SimTransport` turns it into httpx's error."""
+
+
+def _abort_connection(send: Send) -> bool:
+    """Reset the TCP connection under uvicorn's `send` (RST, not FIN); False when there is no socket.
+
+    Uvicorn's `send` is a bound method of its request cycle, which holds the asyncio transport; with
+    SO_LINGER at 0, closing sends an RST, which the client reads as "connection reset by peer".
+    """
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    if transport is None or not hasattr(transport, "abort"):
+        return False
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+    return True
+
+
+class _NetworkFaults:
+    """Outermost ASGI layer: applies the wire-level fault the gate chose for a request (see `_gated`).
+
+    It sits outside Starlette so it holds the server's own `send`: a reset must kill the socket, and a
+    slow body must reach the client chunk by chunk (each chunk within the client's read timeout, the
+    whole body well beyond it), which no response object can do from inside the app.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        dropped = False
+
+        async def faulty_send(message: Message) -> None:
+            nonlocal dropped
+            fault = scope.get(_FAULT_KEY)
+            if dropped:
+                return
+            if fault is None:
+                await send(message)
+                return
+            kind, arg = fault
+            if kind == "reset":
+                if message["type"] == "http.response.body" and arg == "body":
+                    body = message.get("body", b"")
+                    await send(
+                        {"type": "http.response.body", "body": body[: len(body) // 2], "more_body": True}
+                    )
+                elif message["type"] == "http.response.start" and arg == "body":
+                    await send(message)
+                    return
+                dropped = True
+                if not _abort_connection(send):
+                    raise SimulatedConnectionReset("the simulated Replicate reset the connection")
+                return
+            if kind == "slow" and message["type"] == "http.response.body" and message.get("body"):
+                body = message["body"]
+                step = max(1, -(-len(body) // _SLOW_CHUNKS))
+                pieces = [body[i : i + step] for i in range(0, len(body), step)]
+                for i, piece in enumerate(pieces):
+                    last = i == len(pieces) - 1
+                    await send(
+                        {
+                            "type": "http.response.body",
+                            "body": piece,
+                            "more_body": message.get("more_body", False) or not last,
+                        }
+                    )
+                    if not last:
+                        await anyio.sleep(float(arg) / max(1, len(pieces) - 1))
+                return
+            await send(message)
+
+        await self.app(scope, receive, faulty_send)
+        if dropped:
+            await anyio.sleep(0)  # let the server see the connection gone before the app returns
 
 
 def _not_found() -> Response:

@@ -49,6 +49,9 @@ class SimConfig:
     timeout_rate: float = 0.0  # fraction that hang `hang_seconds` before answering
     hang_seconds: float = 30.0
     malformed_rate: float = 0.0  # fraction of 200s whose body is truncated or invalid JSON
+    reset_rate: float = 0.0  # fraction whose connection is reset (TCP RST), before or during the body
+    slow_body_rate: float = 0.0  # fraction whose body trickles out over `slow_body_seconds`
+    slow_body_seconds: float = 5.0
     token: str | None = None  # None: any bearer token is accepted; else only this one
 
     def __post_init__(self) -> None:
@@ -70,9 +73,24 @@ class SimConfig:
                 problems.append(f"time_scale must be in (0, 1e6], got {self.time_scale!r}")
         else:
             problems.append(f"time_scale must be a number, got {self.time_scale!r}")
-        for name in ("arrival_interval", "history_spacing", "latency", "latency_jitter", "hang_seconds"):
+        for name in (
+            "arrival_interval",
+            "history_spacing",
+            "latency",
+            "latency_jitter",
+            "hang_seconds",
+            "slow_body_seconds",
+        ):
             number(name, 0.0)
-        for name in ("fail_fraction", "cancel_fraction", "error_rate", "timeout_rate", "malformed_rate"):
+        for name in (
+            "fail_fraction",
+            "cancel_fraction",
+            "error_rate",
+            "timeout_rate",
+            "malformed_rate",
+            "reset_rate",
+            "slow_body_rate",
+        ):
             number(name, 0.0, 1.0)
         if not problems and self.fail_fraction + self.cancel_fraction > 1:
             problems.append("fail_fraction + cancel_fraction must not exceed 1")

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 import anyio
 import httpx
 
+from jobwidget.sim.app import SimulatedConnectionReset
+
 if TYPE_CHECKING:
     from starlette.types import ASGIApp
 
@@ -35,11 +37,18 @@ class SimTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         timeout = (request.extensions.get("timeout") or {}).get("read")
-        if timeout is None:
-            return await self._inner.handle_async_request(request)
         response: httpx.Response | None = None
-        with anyio.move_on_after(timeout):
-            response = await self._inner.handle_async_request(request)
+        try:
+            if timeout is None:
+                return await self._inner.handle_async_request(request)
+            with anyio.move_on_after(timeout):
+                response = await self._inner.handle_async_request(request)
+        except SimulatedConnectionReset:
+            reset = True
+        else:
+            reset = False
+        if reset:  # raised outside the except block, as a network transport's error would be
+            raise httpx.ReadError("[Errno 104] Connection reset by peer (simulated)", request=request)
         if response is None:
             raise httpx.ReadTimeout(
                 f"the simulated Replicate did not answer within {timeout:g}s", request=request

@@ -456,7 +456,10 @@ class ReplicateProvider(Provider):
             if fatal is not None:
                 raise ProviderError(self._redact(fatal))
             if response is not None:
-                outcome = self._outcome(response, route, job_id)
+                try:
+                    outcome = self._outcome(response, route, job_id)
+                finally:
+                    _release(response)
                 if not isinstance(outcome, _Failure):
                     return outcome.value
                 failure = outcome
@@ -470,7 +473,8 @@ class ReplicateProvider(Provider):
                 self.limiter.pause(delay)
             self.stats.retries += 1
             waited += delay
-            log.info("%s: %s, retry %d in %.2fs", route, failure.detail, attempt + 1, delay)
+            # The detail may quote the server's error body, and a server may echo our request back.
+            log.info("%s: %s, retry %d in %.2fs", route, self._redact(failure.detail), attempt + 1, delay)
             await self._sleep(delay)
         assert failure is not None
         raise self._final_error(failure, route, attempt + 1)
@@ -552,6 +556,16 @@ class ReplicateProvider(Provider):
 @dataclass(frozen=True, slots=True)
 class _Body:
     value: Any
+
+
+def _release(response: httpx.Response) -> None:
+    """Break httpx's response <-> stream reference cycle once the body is decoded.
+
+    The client binds each response's stream to the response itself, so an answer is freed by the cyclic
+    garbage collector, not when the last reference goes: under a burst of log GETs (tens of MB each) the
+    bodies piled up until a full collection. An empty stream in its place lets the body go at once.
+    """
+    response.stream = httpx.ByteStream(b"")
 
 
 def policy_delay(
