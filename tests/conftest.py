@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-REFERENCE_DIR = Path(
-    os.environ.get("JOBWIDGET_REFERENCE_DIR", REPO.parent / "shared" / "reference" / "replicate")
-)
 
 _ENV_VARS = (
     "REPLICATE_API_TOKEN",

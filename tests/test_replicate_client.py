@@ -22,12 +22,10 @@ import base64
 import itertools
 import json
 import logging
-import os
 import random
 import traceback
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -44,10 +42,8 @@ from jobwidget.core.errors import (
 from jobwidget.core.models import JobStatus
 from jobwidget.engine.providers.replicate import RateLimiter, ReplicateProvider, RetryPolicy
 
-REFERENCE_DIR = Path(
-    os.environ.get("JOBWIDGET_REFERENCE_DIR")
-    or Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "replicate"
-)
+from .paths import REFERENCE_DIR
+
 TOKEN = "r8_SENTINEL_" + "Q7x" * 9  # must never show up in any message, repr or log record
 ORIGIN = "https://api.replicate.com"
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,10 +29,8 @@ from jobwidget.core.replicate_convert import (
     validate_page,
 )
 
-REFERENCE_DIR = Path(
-    os.environ.get("JOBWIDGET_REFERENCE_DIR")
-    or Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "replicate"
-)
+from .paths import REFERENCE_DIR
+
 FIXTURES = sorted(REFERENCE_DIR.glob("*.json"))
 PRICING = Pricing()
 SDXL_PRICE = PRICING.price_per_second("gpu-a40-large")

@@ -7,7 +7,6 @@ Network only to 127.0.0.1; every loop is bounded in count, and waits in time.
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import statistics
@@ -15,7 +14,6 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -33,10 +31,8 @@ from jobwidget.sim import (
 )
 from jobwidget.sim.logs import STYLES, build_script, plan_for, tqdm_line
 
-REFERENCE_DIR = Path(
-    os.environ.get("JOBWIDGET_REFERENCE_DIR")
-    or Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "replicate"
-)
+from .paths import REFERENCE_DIR
+
 T0 = 1_750_000_000.0
 ID_RE = re.compile(r"^[a-z2-7]{26}$")
 TS_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.(\d{6,9})Z$")

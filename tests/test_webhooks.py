@@ -17,8 +17,8 @@ from jobwidget.core.errors import ConfigError, WebhookVerificationError
 from jobwidget.core.webhooks import check_headers, decode_secret, sign, verify
 from jobwidget.engine.store import JobStore
 
-from .conftest import REFERENCE_DIR
 from .fakes import make_job
+from .paths import REFERENCE_DIR
 
 VECTOR = json.loads((REFERENCE_DIR / "replicate_python_webhook_test_vector.json").read_text())
 SECRET = VECTOR["secret"]["key"]
