@@ -37,6 +37,8 @@ import sys
 import tempfile
 import threading
 import time
+import tracemalloc
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -198,7 +200,26 @@ class Interval:
 @dataclass
 class Run:
     intervals: list[Interval] = field(default_factory=list)
-    all_stalls_ms: list[float] = field(default_factory=list)
+    # Every tick's lateness in 0.1 ms buckets: bounded memory however long the run (a list of every tick
+    # would itself grow by ~10 MB an hour and pass for a leak).
+    stall_hist: Counter[int] = field(default_factory=Counter)
+    stall_max_ms: float = 0.0
+
+    def add_stalls(self, late_ms: list[float]) -> None:
+        self.stall_hist.update(round(x * 10) for x in late_ms)
+        self.stall_max_ms = max(self.stall_max_ms, max(late_ms, default=0.0))
+
+    def stall_pct(self, q: float) -> float:
+        total = sum(self.stall_hist.values())
+        seen = 0
+        for bucket in sorted(self.stall_hist):
+            seen += self.stall_hist[bucket]
+            if seen > q * total:
+                return bucket / 10
+        return math.nan
+
+    def ticks_over(self, ms: float) -> int:
+        return sum(n for bucket, n in self.stall_hist.items() if bucket / 10 > ms)
 
 
 def start_sim(config: dict[str, Any]) -> tuple[subprocess.Popen[str], str]:
@@ -292,6 +313,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-user", action="store_true", help="skip the user's calls (isolates the engine's own stalls)"
     )
+    parser.add_argument(
+        "--trace-memory",
+        action="store_true",
+        help="tracemalloc on: at the end, the allocation sites that grew most since the warm-up (slower)",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     total = args.minutes * 60
@@ -334,6 +360,9 @@ def main(argv: list[str] | None = None) -> int:
         panel = jobs.panel
         panel._set_view_visible("soak", True)  # as a view on screen would report: progress every 5 s
         monitor = StallMonitor(jobs._loop.loop)
+        if args.trace_memory:
+            tracemalloc.start(12)
+        warm_snapshot: tracemalloc.Snapshot | None = None
         pauses = GcPauses()
         poll_errors = [0]
         jobs.on("poll_error", lambda e: poll_errors.__setitem__(0, poll_errors[0] + 1))
@@ -379,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
                 next_report += args.interval
                 late = [x * 1000 for x in monitor.take()]
                 collections = pauses.take()
-                run.all_stalls_ms.extend(late)
+                run.add_stalls(late)
                 stats1 = control.get("/_sim/stats").json()
                 req1 = (provider.stats.requests, provider.stats.retries, provider.stats.errors)
                 row = Interval(
@@ -401,6 +430,8 @@ def main(argv: list[str] | None = None) -> int:
                     user_max_s=round(user_max, 2),
                 )
                 run.intervals.append(row)
+                if args.trace_memory and warm_snapshot is None:
+                    warm_snapshot = tracemalloc.take_snapshot()
                 stats0, req0, poll0 = stats1, req1, poll_errors[0]
                 user_errors, user_max = 0, 0.0
                 seen_phases = [phase_name]
@@ -441,6 +472,9 @@ def main(argv: list[str] | None = None) -> int:
         result["integrity_check"] = jobs.store.integrity_check()
         monitor.stop()
         pauses.stop()
+        if warm_snapshot is not None:
+            print_growth(warm_snapshot, tracemalloc.take_snapshot())
+            tracemalloc.stop()
     finally:
         jobs.close()
         control.close()
@@ -462,6 +496,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if converged and result["integrity_check"] == "ok" else 1
 
 
+def print_growth(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot, top: int = 12) -> None:
+    """Where traced memory grew between the two snapshots (by the allocating line, innermost first)."""
+    stats = after.compare_to(before, "lineno")
+    total = sum(s.size_diff for s in stats)
+    print(f"\ntraced memory since the warm-up: {total / 1e6:+.2f} MB; largest changes:", flush=True)
+    for stat in stats[:top]:
+        frame = stat.traceback[0]
+        print(
+            f"  {stat.size_diff / 1e3:+9.1f} kB {stat.count_diff:+7d} blocks  {frame.filename}:{frame.lineno}"
+        )
+
+
 def summarize(run: Run, convergence: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     rows = run.intervals
     warm = rows[min(1, len(rows) - 1) :] if rows else []  # the first interval is the warm-up
@@ -472,7 +518,6 @@ def summarize(run: Run, convergence: dict[str, Any], args: argparse.Namespace) -
         mx, my = statistics.fmean(xs), statistics.fmean(ys)
         den = sum((x - mx) ** 2 for x in xs)
         slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / den if den else math.nan
-    stalls = run.all_stalls_ms
     return {
         "command": "python -m bench.soak " + " ".join(sys.argv[1:]),
         "minutes": args.minutes,
@@ -482,17 +527,17 @@ def summarize(run: Run, convergence: dict[str, Any], args: argparse.Namespace) -
         "rss_mb_end": rows[-1].rss if rows else None,
         "rss_mb_max": max((r.rss for r in rows), default=None),
         "rss_growth_mb_per_hour_after_warmup": None if math.isnan(slope) else round(slope, 1),
-        "loop_stall_ms_max": round(max(stalls, default=0.0), 1),
-        "loop_stall_ms_p99": round(pct(stalls, 0.99), 2),
-        "loop_stall_ms_p999": round(pct(stalls, 0.999), 2),
+        "loop_stall_ms_max": round(run.stall_max_ms, 1),
+        "loop_stall_ms_p99": run.stall_pct(0.99),
+        "loop_stall_ms_p999": run.stall_pct(0.999),
         "loop_stall_ms_median_of_interval_max": round(statistics.median([r.stall_max_ms for r in rows]), 1)
         if rows
         else None,
         "gc_pause_ms_max": max((r.gc_max_ms for r in rows), default=None),
         "gc_full_collections": sum(r.gc_full for r in rows),
-        "loop_ticks": len(stalls),
-        "ticks_over_25ms": sum(1 for s in stalls if s > 25),
-        "ticks_over_100ms": sum(1 for s in stalls if s > 100),
+        "loop_ticks": sum(run.stall_hist.values()),
+        "ticks_over_25ms": run.ticks_over(25),
+        "ticks_over_100ms": run.ticks_over(100),
         "provider_requests": sum(r.requests for r in rows),
         "provider_retries": sum(r.retries for r in rows),
         "provider_errors": sum(r.errors for r in rows),
