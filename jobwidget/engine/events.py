@@ -53,9 +53,6 @@ class EventBus:
         if event not in EVENT_TYPES:
             raise ValueError(f"unknown event {event!r}; known events: {', '.join(sorted(EVENT_TYPES))}")
 
-    def has_listeners(self, event: str) -> bool:
-        return bool(self._callbacks.get(event))
-
     def start(self) -> None:
         """Start dispatching on the running loop (the engine's)."""
         if self._task is None:
