@@ -32,7 +32,7 @@ def test_precedence_argument_env_yaml_default(tmp_path: Path):
     cfg = _yaml(tmp_path, YAML)
     assert load_settings(config=cfg, env={}).poll_interval == 45
     env = {"SIMPLETUNER_JOB_POLL_INTERVAL": "60"}
-    assert load_settings(config=cfg, env=env).poll_interval == 60  # the seed's alias beats YAML
+    assert load_settings(config=cfg, env=env).poll_interval == 60  # the reference system's alias beats YAML
     env["JOBWIDGET_POLL_INTERVAL"] = "20"
     s = load_settings(config=cfg, env=env)
     assert s.poll_interval == 20 and s.sources["poll_interval"] == "env JOBWIDGET_POLL_INTERVAL"

@@ -12,6 +12,7 @@ import jobwidget
 from jobwidget import Job, JobNotFound, Jobs, JobStatus, JobsTimeout, SyncResult
 from jobwidget.engine.providers.base import JobDetail
 
+from .deadlines import DEADLINE
 from .fakes import FakeProvider, make_job
 
 
@@ -108,7 +109,7 @@ def test_wait_returns_when_terminal_and_times_out_clearly(jobs: Jobs, provider: 
                 provider.jobs[job_id] = job.evolve(status=JobStatus.COMPLETED)
 
     threading.Thread(target=finish).start()
-    done = jobs.wait(["job00001", "job00003"], timeout=20)
+    done = jobs.wait(["job00001", "job00003"], timeout=DEADLINE)
     assert [j.status for j in done] == [JobStatus.COMPLETED, JobStatus.COMPLETED]
     with pytest.raises(JobNotFound):
         jobs.wait(["missing"], timeout=1)

@@ -260,7 +260,7 @@ CASES = [
         SAVE,
         100.0,
     ),
-    # --- the seed's plain lines and general shapes ----------------------------------------------------------
+    # --- the reference system's plain lines and general shapes ---------------------------------------------
     Case("seed/step", "step 1500/5000", TRAIN, 30.0),
     Case("seed/step-with-loss", "Step 1500/5000 - loss: 0.0234", TRAIN, 30.0),
     Case("seed/epoch", "epoch 3/10", TRAIN, 30.0),

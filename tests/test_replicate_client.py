@@ -42,7 +42,7 @@ from jobwidget.core.errors import (
 from jobwidget.core.models import JobStatus
 from jobwidget.engine.providers.replicate import RateLimiter, ReplicateProvider, RetryPolicy
 
-from .paths import REFERENCE_DIR
+from .paths import REPLICATE_FIXTURES
 
 TOKEN = "r8_SENTINEL_" + "Q7x" * 9  # must never show up in any message, repr or log record
 ORIGIN = "https://api.replicate.com"
@@ -54,7 +54,7 @@ def anyio_backend() -> str:
 
 
 def load(name: str) -> Any:
-    return json.loads((REFERENCE_DIR / name).read_text())
+    return json.loads((REPLICATE_FIXTURES / name).read_text())
 
 
 def training_id(n: int) -> str:

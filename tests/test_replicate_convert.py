@@ -29,9 +29,9 @@ from jobwidget.core.replicate_convert import (
     validate_page,
 )
 
-from .paths import REFERENCE_DIR
+from .paths import REPLICATE_FIXTURES
 
-FIXTURES = sorted(REFERENCE_DIR.glob("*.json"))
+FIXTURES = sorted(REPLICATE_FIXTURES.glob("*.json"))
 PRICING = Pricing()
 SDXL_PRICE = PRICING.price_per_second("gpu-a40-large")
 # Fixed "now": 100 s after the processing fixture's started_at (2023-08-16T19:33:42.114513Z).
@@ -39,7 +39,7 @@ NOW = datetime(2023, 8, 16, 19, 35, 22, 114513, tzinfo=UTC)
 
 
 def load(name: str) -> Any:
-    return json.loads((REFERENCE_DIR / name).read_text())
+    return json.loads((REPLICATE_FIXTURES / name).read_text())
 
 
 def convert(data: Any, now: datetime = NOW, pricing: Pricing = PRICING) -> Job:
@@ -143,7 +143,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
 
 
 def test_reference_folder_is_there() -> None:
-    assert FIXTURES, f"no JSON fixtures in {REFERENCE_DIR} (set JOBWIDGET_REFERENCE_DIR?)"
+    assert FIXTURES, f"no JSON fixtures in {REPLICATE_FIXTURES}"
 
 
 def test_every_fixture_has_expectations() -> None:

@@ -18,9 +18,9 @@ from jobwidget.core.webhooks import check_headers, decode_secret, sign, verify
 from jobwidget.engine.store import JobStore
 
 from .fakes import make_job
-from .paths import REFERENCE_DIR
+from .paths import REPLICATE_FIXTURES
 
-VECTOR = json.loads((REFERENCE_DIR / "replicate_python_webhook_test_vector.json").read_text())
+VECTOR = json.loads((REPLICATE_FIXTURES / "replicate_python_webhook_test_vector.json").read_text())
 SECRET = VECTOR["secret"]["key"]
 TS = int(VECTOR["headers"]["Webhook-Timestamp"])
 BODY = VECTOR["body"]

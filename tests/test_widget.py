@@ -25,6 +25,8 @@ from jobwidget.core.models import Job, JobStatus, SyncResult
 from jobwidget.surfaces import widget as widget_mod
 from jobwidget.surfaces.widget import JobsPanel, job_to_card, static_path
 
+from .deadlines import DEADLINE
+
 ROOT = Path(__file__).resolve().parent.parent
 T0 = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -156,7 +158,7 @@ def make_job(i: int, **changes: Any) -> Job:
     return Job(**fields)
 
 
-def wait_until(predicate, timeout: float = 5.0) -> bool:
+def wait_until(predicate, timeout: float = DEADLINE) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -403,7 +405,7 @@ def test_upserts_in_a_burst_coalesce_into_a_few_flushes(panels):
         n += 1
         time.sleep(0.0005)
     elapsed = time.monotonic() - start
-    assert wait_until(lambda: panel._timer is None and not panel._dirty, timeout=2)
+    assert wait_until(lambda: panel._timer is None and not panel._dirty)
     flushes = len(customs(panel, "patch")) + len(snapshot_updates(panel))
     assert n > 100
     # leading flush + one per 100 ms window + the trailing one
@@ -514,7 +516,7 @@ def test_status_updates_are_deduplicated_and_rate_limited(panels):
     for i in range(200):  # an engine event storm
         panel.set_status(provider_label="Replicate", demo=False, updated_at=T0 + timedelta(seconds=i))
     assert len(status_msgs()) == 1  # the rest wait for the next slot...
-    assert wait_until(lambda: len(status_msgs()) == 2, timeout=2)
+    assert wait_until(lambda: len(status_msgs()) == 2)
     assert (
         panel.status["updated_at"] == (T0 + timedelta(seconds=199)).timestamp()
     )  # ...and only the last goes

@@ -1,4 +1,4 @@
-"""Rows -> the `to_dataframe()` frame (SPEC §6). Pure: the store hands over raw rows, this shapes them.
+"""Rows -> the `to_dataframe()` frame (columns in docs/compatibility.md). Pure: rows in, a frame out.
 
 Columns and dtypes are fixed, with or without jobs, so `groupby("status")["cost_usd"].sum()` and
 friends work on an empty store too, and status is categorical over all seven statuses so counts

@@ -30,7 +30,7 @@ __all__ = [
 
 
 class JobStatus(enum.StrEnum):
-    """Provider-neutral job status (the seed's UnifiedJob statuses)."""
+    """Provider-neutral job status (the reference system's unified statuses)."""
 
     PENDING = "pending"
     UPLOADING = "uploading"
@@ -138,7 +138,7 @@ def _fmt_dt(value: datetime | None) -> str:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Job:
-    """One fine-tuning job, provider-neutral and immutable (the seed's UnifiedJob).
+    """One fine-tuning job, provider-neutral and immutable (the reference system's unified job).
 
     `metadata` holds provider details that have no column (raw status, unknown-status reports, the
     reason a job stopped being polled). Use `dataclasses.replace` (or `Job.evolve`) to change fields.
@@ -212,7 +212,7 @@ class Job:
         return None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (ISO datetimes), the shape of the seed's HTTP API."""
+        """JSON-ready dict (ISO datetimes), the shape of the HTTP API (docs/compatibility.md)."""
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
@@ -314,7 +314,7 @@ def merge_job(existing: Job | None, incoming: Job) -> Job:
 
 @dataclass(frozen=True, slots=True)
 class InlineProgress:
-    """Compact progress of one running job, read from its log tail (SPEC §2)."""
+    """Compact progress of one running job, read from its log tail."""
 
     job_id: str | None
     stage: str | None

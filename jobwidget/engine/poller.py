@@ -14,6 +14,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from jobwidget.engine.events import EventBus
@@ -57,6 +58,7 @@ class Poller:
         self.is_leader = False
         self.errors = 0  # consecutive failed ticks
         self.last_error: str | None = None
+        self.last_success: datetime | None = None  # end of the last round that reached the provider
         self.ticks = 0
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -103,6 +105,7 @@ class Poller:
                 budget = int(self.max_rpm * _PROGRESS_SHARE * self.progress_interval / 60.0)
                 await self.service.refresh_progress(budget=budget)
                 self._next_progress = now + self.progress_interval
+            self.last_success = datetime.now(UTC)
         self.ticks += 1
         # Followers wake to renew their claim on a dead leader's lease; leaders for their next refresh.
         wake_at = [now + self.lease_ttl / 3]
@@ -141,4 +144,11 @@ class Poller:
     def _report(self) -> None:
         if self.on_state is not None:
             with contextlib.suppress(Exception):
-                self.on_state({"error": self.last_error, "errors": self.errors, "leader": self.is_leader})
+                self.on_state(
+                    {
+                        "error": self.last_error,
+                        "errors": self.errors,
+                        "leader": self.is_leader,
+                        "last_success": self.last_success,
+                    }
+                )

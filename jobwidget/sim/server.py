@@ -53,6 +53,7 @@ class RunningSim:
     base_url: str  # the origin, without /v1 (REPLICATE_BASE_URL's meaning)
     sim: SimulatedReplicate
     stop: Callable[[], None]
+    server: uvicorn.Server | None = None
 
     def __enter__(self) -> RunningSim:
         return self
@@ -69,7 +70,7 @@ def start_in_thread(
     sim: SimulatedReplicate | None = None,
     host: str = "127.0.0.1",
     port: int = 0,
-    startup_timeout: float = 10.0,
+    startup_timeout: float = 60.0,
     log_level: str = "warning",
 ) -> RunningSim:
     """Start uvicorn in a background thread (port 0: an ephemeral port) and wait until it accepts.
@@ -105,4 +106,4 @@ def start_in_thread(
         sock.close()
 
     url_host = f"[{host}]" if ":" in host else host
-    return RunningSim(base_url=f"http://{url_host}:{bound_port}", sim=sim, stop=stop)
+    return RunningSim(base_url=f"http://{url_host}:{bound_port}", sim=sim, stop=stop, server=server)

@@ -126,7 +126,7 @@ atexit.register(_close_all)
 class Jobs:
     """Your fine-tuning jobs: a durable local store kept in step with the provider.
 
-    `Jobs(provider=None, store=None, poll_interval=None, config=None, autostart=True)`; see SPEC §1.
+    `Jobs(provider=None, store=None, poll_interval=None, config=None, autostart=True)`; see README "Use".
     Blocking methods work in notebook cells and scripts; `async_*` twins can be awaited.
     """
 
@@ -317,7 +317,7 @@ class Jobs:
     # -- analysis ----------------------------------------------------------------------------
 
     def to_dataframe(self) -> pd.DataFrame:
-        """One row per job with fixed columns and dtypes (SPEC §6), straight from the store."""
+        """One row per job with fixed columns and dtypes (docs/compatibility.md), straight from the store."""
         self._check_open()
         return jobs_frame(self._store.frame_rows())
 
@@ -327,7 +327,7 @@ class Jobs:
     # -- events and the poller ---------------------------------------------------------------
 
     def on(self, event: str, callback: Callable[[dict[str, Any]], Any]) -> None:
-        """Call `callback(event_dict)` on the engine's thread for each `event` (see SPEC §5)."""
+        """Call `callback(event_dict)` on the engine thread for each `event` (see docs/compatibility.md)."""
         if event not in PUBLIC_EVENTS:
             raise ValueError(f"unknown event {event!r}; known events: {', '.join(sorted(PUBLIC_EVENTS))}")
         self._check_open()

@@ -1,4 +1,4 @@
-"""The live panel: ONE anywidget showing every job as a card (SPEC §7).
+"""The live panel: ONE anywidget showing every job as a card.
 
 Why it looks like this:
 - The ESM/CSS text travels in every comm_open, so there is one widget for all jobs, not one per job.

@@ -448,26 +448,20 @@ describe("lifecycle and scale", () => {
   });
 
   it("renders 1,000 cards and applies 100 patches touching only changed cards", () => {
+    // How fast is bench/'s question (real Chromium); here: every card renders and no card is rebuilt.
     const jobs = Array.from({ length: 1000 }, (_, i) =>
       card(`job${i}`, { created: NOW - i, pct: i % 100, status: i % 3 ? "completed" : "running" }),
     );
-    const t0 = performance.now();
     const { model, el } = mount({ snapshot: snap(0, jobs) });
-    const firstRender = performance.now() - t0;
     expect(cardsIn(el)).toHaveLength(1000);
     const before = new Map(cardsIn(el).map((c) => [c.dataset.jobId, c]));
-    const t1 = performance.now();
     for (let s = 1; s <= 100; s += 1) {
       model.kernelSend(patch(s, [card(`job${(s * 3) % 1000}`, { created: NOW - ((s * 3) % 1000), pct: 50 + (s % 50) })]));
     }
-    const patches = performance.now() - t1;
     expect(el.querySelector(".jw-root").dataset.seq).toBe("100");
-    // no card element was rebuilt
     for (const c of cardsIn(el)) expect(before.get(c.dataset.jobId)).toBe(c);
-    // generous bounds: this is a smoke test in happy-dom, the real numbers come from Chromium
-    expect(firstRender).toBeLessThan(5000);
-    expect(patches).toBeLessThan(5000);
-    console.log(`happy-dom: first render of 1,000 cards ${firstRender.toFixed(0)} ms; 100 patches ${patches.toFixed(0)} ms`);
+    const patched = el.querySelector('[data-job-id="job3"] [role=progressbar]');
+    expect(Number(patched.getAttribute("aria-valuenow"))).toBe(50 + (1 % 50));
   });
 });
 

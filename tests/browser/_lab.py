@@ -37,7 +37,7 @@ NOTEBOOK = REPO / "notebooks" / "quickstart.ipynb"
 SCREENSHOTS = Path(os.environ.get("JOBWIDGET_SCREENSHOTS", REPO / "test-artifacts" / "screenshots"))
 CHROMIUM = os.environ.get("JOBWIDGET_CHROMIUM", "/usr/bin/chromium")
 
-SERVER_START_TIMEOUT_S = 60.0
+SERVER_START_TIMEOUT_S = 180.0  # generous: a busy 2-core machine starts JupyterLab slowly
 
 # Simulated Replicate for the kernel: at 60x, a new training about every third of a wall second (so a
 # Sync a few seconds after the notebook's own always finds some: P(none in 3 s) ~ 1e-4), trainings lasting

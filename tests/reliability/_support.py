@@ -18,6 +18,8 @@ from jobwidget.core.pricing import Pricing
 from jobwidget.core.replicate_convert import training_to_job
 from jobwidget.engine.store import JobStore
 
+from ..deadlines import DEADLINE
+
 
 class RecordingComm(BaseComm):
     """Keeps every message a widget would publish, as (msg_type, data), from any thread."""
@@ -78,7 +80,12 @@ class ReplayedView:
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    """Poll `predicate` until truthy (bounded by `timeout`); fail naming `what` otherwise."""
+    """Poll `predicate` until truthy; fail naming `what` otherwise.
+
+    `timeout` is how long it usually takes at most; the deadline is never shorter than the suite's
+    generous DEADLINE, so a busy machine fails only on what never happens.
+    """
+    timeout = max(timeout, DEADLINE)
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
