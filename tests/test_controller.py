@@ -59,7 +59,8 @@ def test_list_sync_active_refreshes_from_provider(jobs: Jobs, provider: FakeProv
     provider.calls.clear()
     jobs.list(sync_active=True)
     assert jobs.get("job00001").status is JobStatus.FAILED
-    assert provider.calls == ["list"]  # one list page answered for all five active jobs
+    # One list page answered for all five active jobs; one GET read the final log of the one that ended.
+    assert provider.calls == ["list", "get job00001"]
 
 
 def test_store_survives_a_restart(provider: FakeProvider, tmp_path: Path):
@@ -122,11 +123,20 @@ def test_events_fire_and_a_failing_callback_never_breaks_the_engine(jobs: Jobs, 
     jobs.on("job_status_changed", seen.append)
     provider.jobs["job00001"] = provider.jobs["job00001"].evolve(status=JobStatus.COMPLETED)
     jobs.list(sync_active=True)
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + DEADLINE
     while not seen and time.monotonic() < deadline:
         time.sleep(0.01)
     assert seen == [
-        {"type": "job_status_changed", "job_id": "job00001", "status": "completed", "previous": "running"}
+        {
+            "type": "job_status_changed",
+            "job_id": "job00001",
+            "status": "completed",
+            "previous": "running",
+            "stage": None,  # a finished job is settled before it is announced
+            "progress": 100.0,
+            "last_log": None,  # the fake provider keeps no logs
+            "error_message": None,
+        }
     ]
     with pytest.raises(ValueError, match="unknown event"):
         jobs.on("nope", print)
@@ -249,4 +259,6 @@ def test_inline_progress_answers_from_store_when_provider_forgot_the_job(jobs: J
     del provider.jobs["job00001"]
     progress = jobs.inline_progress("job00001")
     assert progress.job_id == "job00001"
-    assert "404" in jobs.get("job00001").metadata["poll_stopped"]
+    # One 404 is not the end: the job is retried with backoff, not given up.
+    assert jobs.get("job00001").metadata["missing"]["count"] == 1
+    assert "poll_stopped" not in jobs.get("job00001").metadata

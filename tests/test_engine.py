@@ -16,7 +16,7 @@ from jobwidget.engine.config import load_settings
 from jobwidget.engine.events import EventBus
 from jobwidget.engine.runtime import Engine
 from jobwidget.engine.store import JobStore
-from jobwidget.engine.sync import SyncService
+from jobwidget.engine.sync import MISS_LIMIT, SyncService
 from jobwidget.sim import SimConfig
 
 from .simhelpers import GET, LIST, ManualClock, loopback_sim, provider_for, route_count
@@ -74,18 +74,22 @@ async def test_active_refresh_reads_statuses_from_list_pages():
     with loopback_sim(cfg, clock=clock) as running:
         service, _ = await _service(running)
         await service.sync(all=True)
-        active_before = len(service.store.active())
-        assert active_before == 30
+        was_active = [j.job_id for j in service.store.active()]
+        assert len(was_active) == 30
         running.sim.reset_stats()
         clock.advance(30 * 60)  # half an hour of wall time: every simulated run has finished
         result = await service.refresh_active()
         assert result.checked == 30 and result.get_calls == 0 and result.list_calls == 1
-        assert route_count(running, GET) == 0
+        # Statuses came from one list page; each job that finished had its final log read once.
+        assert route_count(running, GET) == 30
         assert service.store.active() == []
+        for job in service.store.get_many(was_active).values():  # settled: the final log, no stage
+            assert job.stage is None and job.last_log, job
         # terminal jobs are never polled again
         running.sim.reset_stats()
         again = await service.refresh_active()
-        assert again.checked == 0 and running.sim.stats_snapshot()["total"] == 0
+        assert again.checked == 0 and again.list_calls == 1  # the newest page, for new jobs only
+        assert running.sim.stats_snapshot()["total"] == 1 and route_count(running, GET) == 0
 
 
 async def test_jobs_beyond_recent_pages_and_404s_use_gets_and_stop_being_polled():
@@ -94,6 +98,7 @@ async def test_jobs_beyond_recent_pages_and_404s_use_gets_and_stop_being_polled(
         SimConfig(seed=5, fleet_size=300, active=3, arrival_interval=0), clock=clock
     ) as running:
         service, _bus = await _service(running)
+        service.clock = clock  # the miss backoff runs on the same clock as the simulator
         await service.sync(all=True)
         old = service.store.list(status="completed", limit=None)[-1]  # deep in history
         # The store wrongly believes an old job still runs, and knows a job the provider never had.
@@ -107,11 +112,45 @@ async def test_jobs_beyond_recent_pages_and_404s_use_gets_and_stop_being_polled(
         result = await service.refresh_active()
         assert result.not_found == 1
         assert service.store.get(old.job_id).status is JobStatus.COMPLETED
-        stopped = service.store.get(ghost.job_id)
-        assert stopped.status is JobStatus.RUNNING and "404" in stopped.metadata["poll_stopped"]
+        missed = service.store.get(ghost.job_id)
+        assert missed.metadata["missing"]["count"] == 1 and "poll_stopped" not in missed.metadata
+        # Within its backoff the job is not asked for again...
         running.sim.reset_stats()
         await service.refresh_active()
-        assert route_count(running, GET) == 0  # the 404'd job is not polled forever
+        assert route_count(running, GET) == 0
+        # ...and only repeated misses over minutes end its polling, after which it is never asked again.
+        for _ in range(MISS_LIMIT * 3):
+            clock.advance(301)
+            await service.refresh_active()
+            if service.store.get(ghost.job_id).metadata.get("poll_stopped"):
+                break
+        stopped = service.store.get(ghost.job_id)
+        assert stopped.status is JobStatus.RUNNING and "404" in stopped.metadata["poll_stopped"]
+        assert "missing" not in stopped.metadata
+        running.sim.reset_stats()
+        clock.advance(3600)
+        await service.refresh_active()
+        assert route_count(running, GET) == 0  # the lost job is not polled forever
+
+
+async def test_a_404_then_a_sighting_clears_the_misses_and_the_job_ends_correct():
+    with loopback_sim(SimConfig(seed=5, fleet_size=50, active=3, arrival_interval=0)) as running:
+        service, _bus = await _service(running)
+        clock = [1000.0]
+        service.clock = lambda: clock[0]
+        await service.sync()
+        job = service.store.active()[0]
+        vanished = job.evolve(job_id="x" + job.job_id[1:])  # an id the provider doesn't know (yet)
+        service.store.upsert([vanished])
+        await service.refresh_jobs([vanished.job_id])
+        await service.refresh_jobs([vanished.job_id])
+        assert service.store.get(vanished.job_id).metadata["missing"]["count"] == 2
+        # The provider shows it again (a webhook or list page carrying the job): the misses are forgotten.
+        sighting = vanished.evolve(status=JobStatus.COMPLETED, metadata={})
+        await service.apply([sighting], source="webhook")
+        back = service.store.get(vanished.job_id)
+        assert back.status is JobStatus.COMPLETED and "missing" not in back.metadata
+        assert back.stage is None and back.progress == 100.0
 
 
 async def test_stale_poll_after_terminal_update_leaves_job_terminal():

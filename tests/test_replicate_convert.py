@@ -88,20 +88,20 @@ EXPECTED: dict[str, dict[str, Any]] = {
     },
     "replicate_python_cassette_trainings_cancel_200_canceled.json": {
         "status": JobStatus.CANCELLED,
-        "cost_usd": pytest.approx(3e-06 * SDXL_PRICE),  # predict_time in exponent form
+        "cost_usd": round(3e-06 * SDXL_PRICE, 6),  # predict_time in exponent form
         "completed_at": dt("2023-08-16T19:33:27.215203"),
         "error_message": None,
         "output": None,
     },
     "replicate_python_cassette_trainings_get_200_processing.json": {
         "status": JobStatus.RUNNING,
-        "cost_usd": pytest.approx(100 * SDXL_PRICE),  # estimate: now - started_at = 100 s
+        "cost_usd": round(100 * SDXL_PRICE, 6),  # estimate: now - started_at = 100 s
         "metadata.cost_estimate": True,
         "cost_is_estimate": True,
     },
     "replicate_python_respx_trainings_get_succeeded.json": {
         "status": JobStatus.COMPLETED,
-        "cost_usd": pytest.approx(502.713876 * SDXL_PRICE),
+        "cost_usd": round(502.713876 * SDXL_PRICE, 6),
         "output": {
             "version": "replicate/my-app-image-generator:"
             "8a43525956ef4039702e509c789964a7ea873697be9033abf9fd2badfe68c9e3",
@@ -239,7 +239,7 @@ def test_status_map(raw: str, status: JobStatus) -> None:
     assert job.metadata["provider_status"] == raw
 
 
-@pytest.mark.parametrize("raw", ["aborted", "PAUSED", "", None, 7, ["processing"]])
+@pytest.mark.parametrize("raw", ["requeued", "PAUSED", "", None, 7, ["processing"]])
 def test_unknown_status_is_reported_and_keeps_the_stored_status(raw: Any) -> None:
     job = convert(base_training(status=raw))
     assert job.metadata["unknown_status"]  # truthy, so merge_job keeps the previous status
@@ -481,3 +481,35 @@ def test_any_json_is_a_job_or_malformed(body: Any) -> None:
     json.dumps(job.to_dict(), default=str)
     assert job.cost_usd is None or (math.isfinite(job.cost_usd) and job.cost_usd >= 0)
     assert job.created_at is None or job.created_at - NOW < timedelta(days=365 * 100)
+
+
+def test_aborted_is_terminal_cancelled_with_a_reason_and_the_raw_status_kept() -> None:
+    queued = convert(base_training(status="starting"))
+    aborted = convert(base_training(status="aborted", started_at=None))
+    assert aborted.status is JobStatus.CANCELLED and aborted.is_terminal
+    assert aborted.provider_status == "aborted"
+    assert aborted.error_message == "Replicate aborted this training before it started running"
+    merged = merge_job(queued, aborted)
+    assert merged.status is JobStatus.CANCELLED and merged.to_dict()["provider_status"] == "aborted"
+
+
+def test_the_name_is_chosen_once_and_the_trained_version_is_its_own_field() -> None:
+    running = convert(base_training(status="processing", destination=None, output=None))
+    done = convert(
+        base_training(
+            status="succeeded",
+            destination=None,
+            output={"version": "me/brisk-otter-24:abc", "weights": "https://example.com/w.tar"},
+        )
+    )
+    assert running.name != done.name  # the provider data alone would rename it...
+    merged = merge_job(running, done)
+    assert merged.name == running.name  # ...the store does not
+    assert merged.trained_version == "me/brisk-otter-24:abc"
+    assert merged.to_dict()["trained_version"] == "me/brisk-otter-24:abc"
+
+
+def test_costs_are_rounded_to_micro_dollars() -> None:
+    job = convert(base_training(status="succeeded", metrics={"predict_time": 123.456789}))
+    assert job.cost_usd == round(job.cost_usd, 6)
+    assert len(repr(job.to_dict()["cost_usd"]).split(".")[1]) <= 6

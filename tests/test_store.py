@@ -32,7 +32,7 @@ def test_round_trip_of_every_field(store: JobStore):
     job = Job(
         job_id="zz4ibbonubfz7carwiefibzgga",
         provider="replicate",
-        status=JobStatus.FAILED,
+        status=JobStatus.RUNNING,  # an active job: a finished one keeps no stage (merge_job settles it)
         name="Ünïcødé run — 日本語 ✓",
         model="ostris/flux-dev-lora-trainer",
         version="abc123",
@@ -47,7 +47,7 @@ def test_round_trip_of_every_field(store: JobStore):
         stage="Training",
         progress=42.42,
         last_log="step 42/100",
-        metadata={"inline": {"step": 42, "total_steps": 100}, "provider_status": "failed"},
+        metadata={"inline": {"step": 42, "total_steps": 100}, "provider_status": "processing"},
     )
     store.upsert([job], now=t)
     got = store.get(job.job_id)

@@ -24,8 +24,9 @@ class JobwidgetError(Exception):
 class JobNotFound(JobwidgetError, KeyError):
     """No such job (in the store, or at the provider: HTTP 404)."""
 
-    def __init__(self, job_id: str, where: str = "the job store") -> None:
+    def __init__(self, job_id: str, where: str = "the job store", *, permanent: bool = False) -> None:
         self.job_id = job_id
+        self.permanent = permanent  # True: no later answer can differ (an id the provider can't address)
         super().__init__(f"job {job_id!r} not found in {where}")
 
     def __str__(self) -> str:  # KeyError would repr() the message

@@ -16,6 +16,9 @@ from typing import Any
 
 __all__ = [
     "ACTIVE_STATUSES",
+    "INLINE",
+    "PROVIDER_STATUS",
+    "SETTLED",
     "TERMINAL_STATUSES",
     "InlineProgress",
     "Job",
@@ -26,6 +29,7 @@ __all__ = [
     "clean_text",
     "merge_job",
     "next_status",
+    "settle",
 ]
 
 
@@ -57,6 +61,11 @@ TERMINAL_STATUSES: frozenset[JobStatus] = frozenset(
 )
 
 # Active statuses move forward only: a stale poll that still says "queued" must not undo "running".
+# Metadata keys with a meaning across modules.
+INLINE = "inline"  # the last progress read: step, total_steps, rate, eta_seconds, loss
+SETTLED = "settled"  # the final log of a finished job has been read
+PROVIDER_STATUS = "provider_status"  # the provider's raw status word
+
 _ACTIVE_RANK = {JobStatus.PENDING: 0, JobStatus.UPLOADING: 1, JobStatus.QUEUED: 2, JobStatus.RUNNING: 3}
 
 
@@ -211,6 +220,18 @@ class Job:
             return max(0.0, (self.completed_at - self.started_at).total_seconds())
         return None
 
+    @property
+    def trained_version(self) -> str | None:
+        """What the training produced (`owner/model:version`), once it has: its own field, never the name."""
+        version = self.output.get("version") if self.output else None
+        return version if isinstance(version, str) and version else None
+
+    @property
+    def provider_status(self) -> str | None:
+        """The provider's own word for the status (`aborted`, `starting`...), kept beside the unified one."""
+        raw = self.metadata.get(PROVIDER_STATUS)
+        return raw if isinstance(raw, str) else None
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (ISO datetimes), the shape of the HTTP API (docs/compatibility.md)."""
         out: dict[str, Any] = {}
@@ -222,7 +243,11 @@ class Job:
                 value = value.value
             elif isinstance(value, Mapping):
                 value = dict(value)
+            elif f.name == "cost_usd" and value is not None:
+                value = round(value, 6)
             out[f.name] = value
+        out["trained_version"] = self.trained_version
+        out["provider_status"] = self.provider_status
         return out
 
     def __repr__(self) -> str:
@@ -265,19 +290,65 @@ class Job:
 # Fields an update may fill in on a job that already finished: billing and output arrive late
 # (predict_time lands after the status flip), but status and log-derived fields never change again.
 _TERMINAL_LATE_FIELDS = ("completed_at", "started_at", "cost_usd", "error_message", "output", "web_url")
+# Inline-progress figures that describe a run in motion; a finished job has none.
+_MOTION_FIGURES = ("eta_seconds", "rate")
+
+
+def _merge_metadata(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """`old` overlaid with `new`; a key `new` sets to None is removed (how a sighting clears a miss)."""
+    meta = {**old, **new}
+    for key, value in new.items():
+        if value is None:
+            del meta[key]
+    return meta
+
+
+def settle(job: Job, previous: Job | None = None) -> Job:
+    """A terminal job as it should read from now on: nothing in motion, one consistent story.
+
+    No stage, no ETA or rate; progress 100 when it completed, else the last figure known (from this
+    update or the one before); the last log line and step counts are whatever the final log said.
+    """
+    if not job.is_terminal:
+        return job
+    inline = job.metadata.get(INLINE)
+    changes: dict[str, Any] = {}
+    if job.stage is not None:
+        changes["stage"] = None
+    if job.status is JobStatus.COMPLETED:
+        progress: float | None = 100.0
+    else:
+        progress = job.progress if job.progress is not None else (previous.progress if previous else None)
+    if progress != job.progress:
+        changes["progress"] = progress
+    if isinstance(inline, Mapping):
+        still = {k: v for k, v in inline.items() if k not in _MOTION_FIGURES}
+        step, total = still.get("step"), still.get("total_steps")
+        counted = isinstance(step, int | float) and isinstance(total, int | float)
+        if job.status is JobStatus.COMPLETED and counted and step < total:  # type: ignore[operator]
+            still.pop("step", None)  # a stale count beside "100 %" would contradict it
+            still.pop("total_steps", None)
+        if still != dict(inline):
+            changes["metadata"] = {**job.metadata, INLINE: still}
+    return job.evolve(**changes) if changes else job
 
 
 def merge_job(existing: Job | None, incoming: Job) -> Job:
     """Combine what the store holds with what just arrived, applying the transition rule.
 
-    - New job: taken as it is.
+    - New job: taken as it is (settled if it is already finished).
     - An unknown provider status (`metadata["unknown_status"]`) keeps the previous status.
     - A stale update (its status may not follow the current one) changes nothing but late billing
-      fields of the same terminal job.
+      fields of the same terminal job. The final log read once when a job finishes (`metadata
+      ["settled"]`) may still set its last line and step counts, once.
     - Fields the update does not know (None) keep their stored value; metadata is merged.
+    - A job's name is chosen once: the trained version arriving on completion is its own field.
+    - A job that becomes terminal is settled (see `settle`).
     """
     if existing is None:
-        return incoming
+        if any(v is None for v in incoming.metadata.values()):
+            incoming = incoming.evolve(metadata=_merge_metadata({}, incoming.metadata))
+        return settle(incoming)
     status = incoming.status
     if incoming.metadata.get("unknown_status"):
         status = existing.status
@@ -290,26 +361,35 @@ def merge_job(existing: Job | None, incoming: Job) -> Job:
             for name in _TERMINAL_LATE_FIELDS
             if getattr(incoming, name) is not None and getattr(incoming, name) != getattr(existing, name)
         }
-        meta = {**existing.metadata, **{k: v for k, v in incoming.metadata.items() if k != "unknown_status"}}
+        late_meta = {k: v for k, v in incoming.metadata.items() if k != "unknown_status"}
+        if incoming.metadata.get(SETTLED) and not existing.metadata.get(SETTLED):
+            if incoming.last_log is not None:
+                changes["last_log"] = incoming.last_log
+            if existing.status is not JobStatus.COMPLETED and incoming.progress is not None:
+                changes["progress"] = incoming.progress
+        else:
+            late_meta.pop(INLINE, None)  # log figures of a finished job change only with its final read
+            late_meta.pop(SETTLED, None)
+        meta = _merge_metadata(existing.metadata, late_meta)
         if meta != dict(existing.metadata):
             changes["metadata"] = meta
-        return existing.evolve(**changes) if changes else existing
+        return settle(existing.evolve(**changes), existing) if changes else existing
     merged: dict[str, Any] = {}
     for f in dataclasses.fields(Job):
         new = getattr(incoming, f.name)
         old = getattr(existing, f.name)
         if f.name == "metadata":
-            meta = {**old, **new}
+            meta = _merge_metadata(old, new)
             if not new.get("unknown_status"):
                 meta.pop("unknown_status", None)
             merged[f.name] = meta
         elif f.name == "status":
             merged[f.name] = status
+        elif f.name == "name":
+            merged[f.name] = old if old else new
         else:
             merged[f.name] = new if new is not None else old
-    if status is JobStatus.COMPLETED:
-        merged["progress"] = 100.0  # a bar left at 97 % on a finished job would mislead
-    return Job(**merged)
+    return settle(Job(**merged), existing)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,9 +11,16 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-__all__ = ["DEFAULT_PRICES", "DEFAULT_TRAINER_SKUS", "Pricing"]
+MONEY_DECIMALS = 6  # micro-dollars: finer than any bill, coarse enough to read
 
-# $/second, from Replicate's pricing page (see reference/replicate/API-NOTES.md).
+__all__ = [
+    "DEFAULT_PRICES",
+    "DEFAULT_TRAINER_SKUS",
+    "MONEY_DECIMALS",
+    "Pricing",
+]
+
+# $/second, from Replicate's public pricing page (replicate.com/pricing), per hardware SKU.
 DEFAULT_PRICES: Mapping[str, float] = {
     "cpu": 0.000100,
     "gpu-t4": 0.000225,
@@ -107,8 +114,11 @@ class Pricing:
         return None
 
     def cost(self, sku: str | None, seconds: float | None) -> float | None:
-        """seconds x price; None when either is unknown. Negative seconds count as zero."""
+        """seconds x price, to the micro-dollar; None when either is unknown. Negative seconds count as zero.
+
+        Rounded so that 0.0530788267 never shows up as 0.053078826700000005 in JSON or a DataFrame.
+        """
         price = self.price_per_second(sku)
         if price is None or seconds is None:
             return None
-        return max(0.0, float(seconds)) * price
+        return round(max(0.0, float(seconds)) * price, MONEY_DECIMALS)

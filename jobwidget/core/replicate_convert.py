@@ -16,12 +16,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from jobwidget.core.errors import MalformedResponse
-from jobwidget.core.models import Job, JobStatus
+from jobwidget.core.models import PROVIDER_STATUS, Job, JobStatus
 from jobwidget.core.pricing import Pricing
 
 __all__ = [
     "JOB_ID_PATTERN",
     "STATUS_MAP",
+    "STATUS_REASONS",
     "UNKNOWN_STATUS_PLACEHOLDER",
     "WEB_URL_BASE",
     "is_valid_job_id",
@@ -40,6 +41,12 @@ STATUS_MAP: Mapping[str, JobStatus] = {
     "succeeded": JobStatus.COMPLETED,
     "failed": JobStatus.FAILED,
     "canceled": JobStatus.CANCELLED,
+    # In Replicate's OpenAPI schema and its JS client: the training ended before it ever ran.
+    "aborted": JobStatus.CANCELLED,
+}
+# Why a job ended, in words, where the provider's status says more than the unified one.
+STATUS_REASONS: Mapping[str, str] = {
+    "aborted": "Replicate aborted this training before it started running",
 }
 
 # A status Replicate may add one day gets this placeholder plus metadata["unknown_status"]. merge_job keeps
@@ -194,9 +201,10 @@ def training_to_job(
     metadata: dict[str, Any] = {}
 
     raw_status = data.get("status")
-    status = STATUS_MAP.get(raw_status.strip().lower()) if isinstance(raw_status, str) else None
+    word = raw_status.strip().lower() if isinstance(raw_status, str) else None
+    status = STATUS_MAP.get(word) if word else None
     if isinstance(raw_status, str):
-        metadata["provider_status"] = raw_status
+        metadata[PROVIDER_STATUS] = raw_status
     if status is None:
         metadata["unknown_status"] = raw_status if isinstance(raw_status, str) and raw_status else "<missing>"
         status = UNKNOWN_STATUS_PLACEHOLDER
@@ -247,7 +255,7 @@ def training_to_job(
         started_at=started_at,
         completed_at=completed_at,
         cost_usd=cost,
-        error_message=_error_text(data.get("error")),
+        error_message=_error_text(data.get("error")) or (STATUS_REASONS.get(word) if word else None),
         output=output,
         web_url=web_url,
         updated_at=now,

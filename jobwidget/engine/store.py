@@ -354,7 +354,8 @@ class JobStore:
         incoming: dict[str, Job] = {}
         for job in jobs:
             # Two updates of one job in one batch: fold them in order, as if applied one by one.
-            incoming[job.job_id] = merge_job(incoming.get(job.job_id), job)
+            prev = incoming.get(job.job_id)  # kept as sent: None metadata values mark keys to clear
+            incoming[job.job_id] = job if prev is None else merge_job(prev, job)
         if not incoming:
             return UpsertResult(rev=self.revision())
         stamp = now or datetime.now(UTC)

@@ -1,8 +1,13 @@
 """The sync service: keeps the store true to the provider with as few calls as it can.
 
 - `sync()` discovers jobs from the list endpoint; concurrent calls share one provider sync.
-- `refresh_active()` reads statuses from list pages (100 jobs a call, newest first) and falls back to
-  per-job GETs only for active jobs the pages did not reach: the reference made one GET per job.
+- `refresh_active()` reads the newest list page on every poll (new jobs are discovered there, so a
+  training started elsewhere appears without a Sync), more pages while they answer for several active
+  jobs, and per-job GETs only for active jobs the pages did not reach: the reference made one GET per job.
+- A job that finishes is settled in the same write: its final log is read once (`last_log` is the real
+  last line), and it keeps no stage, ETA or rate (`core.models.settle`).
+- A 404 is not the end: the job is retried with backoff and only stops being polled after repeated
+  misses over minutes; any later sighting (list page, GET, webhook) clears the misses.
 - `refresh_progress()` fetches logs (only the per-job GET has them) for running jobs, within a budget of
   the rate limit, least recently refreshed first.
 - Every write goes through one lock, so events leave in commit order and per job in order.
@@ -20,15 +25,30 @@ from typing import Any
 
 from jobwidget.core.errors import JobNotFound, ProviderError
 from jobwidget.core.logparse import parse_logs
-from jobwidget.core.models import InlineProgress, Job, JobStatus, ProviderCheck, SyncResult
+from jobwidget.core.models import (
+    INLINE,
+    SETTLED,
+    InlineProgress,
+    Job,
+    JobStatus,
+    ProviderCheck,
+    SyncResult,
+)
 from jobwidget.engine.events import EventBus
 from jobwidget.engine.providers.base import JobDetail, Provider
 from jobwidget.engine.store import JobStore, UpsertResult
 
 __all__ = ["RefreshResult", "SyncService"]
 
-POLL_STOPPED = "poll_stopped"
+POLL_STOPPED = "poll_stopped"  # metadata: why a job is no longer polled (the provider lost it)
+MISSING = "missing"  # metadata: {"count", "first", "retry_at"} of consecutive 404s (epoch seconds)
 _MAX_LIST_PAGES = 50  # beyond this, per-job GETs are cheaper than walking history
+# A job the provider answers 404 for is retried with backoff and given up only after this many misses
+# spanning at least this long: one transient 404 (a replica behind, a deploy) must not end its polling.
+MISS_LIMIT = 5
+MISS_WINDOW_S = 600.0
+_MISS_BACKOFF_S = (15.0, 30.0, 60.0, 120.0, 300.0)
+_SIGHTED = {MISSING: None, POLL_STOPPED: None}  # merged into provider data: a sighting clears misses
 _INLINE_FIELDS = ("step", "total_steps", "rate", "eta_seconds", "loss")
 
 
@@ -46,6 +66,12 @@ class RefreshResult:
     list_calls: int
     get_calls: int
     not_found: int
+    discovered: int = 0
+
+
+def _sighted(job: Job) -> Job:
+    """`job` as the provider just showed it: merging it ends any record of the provider having lost it."""
+    return job.evolve(metadata={**job.metadata, **_SIGHTED})
 
 
 def _plural(n: int, word: str) -> str:
@@ -59,7 +85,7 @@ def progress_fields(progress: InlineProgress) -> dict[str, Any]:
         "stage": progress.stage,
         "progress": progress.progress,
         "last_log": progress.last_log,
-        "metadata": {"inline": inline},
+        "metadata": {INLINE: inline},
     }
 
 
@@ -83,6 +109,7 @@ class SyncService:
         self._gets = asyncio.Semaphore(max_concurrency)
         self._inflight: dict[tuple[Any, ...], asyncio.Future[SyncResult]] = {}
         self._log_fetched: dict[str, float] = {}  # job_id -> when its logs were last read
+        self._unaddressable: set[str] = set()  # ids the provider refused as invalid: a miss is final
         # What this process last announced per job, so following the store (changes written by other
         # processes) neither misses a status change nor repeats our own.
         self._seen: dict[str, _State] = {}
@@ -92,9 +119,12 @@ class SyncService:
 
     # -- writing -----------------------------------------------------------------------------
 
-    async def apply(self, jobs: Iterable[Job], *, source: str) -> UpsertResult:
-        """Upsert and announce what changed. The lock keeps events in commit order."""
-        batch = list(jobs)
+    async def apply(self, jobs: Iterable[Job], *, source: str, sighted: bool = True) -> UpsertResult:
+        """Upsert and announce what changed. The lock keeps events in commit order.
+
+        `sighted`: the jobs come from the provider itself, so any record of it having lost them ends.
+        """
+        batch = [_sighted(job) for job in jobs] if sighted else list(jobs)
         async with self._write_lock:
             result = await asyncio.to_thread(self.store.upsert, batch)
             changes = [(None, job) for job in result.created]
@@ -128,7 +158,15 @@ class SyncService:
             if before[0] is not after.status:
                 self.bus.emit(
                     "job_status_changed",
-                    {"job_id": after.job_id, "status": after.status.value, "previous": before[0].value},
+                    {
+                        "job_id": after.job_id,
+                        "status": after.status.value,
+                        "previous": before[0].value,
+                        "stage": after.stage,
+                        "progress": after.progress,
+                        "last_log": after.last_log,
+                        "error_message": after.error_message,
+                    },
                 )
             if before[1:] != _state(after)[1:]:
                 self.bus.emit(
@@ -165,6 +203,7 @@ class SyncService:
 
     async def _sync(self, *, limit: int | None, all: bool) -> SyncResult:
         jobs = await self.provider.list_jobs(limit=limit, all=all)
+        jobs = await self._settle_finishing(jobs)
         result = await self.apply(jobs, source="sync")
         created = [job.job_id for job in result.created]
         sync_result = SyncResult(
@@ -183,23 +222,28 @@ class SyncService:
     def _pollable(self, jobs: Iterable[Job]) -> list[Job]:
         return [j for j in jobs if j.provider == self.provider.name and not j.metadata.get(POLL_STOPPED)]
 
+    def _may_get(self, job: Job) -> bool:
+        """False while a job that 404'd waits out its backoff (list pages may still sight it)."""
+        missing = job.metadata.get(MISSING)
+        return not (isinstance(missing, dict) and float(missing.get("retry_at") or 0) > self.clock())
+
     async def refresh_active(self) -> RefreshResult:
-        """Bring every active job's status, timestamps, cost and error up to date."""
+        """Discover new jobs and bring every active job's status, timestamps, cost and error up to date.
+
+        The newest page is read on every call: that is where trainings started elsewhere show up.
+        """
         active = self._pollable(await asyncio.to_thread(self.store.active, self.provider.name))
-        if not active:
-            return RefreshResult(0, 0, 0, 0, 0)
         missing = {job.job_id: job for job in active}
         found: list[Job] = []
         list_calls = 0
         cursor: str | None = None
         seen: set[str] = set()
-        # Walk list pages while a page is likely to answer for more than one missing job.
-        while len(missing) > 1 and list_calls < _MAX_LIST_PAGES:
+        # Page 1 always (discovery); further pages while one is likely to answer for several jobs.
+        while list_calls == 0 or (len(missing) > 1 and list_calls < _MAX_LIST_PAGES):
             page = await self.provider.list_page(cursor)
             list_calls += 1
             for job in page.jobs:
-                if job.job_id in missing:
-                    del missing[job.job_id]
+                if missing.pop(job.job_id, None) is not None or list_calls == 1:
                     found.append(job)
             cursor = page.next_cursor
             if not cursor or cursor in seen or not page.jobs:
@@ -210,23 +254,102 @@ class SyncService:
                 j.created_at is None or j.created_at <= oldest for j in missing.values()
             ):
                 break  # the remaining jobs are newer than this page: the list no longer has them
-        details, not_found, errors = await self._get_many(list(missing))
+        to_get = [job_id for job_id, job in missing.items() if self._may_get(job)]
+        details, not_found, errors = await self._get_many(to_get)
         found.extend(d.job for d in details)
-        found.extend(self._stopped(missing[job_id]) for job_id in not_found)
+        found = await self._settle_finishing(found)
         result = await self.apply(found, source="poll") if found else UpsertResult()
+        if not_found:
+            await self.apply([self._missed(missing[i]) for i in not_found], source="poll", sighted=False)
+        self._announce_discovered(result)
         if errors:
             raise errors[0]  # what succeeded is stored; the poller retries the rest next tick
         return RefreshResult(
             checked=len(active),
             updated=len(result.updated),
             list_calls=list_calls,
-            get_calls=len(missing),
+            get_calls=len(to_get),
             not_found=len(not_found),
+            discovered=len(result.created),
         )
 
-    def _stopped(self, job: Job) -> Job:
-        reason = f"{self.provider.label} no longer knows this job (404); it is no longer polled"
-        return job.evolve(metadata={**job.metadata, POLL_STOPPED: reason})
+    async def refresh_jobs(self, job_ids: Iterable[str]) -> int:
+        """GET these jobs now (a caller is waiting on them), settling any that finished. Returns how many."""
+        ids = list(dict.fromkeys(job_ids))
+        if not ids:
+            return 0
+        stored = await asyncio.to_thread(self.store.get_many, ids)
+        wanted = [i for i in ids if i in stored and stored[i].provider == self.provider.name]
+        details, not_found, errors = await self._get_many(wanted)
+        jobs = await self._settle_finishing([d.job for d in details])
+        if jobs:
+            await self.apply(jobs, source="poll")
+        if not_found:
+            await self.apply([self._missed(stored[i]) for i in not_found], source="poll", sighted=False)
+        if errors:
+            raise errors[0]
+        return len(wanted)
+
+    def _announce_discovered(self, result: UpsertResult) -> None:
+        if result.created:
+            ids = [job.job_id for job in result.created]
+            self.bus.emit("jobs_discovered", {"count": len(ids), "job_ids": ids})
+
+    def _missed(self, job: Job) -> Job:
+        """One more 404 for `job`: retry later with backoff, or stop polling after repeated misses."""
+        now = self.clock()
+        prior = job.metadata.get(MISSING)
+        prior = prior if isinstance(prior, dict) else {}
+        count = int(prior.get("count") or 0) + 1
+        first = float(prior.get("first") or now)
+        if job.job_id in self._unaddressable:
+            reason = f"{self.provider.label} cannot look this job up (not a valid id); it is no longer polled"
+            return job.evolve(metadata={**job.metadata, MISSING: None, POLL_STOPPED: reason})
+        if count >= MISS_LIMIT and now - first >= MISS_WINDOW_S:
+            reason = (
+                f"{self.provider.label} no longer knows this job (404 {count} times over "
+                f"{(now - first) / 60:.0f} min); it is no longer polled"
+            )
+            return job.evolve(metadata={**job.metadata, MISSING: None, POLL_STOPPED: reason})
+        delay = _MISS_BACKOFF_S[min(count, len(_MISS_BACKOFF_S)) - 1]
+        missing = {"count": count, "first": first, "retry_at": now + delay}
+        return job.evolve(metadata={**job.metadata, MISSING: missing})
+
+    async def _settle_finishing(self, jobs: list[Job]) -> list[Job]:
+        """Read the final log of jobs that are finishing with this update, so they settle in one write.
+
+        List pages carry no logs; a job whose stored copy is still active and whose update is terminal
+        gets one GET, and its last line, step counts and final figure come from that log.
+        """
+        finishing = [j for j in jobs if j.is_terminal and not j.metadata.get(SETTLED)]
+        if not finishing:
+            return jobs
+        stored = await asyncio.to_thread(self.store.get_many, [j.job_id for j in finishing])
+        ids = [j.job_id for j in finishing if (s := stored.get(j.job_id)) is not None and s.is_active]
+        if not ids:
+            return jobs
+
+        async def final(job_id: str) -> JobDetail | None:
+            try:
+                async with self._gets:
+                    return await self.provider.get_job(job_id)
+            except (ProviderError, JobNotFound):
+                return None  # the status still lands; only the final log line is missed
+
+        details = await asyncio.gather(*(final(i) for i in ids))
+        settled = {d.job.job_id: self._final_read(d) for d in details if d is not None and d.job.is_terminal}
+        return [settled.get(j.job_id, j) for j in jobs]
+
+    @staticmethod
+    def _final_read(detail: JobDetail) -> Job:
+        """A finished job with what its final log says (last line, last step counts and loss)."""
+        job = detail.job
+        meta: dict[str, Any] = {**job.metadata, SETTLED: True}
+        if detail.logs is None:
+            return job.evolve(metadata=meta)
+        fields = progress_fields(parse_logs(detail.logs, job_id=job.job_id))
+        meta[INLINE] = fields["metadata"][INLINE]
+        return job.evolve(last_log=fields["last_log"], progress=fields["progress"], metadata=meta)
 
     async def _get(self, job_id: str) -> JobDetail:
         """GET one job and read its log tail at once, returning it without the log.
@@ -240,7 +363,10 @@ class SyncService:
         return JobDetail(job=self._with_progress(detail).job, logs=None)
 
     async def _get_many(self, job_ids: list[str]) -> tuple[list[JobDetail], list[str], list[BaseException]]:
-        """Concurrent GETs (bounded by the semaphore and the provider's limiter): (found, 404s, errors)."""
+        """Concurrent GETs (bounded by the semaphore and the provider's limiter): (found, 404s, errors).
+
+        A permanent 404 (an id the provider cannot even address) is recorded at once as a job it lost.
+        """
         results = await asyncio.gather(*(self._get(i) for i in job_ids), return_exceptions=True)
         details: list[JobDetail] = []
         not_found: list[str] = []
@@ -248,6 +374,8 @@ class SyncService:
         for job_id, res in zip(job_ids, results, strict=True):
             if isinstance(res, JobNotFound):
                 not_found.append(job_id)
+                if res.permanent:
+                    self._unaddressable.add(job_id)
             elif isinstance(res, BaseException):
                 errors.append(res)
             else:
@@ -274,11 +402,13 @@ class SyncService:
             return 0
         running.sort(key=lambda j: self._log_fetched.get(j.job_id, 0.0))
         chosen = running if budget is None else running[: max(1, budget)]
-        details, not_found, errors = await self._get_many([j.job_id for j in chosen])
+        details, not_found, errors = await self._get_many([j.job_id for j in chosen if self._may_get(j)])
         by_id = {j.job_id: j for j in chosen}
-        updates = [d.job for d in details] + [self._stopped(by_id[i]) for i in not_found]
+        updates = await self._settle_finishing([d.job for d in details])
         if updates:
             await self.apply(updates, source="poll")
+        if not_found:
+            await self.apply([self._missed(by_id[i]) for i in not_found], source="poll", sighted=False)
         if errors:
             raise errors[0]
         return len(chosen)
@@ -292,18 +422,18 @@ class SyncService:
         except JobNotFound:
             stored = await asyncio.to_thread(self.store.get, job_id)
             if stored is not None and stored.is_active:
-                await self.apply([self._stopped(stored)], source="poll")
+                await self.apply([self._missed(stored)], source="poll", sighted=False)
             raise
-        await self.apply([detail.job], source="poll")
-        return detail
+        (job,) = await self._settle_finishing([detail.job])
+        await self.apply([job], source="poll")
+        return JobDetail(job=job, logs=None)
 
     async def ingest(self, payload: object, *, source: str = "webhook") -> UpsertResult:
         """Apply a job pushed by the provider (a verified webhook body), logs feeding inline progress."""
-        detail = self._with_progress(self.provider.detail_from_payload(payload))
-        result = await self.apply([detail.job], source=source)
-        if result.created:  # a job first heard of by webhook is a discovery too
-            ids = [job.job_id for job in result.created]
-            self.bus.emit("jobs_discovered", {"count": len(ids), "job_ids": ids})
+        detail = self.provider.detail_from_payload(payload)
+        job = self._final_read(detail) if detail.job.is_terminal else self._with_progress(detail).job
+        result = await self.apply([job], source=source)
+        self._announce_discovered(result)  # a job first heard of by webhook is a discovery too
         return result
 
     async def inline_progress(self, job_id: str) -> InlineProgress:
@@ -317,7 +447,7 @@ class SyncService:
             with contextlib.suppress(ProviderError, JobNotFound):
                 detail = await self.fetch(job_id)
                 job = await asyncio.to_thread(self.store.get, job_id) or detail.job
-        inline = job.metadata.get("inline") or {}
+        inline = job.metadata.get(INLINE) or {}
         return InlineProgress(
             job_id=job.job_id,
             stage=job.stage,
@@ -331,6 +461,7 @@ class SyncService:
         if stored is not None and stored.is_terminal:
             return stored  # nothing to cancel; never turn a finished job into "cancelled"
         job = await self.provider.cancel(job_id)
+        (job,) = await self._settle_finishing([job])
         await self.apply([job], source="cancel")
         return await asyncio.to_thread(self.store.get, job_id) or job
 

@@ -19,7 +19,7 @@ import weakref
 from collections.abc import Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from jobwidget.core.errors import ConfigError, JobNotFound, JobwidgetError
+from jobwidget.core.errors import ConfigError, JobNotFound, JobwidgetError, ProviderError
 from jobwidget.core.frame import jobs_frame
 from jobwidget.core.models import InlineProgress, Job, JobStatus, ProviderCheck, SyncResult
 from jobwidget.engine.config import Settings, load_settings
@@ -27,6 +27,7 @@ from jobwidget.engine.events import PUBLIC_EVENTS
 from jobwidget.engine.providers.base import Provider
 from jobwidget.engine.runtime import Engine, make_provider, wants_demo
 from jobwidget.engine.store import JobStore
+from jobwidget.engine.sync import POLL_STOPPED
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -39,6 +40,8 @@ __all__ = ["Jobs", "JobsTimeout"]
 log = logging.getLogger("jobwidget")
 T = TypeVar("T")
 _PANEL_JOBS = 1000  # newest jobs the panel starts with (active ones are always included)
+_WAIT_REFRESH_S = 3.0  # while `wait` waits, the awaited jobs are read this often...
+_WAIT_GETS = 20  # ...one GET each up to this many, list pages beyond
 
 
 class JobsTimeout(JobwidgetError, TimeoutError):
@@ -282,6 +285,8 @@ class Jobs:
         return await self._arun(self._wait(job_ids, timeout))
 
     async def _wait(self, job_ids: Iterable[str] | None, timeout: float | None) -> list[Job]:
+        """Poll the awaited jobs themselves every few seconds, so `wait` returns within seconds of the
+        provider reporting them finished rather than at the next background poll."""
         if timeout is not None and timeout < 0:
             raise ValueError(f"timeout must be >= 0 seconds, got {timeout!r}")
         store, service = self._store, self._engine.service
@@ -290,27 +295,37 @@ class Jobs:
         else:
             ids = list(dict.fromkeys([job_ids] if isinstance(job_ids, str) else job_ids))
         deadline = None if timeout is None else time.monotonic() + timeout
-        check_every = min(self.settings.poll_interval, 5.0)
-        next_refresh = 0.0
+        check_every = min(self.settings.poll_interval, _WAIT_REFRESH_S)
+        next_refresh = time.monotonic() + min(check_every, 1.0)
+        last_error: str | None = None
         while True:
             jobs = await asyncio.to_thread(store.get_many, ids)
             unknown = [i for i in ids if i not in jobs]
             if unknown:
                 raise JobNotFound(unknown[0])
             pending = [
-                jobs[i] for i in ids if not jobs[i].is_terminal and not jobs[i].metadata.get("poll_stopped")
+                jobs[i] for i in ids if not jobs[i].is_terminal and not jobs[i].metadata.get(POLL_STOPPED)
             ]
             if not pending:
                 return [jobs[i] for i in ids]
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 shown = ", ".join(j.job_id for j in pending[:5]) + (" ..." if len(pending) > 5 else "")
+                trouble = f" (last provider error: {last_error})" if last_error else ""
                 raise JobsTimeout(
-                    f"{len(pending)} of {len(ids)} jobs still active after {timeout:g} s: {shown}", pending
+                    f"{len(pending)} of {len(ids)} jobs still active after {timeout:g} s: {shown}{trouble}",
+                    pending,
                 )
-            if not self._engine.poller.running and now >= next_refresh:
-                await service.refresh_active()  # nobody else is polling: do it ourselves
-                next_refresh = now + check_every
+            if now >= next_refresh:
+                try:
+                    if len(pending) <= _WAIT_GETS:
+                        await service.refresh_jobs([j.job_id for j in pending])
+                    else:
+                        await service.refresh_active()  # list pages: a few calls for many jobs
+                    last_error = None
+                except ProviderError as exc:
+                    last_error = str(exc)  # keep waiting: the outage may pass before the deadline
+                next_refresh = time.monotonic() + check_every
             sleep = 0.25 if deadline is None else max(0.0, min(0.25, deadline - now))
             await asyncio.sleep(sleep)
 

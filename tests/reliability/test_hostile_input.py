@@ -372,7 +372,10 @@ def test_job_ids_that_would_reshape_the_url_are_refused_before_any_request(tmp_p
                 assert "url" not in cards[job_id] or cards[job_id]["url"].startswith(
                     "https://replicate.com/p/"
                 )
-                assert jobs.get(job_id).metadata.get("poll_stopped")  # not polled again and again
+                # Listed on every page the provider sends, so sighted (never counted as lost), and
+                # refreshed from the list: it stays as the provider lists it, with no request by id.
+                assert jobs.get(job_id).status is JobStatus.RUNNING
+                assert "missing" not in jobs.get(job_id).metadata
 
 
 async def _direct_gets(base_url: str) -> None:

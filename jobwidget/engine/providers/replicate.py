@@ -366,7 +366,7 @@ class ReplicateProvider(Provider):
     def _path_id(self, job_id: str) -> str:
         if not is_valid_job_id(job_id):
             shown = job_id[:64] if isinstance(job_id, str) else type(job_id).__name__
-            raise JobNotFound(shown, f"{self.label} (not a valid training id)")
+            raise JobNotFound(shown, f"{self.label} (not a valid training id)", permanent=True)
         return quote(job_id, safe="")
 
     def _checked_next(self, url: str) -> str:
