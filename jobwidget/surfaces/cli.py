@@ -223,10 +223,10 @@ def _serve(args: argparse.Namespace) -> int:
         allowed_hosts=tuple(args.allow_host),
     )
     check_bind(args.host, token)
-    settings = _load(args, poll=args.poll)
-    provider = make_provider(args.provider, settings)  # before the store: a bad spec opens nothing
+    settings = _load(args, poll=args.poll)  # refuses a bad provider spec before the store is opened
     store = JobStore(settings.store)
     try:
+        provider = make_provider(args.provider, settings)
         engine = Engine(store, provider, settings)
         poll = settings.poll_enabled
         app = create_app(engine, options, start_engine=True, poll=poll, bind_host=args.host)
