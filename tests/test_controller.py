@@ -262,3 +262,59 @@ def test_inline_progress_answers_from_store_when_provider_forgot_the_job(jobs: J
     # One 404 is not the end: the job is retried with backoff, not given up.
     assert jobs.get("job00001").metadata["missing"]["count"] == 1
     assert "poll_stopped" not in jobs.get("job00001").metadata
+
+
+# -- settings reach the controller and the provider ----------------------------------------------
+
+
+def test_jobs_discovers_the_enterprise_config_and_shows_its_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.chdir(tmp_path)
+    cfg = tmp_path / "simpletuner-enterprise.yaml"
+    cfg.write_text("background:\n  job_polling_interval: 45\n  queue_processing: {enabled: true}\n")
+    with Jobs(provider=FakeProvider([]), store=":memory:", autostart=False) as j:
+        assert j.settings.poll_interval == 45
+        assert j.settings.config_path == cfg and j.settings.config_origin == "found in the working directory"
+        assert j.settings.sources["poll_interval"] == f"background.job_polling_interval in config {cfg}"
+        assert list(j.settings.ignored) == ["background.queue_processing"]
+        with pytest.raises(AttributeError):
+            j.settings = None  # type: ignore[misc]
+
+
+def test_base_url_without_token_is_an_error_not_the_demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("REPLICATE_BASE_URL", "http://127.0.0.1:9")
+    store = tmp_path / "never.sqlite3"
+    threads = _engine_threads()
+    with pytest.raises(
+        jobwidget.ConfigError, match=r"REPLICATE_BASE_URL is set .* REPLICATE_API_TOKEN is not"
+    ):
+        Jobs(store=store, autostart=False)
+    assert not store.exists()  # refused before anything was opened
+    assert _engine_threads() == threads
+    with Jobs(provider="sim", store=":memory:", autostart=False) as j:  # asking for the demo still works
+        assert j.provider.is_demo
+
+
+def test_config_prices_and_limits_apply_to_a_provider_object(tmp_path: Path):
+    from jobwidget.core.pricing import Pricing
+
+    from .simhelpers import loopback_sim, provider_for
+
+    pricing = {"prices": {"gpu-h100": 0.01, "gpu-l40s": 0.02, "gpu-a40-large": 0.03, "gpu-a100-large": 0.04}}
+    config = {"pricing": pricing, "replicate": {"max_requests_per_minute": 120, "max_concurrency": 4}}
+    configured, default = Pricing.from_config(pricing), Pricing()
+    with loopback_sim() as running:
+        with Jobs(provider=provider_for(running, max_rpm=600), store=":memory:", config=config) as j:
+            assert (j.provider.limiter.max_per_minute, j.provider.max_concurrency) == (120, 4)
+            j.sync()
+            priced = [job for job in j.list(limit=None) if "predict_time" in job.metadata]
+            assert priced, "the simulated fleet has no finished job with a predict_time"
+            for job in priced:
+                seconds, sku = job.metadata["predict_time"], configured.sku_for(job.model)
+                assert job.cost_usd == pytest.approx(configured.cost(sku, seconds)), job.job_id
+                assert configured.cost(sku, seconds) != pytest.approx(default.cost(sku, seconds))
+        # settings left at their defaults do not override the object's own
+        with Jobs(provider=provider_for(running, max_rpm=600), store=":memory:", config={}) as j:
+            assert (j.provider.limiter.max_per_minute, j.provider.max_concurrency) == (600, 16)
+            assert j.provider.pricing == default

@@ -33,6 +33,7 @@ import pytest
 
 from jobwidget.core.errors import (
     AuthError,
+    ConfigError,
     JobNotFound,
     MalformedResponse,
     ProviderError,
@@ -787,7 +788,7 @@ async def test_limiter_any_rate(rpm: float) -> None:
 
 def test_limiter_rejects_nonsense() -> None:
     for bad in (0, -1, float("nan")):
-        with pytest.raises(ValueError):
+        with pytest.raises(ConfigError, match="max_rpm"):
             RateLimiter(bad)
 
 
@@ -887,10 +888,16 @@ async def test_path_prefix_is_kept(fake_time: FakeTime) -> None:
         "https://",
     ],
 )
-def test_bad_base_urls(bad: str) -> None:
-    with pytest.raises(ValueError) as info:
+def test_bad_base_urls(bad: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError) as info:
         ReplicateProvider(TOKEN, bad)
     assert_no_token(info.value)
+    assert str(info.value).startswith("base_url (argument) ")
+    monkeypatch.setenv("REPLICATE_BASE_URL", bad)
+    with pytest.raises(ConfigError) as info:
+        ReplicateProvider(TOKEN)
+    assert_no_token(info.value)
+    assert str(info.value).startswith("REPLICATE_BASE_URL (environment) ")
 
 
 @pytest.mark.parametrize("bad", [TOKEN + "\n", "r8_a b", "r8_é"])
@@ -898,9 +905,57 @@ def test_tokens_that_cannot_be_headers(bad: str) -> None:
     if bad.strip() == TOKEN:  # surrounding whitespace from a copy-paste is forgiven
         assert "token=***" in repr(ReplicateProvider(bad))
         return
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ConfigError) as info:
         ReplicateProvider(bad)
-    assert bad not in str(info.value)
+    assert bad not in str(info.value) and str(info.value).startswith("token (argument) ")
+
+
+def test_token_from_the_environment_is_named_as_such(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REPLICATE_API_TOKEN", "r8_sekrit tail")
+    with pytest.raises(ConfigError) as info:
+        ReplicateProvider()
+    message = str(info.value)
+    assert message.startswith("REPLICATE_API_TOKEN (environment) ") and "sekrit" not in message
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"max_concurrency": 0}, "max_concurrency"),
+        ({"max_concurrency": 2.5}, "max_concurrency"),
+        ({"max_rpm": 0}, "max_rpm"),
+        ({"timeout": -1}, "timeout"),
+        ({"timeout": "slow"}, "timeout"),
+        ({"max_retries": -1}, "retry settings"),
+    ],
+)
+def test_bad_configuration_is_a_config_error(kwargs: dict[str, Any], needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        ReplicateProvider(TOKEN, **kwargs)
+
+
+async def test_configure_adopts_prices_and_limits(
+    make_provider: Callable[..., ReplicateProvider], fake: FakeReplicate
+) -> None:
+    from jobwidget.core.pricing import Pricing
+
+    provider = make_provider(max_rpm=600, max_concurrency=2)
+    pricing = Pricing.from_config({"prices": {"gpu-h100": 1.0}})
+    provider.configure(pricing=pricing, max_requests_per_minute=60, max_concurrency=5)
+    assert provider.pricing is pricing
+    assert (provider.limiter.max_per_minute, provider.max_concurrency) == (60, 5)
+    with pytest.raises(ConfigError, match="max_concurrency"):
+        provider.configure(max_concurrency=0)
+    page = await provider.list_page()
+    h100 = [j for j in page.jobs if j.hardware == "gpu-h100" and "predict_time" in j.metadata]
+    assert all(j.cost_usd == pytest.approx(j.metadata["predict_time"]) for j in h100)
+
+    fake.delay = 0.005  # a raised concurrency is really used (the connection pool has room for it)
+    wider = make_provider(max_concurrency=2, sleep=asyncio.sleep)
+    wider.configure(max_concurrency=5)
+    ids = [t["id"] for t in fake.trainings[:30]]
+    await asyncio.gather(*(wider.get_job(i) for i in ids))
+    assert fake.max_in_flight == 5
 
 
 def test_provider_cannot_be_pickled() -> None:

@@ -1,14 +1,17 @@
-"""Settings: arguments > environment > YAML config file > defaults, each bad value named clearly.
+"""Settings as a table: one row per setting, one loop that resolves them all, each value's source kept.
 
-The reference implementation never read its own YAML or its poll-interval variable; here every source
-is read in one place, and `Settings.sources` records where each value came from so errors and the
-panel can say so.
+Per setting, the first of these that is set wins: the argument (`Jobs(poll_interval=...)`, a CLI flag),
+the environment (its names in order), the configuration file (the row's YAML keys in order: the
+canonical key, then aliases), the default. A bad value raises `ConfigError` naming the argument,
+variable or key it came from and the file; `Settings.sources` says where each effective value came from.
+Which file is read, and what in it goes unused, is `configfile.py`'s concern.
 
-YAML shape (the seed's, plus jobwidget's own keys):
+YAML shape (the reference system's enterprise config, plus jobwidget's own keys):
 
     background:
       job_status_polling: {enabled: true, interval_seconds: 30}
       inline_progress: {interval_seconds: 5}
+    job_polling_interval: 30          # alias of the interval above (also under background:)
     webhook_url: https://example.com/api/webhooks/replicate   # also replicate.webhook_url
     replicate: {webhook_secret: whsec_..., max_requests_per_minute: 3000, max_concurrency: 16}
     pricing: {prices: {gpu-h100: 0.001525}, trainers: {owner/name: gpu-h100}, default_sku: gpu-l40s}
@@ -19,29 +22,226 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
+from urllib.parse import urlsplit
 
 import platformdirs
-import yaml
 
 from jobwidget.core.errors import ConfigError
 from jobwidget.core.pricing import Pricing
+from jobwidget.engine.configfile import ConfigDocument, find_config
 
-__all__ = ["Settings", "default_store_path", "load_settings"]
+__all__ = ["SETTINGS", "Setting", "Settings", "default_store_path", "load_settings", "parse_seconds"]
 
 DEFAULT_POLL_INTERVAL = 30.0
 DEFAULT_PROGRESS_INTERVAL = 5.0
-POLL_INTERVAL_ENV = (
-    "JOBWIDGET_POLL_INTERVAL",
-    "SIMPLETUNER_JOB_POLL_INTERVAL",
-)  # ours first, the seed's alias
+
+
+def default_store_path(provider_name: str = "replicate", demo: bool = False) -> Path:
+    """The user data dir; the simulated provider gets a file of its own so demo jobs never mix in."""
+    base = Path(platformdirs.user_data_dir("jobwidget", appauthor=False))
+    return base / ("jobs-sim.sqlite3" if demo else f"jobs-{provider_name}.sqlite3")
+
+
+# -------------------------------------------------------------------------------------------- parsers
+# Each takes the raw value and its label, "NAME (where)", and returns the value or raises ConfigError.
+
+
+def _number(value: Any, label: str, *, minimum: float, maximum: float = math.inf) -> float:
+    if isinstance(value, bool):
+        raise ConfigError(f"{label} must be a number, got {value!r}")
+    try:
+        number = float(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{label} must be a number, got {value!r}") from None
+    if not math.isfinite(number) or not minimum <= number <= maximum:
+        raise ConfigError(f"{label} must be between {minimum:g} and {maximum:g}, got {value!r}")
+    return number
+
+
+def parse_seconds(value: Any, label: str) -> float:
+    """An interval: 0.05 s to a day (anything shorter would hammer the provider, longer is a mistake)."""
+    return _number(value, label, minimum=0.05, maximum=86_400)
+
+
+def _flag(value: Any, label: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = value.strip().lower() if isinstance(value, str) else None
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{label} must be true or false, got {value!r}")
+
+
+def _path(value: Any, label: str) -> str:
+    if not isinstance(value, str | os.PathLike) or not str(value).strip():
+        raise ConfigError(f"{label} must be a file path, got {value!r}")
+    return os.path.expanduser(str(value).strip())
+
+
+def _url(value: Any, label: str) -> str:
+    parts = urlsplit(value.strip()) if isinstance(value, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"{label} must be an http(s) URL, got {value!r}")
+    return value.strip()
+
+
+def _webhook_secret(value: Any, label: str) -> str:
+    if not (isinstance(value, str) and value.strip().startswith("whsec_")):
+        raise ConfigError(f"{label} must be a 'whsec_...' string")  # never echoed: it is a secret
+    return value.strip()
+
+
+def _rate(value: Any, label: str) -> float:
+    return _number(value, label, minimum=1, maximum=1_000_000)
+
+
+def _concurrency(value: Any, label: str) -> int:
+    number = _number(value, label, minimum=1, maximum=256)
+    if number != int(number):
+        raise ConfigError(f"{label} must be a whole number, got {value!r}")
+    return int(number)
+
+
+def _pricing(value: Any, label: str) -> Pricing:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{label} must be a mapping (prices, trainers, default_sku), got {value!r}")
+    try:
+        return Pricing.from_config(value)
+    except ValueError as exc:  # its messages name the key below pricing; the label adds the file
+        raise ConfigError(f"{exc} {label.split(' ', 1)[1]}") from None
+
+
+# -------------------------------------------------------------------------------------------- the table
+
+
+@dataclass(frozen=True)
+class _Context:
+    provider_name: str
+    demo: bool
+    values: Mapping[str, Any]  # the rows resolved so far
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One row: how a setting is given, read and defaulted."""
+
+    name: str  # the `Settings` attribute
+    help: str
+    parse: Callable[[Any, str], Any]
+    default: Any = None
+    argument: str | None = None  # keyword of load_settings / Jobs
+    env: tuple[str, ...] = ()  # first set wins
+    yaml: tuple[str, ...] = ()  # canonical key first, then aliases
+    free_form: tuple[str, ...] = ()  # keys under this one whose contents are the parser's to check
+    derive: Callable[[_Context], tuple[Any, str]] | None = None  # a default that depends on others
+    secret: bool = False
+
+
+def _default_store(ctx: _Context) -> tuple[Any, str]:
+    return str(default_store_path(ctx.provider_name, ctx.demo)), "default"
+
+
+def _default_polling(ctx: _Context) -> tuple[Any, str]:
+    if ctx.values.get("webhook_url"):
+        return False, "default (off: a webhook URL is configured)"
+    return True, "default"
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "store",
+        "job store path (SQLite; ':memory:' for throwaway use)",
+        _path,
+        argument="store",
+        env=("JOBWIDGET_STORE",),
+        yaml=("store",),
+        derive=_default_store,
+    ),
+    Setting(
+        "webhook_url",
+        "public URL of the webhook receiver; turns polling off unless enabled explicitly",
+        _url,
+        env=("JOBWIDGET_WEBHOOK_URL",),
+        yaml=("webhook_url", "replicate.webhook_url"),
+    ),
+    Setting(
+        "webhook_secret",
+        "webhook signing secret (else fetched from Replicate)",
+        _webhook_secret,
+        env=("JOBWIDGET_WEBHOOK_SECRET",),
+        yaml=("replicate.webhook_secret",),
+        secret=True,
+    ),
+    Setting(
+        "poll_interval",
+        "seconds between background refreshes of active jobs",
+        parse_seconds,
+        DEFAULT_POLL_INTERVAL,
+        argument="poll_interval",
+        env=("JOBWIDGET_POLL_INTERVAL", "SIMPLETUNER_JOB_POLL_INTERVAL"),
+        yaml=(
+            "background.job_status_polling.interval_seconds",
+            "background.job_polling_interval",
+            "job_polling_interval",
+        ),
+    ),
+    Setting(
+        "poll_enabled",
+        "background polling on or off",
+        _flag,
+        argument="poll_enabled",
+        env=("JOBWIDGET_POLLING",),
+        yaml=("background.job_status_polling.enabled",),
+        derive=_default_polling,
+    ),
+    Setting(
+        "progress_interval",
+        "seconds between inline progress reads while a panel is visible",
+        parse_seconds,
+        DEFAULT_PROGRESS_INTERVAL,
+        env=("JOBWIDGET_PROGRESS_INTERVAL",),
+        yaml=("background.inline_progress.interval_seconds",),
+    ),
+    Setting(
+        "max_requests_per_minute",
+        "Replicate requests per minute, shared by everything in the process",
+        _rate,
+        3000.0,
+        yaml=("replicate.max_requests_per_minute",),
+    ),
+    Setting(
+        "max_concurrency",
+        "Replicate requests in flight at once",
+        _concurrency,
+        16,
+        yaml=("replicate.max_concurrency",),
+    ),
+    Setting(
+        "pricing",
+        "prices ($/s per hardware SKU) and the trainer -> hardware map",
+        _pricing,
+        yaml=("pricing",),
+        free_form=("prices", "trainers", "default_sku"),
+        derive=lambda ctx: (Pricing(), "default"),
+    ),
+)
+
+
+# -------------------------------------------------------------------------------------------- result
 
 
 @dataclass(frozen=True)
 class Settings:
+    """The effective settings, read-only. `sources[name]` says where each came from; `ignored` lists
+    the configuration keys that were not used and why; `repr()` shows it all as a table."""
+
     store: str
     poll_enabled: bool
     poll_interval: float
@@ -52,68 +252,76 @@ class Settings:
     max_concurrency: int = 16
     pricing: Pricing = field(default_factory=Pricing)
     config_path: Path | None = None
-    sources: Mapping[str, str] = field(default_factory=dict)
+    config_origin: str = "none"  # how the file was found ("found in the working directory", ...)
+    sources: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    ignored: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))  # key -> why
+
+    def source(self, name: str) -> str:
+        return self.sources.get(name, "default")
+
+    def is_set(self, name: str) -> bool:
+        """Whether the setting was given (argument, environment or config file), not defaulted."""
+        return not self.source(name).startswith("default")
+
+    def rows(self) -> list[dict[str, str]]:
+        """One row per setting: name, value as shown (secrets masked) and source; DataFrame-ready."""
+        return [
+            {
+                "setting": row.name,
+                "value": _shown(row, getattr(self, row.name)),
+                "source": self.source(row.name),
+            }
+            for row in SETTINGS
+        ]
+
+    def __repr__(self) -> str:
+        rows = self.rows()
+        width = max(len(r["setting"]) for r in rows)
+        value_width = min(40, max(len(r["value"]) for r in rows))
+        config = f"{self.config_path} ({self.config_origin})" if self.config_path else self.config_origin
+        lines = [f"Settings (config file: {config})"]
+        lines += [f"  {r['setting']:<{width}}  {r['value']:<{value_width}}  {r['source']}" for r in rows]
+        lines += [f"  ignored: {key} ({why})" for key, why in self.ignored.items()]
+        return "\n".join(lines)
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:  # IPython: the table, not a dataclass
+        printer.text(repr(self))
 
 
-def default_store_path(provider_name: str = "replicate", demo: bool = False) -> Path:
-    """The user data dir; the simulated provider gets a file of its own so demo jobs never mix in."""
-    base = Path(platformdirs.user_data_dir("jobwidget", appauthor=False))
-    return base / ("jobs-sim.sqlite3" if demo else f"jobs-{provider_name}.sqlite3")
+def _shown(row: Setting, value: Any) -> str:
+    if value is None:
+        return "None"
+    if row.secret:
+        return "***"
+    if isinstance(value, Pricing):
+        default = f", default_sku {value.default_sku}" if value.default_sku else ""
+        return f"{len(value.prices)} prices, {len(value.trainers)} trainers{default}"
+    return str(value)
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(
-            f"config file {path} does not exist (from Jobs(config=...) or JOBWIDGET_CONFIG)"
-        ) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(
-            f"config file {path} must hold a mapping at the top level, got {type(data).__name__}"
-        )
-    return data
-
-
-def _dig(data: Mapping[str, Any], dotted: str, where: str) -> Any:
-    node: Any = data
-    for part in dotted.split("."):
-        if node is None:
-            return None
-        if not isinstance(node, Mapping):
-            raise ConfigError(f"{dotted} in {where}: expected a mapping at {part!r}, got {node!r}")
-        node = node.get(part)
-    return node
-
-
-def _number(value: Any, name: str, where: str, *, minimum: float, maximum: float = math.inf) -> float:
-    if isinstance(value, bool):
-        raise ConfigError(f"{name} ({where}) must be a number of seconds, got {value!r}")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} ({where}) must be a number, got {value!r}") from None
-    if not math.isfinite(number) or not minimum <= number <= maximum:
-        raise ConfigError(f"{name} ({where}) must be between {minimum:g} and {maximum:g}, got {value!r}")
-    return number
-
-
-def _bool(value: Any, name: str, where: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in {"1", "true", "yes", "on"}:
-        return True
-    if isinstance(value, str) and value.strip().lower() in {"0", "false", "no", "off"}:
-        return False
-    raise ConfigError(f"{name} ({where}) must be true or false, got {value!r}")
+def _resolve(
+    row: Setting,
+    ctx: _Context,
+    arguments: Mapping[str, Any],
+    arguments_from: str,
+    env: Mapping[str, str],
+    doc: ConfigDocument,
+) -> tuple[Any, str]:
+    if row.argument is not None and arguments.get(row.argument) is not None:
+        return row.parse(arguments[row.argument], f"{row.argument} ({arguments_from})"), arguments_from
+    for name in row.env:
+        raw = env.get(name)
+        if raw is not None and raw.strip():
+            return row.parse(raw, f"{name} (environment)"), f"env {name}"
+    given = [(key, value) for key in row.yaml if (value := doc.get(key)) is not None]
+    if given:
+        key, value = given[0]
+        for shadowed, _ in given[1:]:
+            doc.ignored.setdefault(shadowed, f"{key} is also set and wins")
+        return row.parse(value, f"{key} ({doc.label})"), f"{key} in {doc.label}"
+    if row.derive is not None:
+        return row.derive(ctx)
+    return row.default, "default"
 
 
 def load_settings(
@@ -125,120 +333,31 @@ def load_settings(
     provider_name: str = "replicate",
     demo: bool = False,
     env: Mapping[str, str] | None = None,
+    arguments_from: str = "argument",
+    config_from: str = "Jobs(config=...)",
+    cwd: Path | None = None,
+    user_dir: Path | None = None,
 ) -> Settings:
-    """Resolve every setting. `config` is a YAML path or an already-parsed mapping."""
+    """Resolve every setting. `config` is a YAML path or an already-parsed mapping; without one the
+    file is discovered (see `configfile.find_config`). `arguments_from` names where the keyword
+    arguments came from in sources and errors ("argument", "command line")."""
     env = os.environ if env is None else env
+    doc = find_config(config, env, config_from=config_from, cwd=cwd, user_dir=user_dir)
+    arguments = {"store": store, "poll_interval": poll_interval, "poll_enabled": poll_enabled}
+    values: dict[str, Any] = {}
     sources: dict[str, str] = {}
-    config_path: Path | None = None
-    if isinstance(config, Mapping):
-        data, where = dict(config), "Jobs(config={...})"
-    else:
-        raw = config if config is not None else env.get("JOBWIDGET_CONFIG")
-        if raw:
-            config_path = Path(raw).expanduser()
-            data, where = _read_yaml(config_path), str(config_path)
-        else:
-            data, where = {}, "defaults"
-    yaml_where = f"config {where}"
-
-    # Store path.
-    if store is not None:
-        store_value, sources["store"] = str(store), "argument"
-    elif env.get("JOBWIDGET_STORE"):
-        store_value, sources["store"] = env["JOBWIDGET_STORE"], "env JOBWIDGET_STORE"
-    elif data.get("store"):
-        store_value, sources["store"] = str(Path(str(data["store"])).expanduser()), yaml_where
-    else:
-        store_value, sources["store"] = str(default_store_path(provider_name, demo)), "default"
-
-    # Webhook: a configured one turns polling off unless polling is enabled explicitly (SPEC §5).
-    webhook_url = _dig(data, "webhook_url", yaml_where) or _dig(data, "replicate.webhook_url", yaml_where)
-    webhook_url = env.get("JOBWIDGET_WEBHOOK_URL") or webhook_url
-    if webhook_url is not None and not isinstance(webhook_url, str):
-        raise ConfigError(f"webhook_url ({yaml_where}) must be a URL string, got {webhook_url!r}")
-    webhook_secret = env.get("JOBWIDGET_WEBHOOK_SECRET") or _dig(data, "replicate.webhook_secret", yaml_where)
-    if webhook_secret is not None and not (
-        isinstance(webhook_secret, str) and webhook_secret.startswith("whsec_")
-    ):
-        raise ConfigError(f"replicate.webhook_secret ({yaml_where}) must be a 'whsec_...' string")
-
-    # Poll interval: argument > env (ours, then the seed's alias) > YAML > default.
-    yaml_interval = _dig(data, "background.job_status_polling.interval_seconds", yaml_where)
-    if poll_interval is not None:
-        interval = _number(poll_interval, "poll_interval", "argument", minimum=0.05, maximum=86_400)
-        sources["poll_interval"] = "argument"
-    elif any(env.get(name) for name in POLL_INTERVAL_ENV):
-        name = next(n for n in POLL_INTERVAL_ENV if env.get(n))
-        interval = _number(env[name], name, "environment", minimum=0.05, maximum=86_400)
-        sources["poll_interval"] = f"env {name}"
-    elif yaml_interval is not None:
-        interval = _number(
-            yaml_interval,
-            "background.job_status_polling.interval_seconds",
-            yaml_where,
-            minimum=0.05,
-            maximum=86_400,
-        )
-        sources["poll_interval"] = yaml_where
-    else:
-        interval, sources["poll_interval"] = DEFAULT_POLL_INTERVAL, "default"
-
-    yaml_enabled = _dig(data, "background.job_status_polling.enabled", yaml_where)
-    env_enabled = env.get("JOBWIDGET_POLLING")
-    if poll_enabled is not None:
-        enabled, sources["poll_enabled"] = bool(poll_enabled), "argument"
-    elif env_enabled:
-        enabled = _bool(env_enabled, "JOBWIDGET_POLLING", "environment")
-        sources["poll_enabled"] = "env JOBWIDGET_POLLING"
-    elif yaml_enabled is not None:
-        enabled = _bool(yaml_enabled, "background.job_status_polling.enabled", yaml_where)
-        sources["poll_enabled"] = yaml_where
-    else:
-        enabled = not webhook_url
-        sources["poll_enabled"] = "webhook configured" if webhook_url else "default"
-
-    progress_raw = env.get("JOBWIDGET_PROGRESS_INTERVAL") or _dig(
-        data, "background.inline_progress.interval_seconds", yaml_where
+    for row in SETTINGS:
+        ctx = _Context(provider_name, demo, values)
+        values[row.name], sources[row.name] = _resolve(row, ctx, arguments, arguments_from, env, doc)
+    doc.check_keys(
+        known=[key for row in SETTINGS for key in row.yaml],
+        open_paths=[f"{row.yaml[0]}.{key}" for row in SETTINGS for key in row.free_form],
     )
-    progress_interval = (
-        DEFAULT_PROGRESS_INTERVAL
-        if progress_raw is None
-        else _number(
-            progress_raw, "background.inline_progress.interval_seconds", where, minimum=0.05, maximum=86_400
-        )
-    )
-
-    rpm_raw = _dig(data, "replicate.max_requests_per_minute", yaml_where)
-    rpm = (
-        3000.0
-        if rpm_raw is None
-        else _number(rpm_raw, "replicate.max_requests_per_minute", yaml_where, minimum=1)
-    )
-    conc_raw = _dig(data, "replicate.max_concurrency", yaml_where)
-    concurrency = (
-        16
-        if conc_raw is None
-        else int(_number(conc_raw, "replicate.max_concurrency", yaml_where, minimum=1, maximum=256))
-    )
-
-    pricing_raw = data.get("pricing")
-    if pricing_raw is not None and not isinstance(pricing_raw, Mapping):
-        raise ConfigError(f"pricing ({yaml_where}) must be a mapping")
-    try:
-        pricing = Pricing.from_config(pricing_raw)
-    except ValueError as exc:
-        raise ConfigError(f"{exc} ({yaml_where})") from None
-
+    doc.report()
     return Settings(
-        store=store_value,
-        poll_enabled=enabled,
-        poll_interval=interval,
-        progress_interval=progress_interval,
-        webhook_url=webhook_url,
-        webhook_secret=webhook_secret,
-        max_requests_per_minute=rpm,
-        max_concurrency=concurrency,
-        pricing=pricing,
-        config_path=config_path,
-        sources=sources,
+        **values,
+        config_path=doc.path,
+        config_origin=doc.origin,
+        sources=MappingProxyType(sources),
+        ignored=MappingProxyType(dict(doc.ignored)),
     )

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from jobwidget.core.errors import ConfigError
@@ -21,27 +21,54 @@ from jobwidget.engine.providers.base import Provider
 from jobwidget.engine.store import JobStore
 from jobwidget.engine.sync import SyncService
 
-__all__ = ["Engine", "make_provider", "wants_demo"]
+__all__ = ["Engine", "make_provider", "resolve_provider", "wants_demo"]
 
 log = logging.getLogger("jobwidget.engine")
 _FOLLOW_S = 1.0  # how often the store is checked for other processes' changes
+_PROVIDER_SETTINGS = ("pricing", "max_requests_per_minute", "max_concurrency")
 
 
-def wants_demo(provider: Any, env: dict[str, str] | None = None) -> bool:
-    """Whether the provider spec resolves to the simulated Replicate (no token, no network)."""
-    env = dict(os.environ) if env is None else env
-    if provider is None:
-        return not env.get("REPLICATE_API_TOKEN")
-    return provider == "sim"
+def resolve_provider(spec: Any, env: Mapping[str, str] | None = None) -> Provider | str:
+    """ "replicate", "sim" or the provider object itself; `None` means Replicate when a token is set.
 
-
-def make_provider(spec: Any, settings: Settings) -> Provider:
-    """`None` (token set -> Replicate, else the simulator), "replicate", "sim", or a Provider object."""
-    if isinstance(spec, Provider):
+    A base URL without a token is refused rather than read as "run the demo": someone pointing
+    jobwidget at a proxy or a `jobwidget sim` expects to talk to it, not to the built-in simulator.
+    """
+    env = os.environ if env is None else env
+    if isinstance(spec, Provider) or spec in ("replicate", "sim"):
         return spec
     if spec is None:
-        spec = "replicate" if os.environ.get("REPLICATE_API_TOKEN") else "sim"
-    if spec == "replicate":
+        if env.get("REPLICATE_API_TOKEN", "").strip():
+            return "replicate"
+        if env.get("REPLICATE_BASE_URL", "").strip():
+            raise ConfigError(
+                "REPLICATE_BASE_URL is set (environment) but REPLICATE_API_TOKEN is not: set the token "
+                "(any value works for a local `jobwidget sim`), or unset REPLICATE_BASE_URL to run the "
+                "built-in simulated demo (or choose it explicitly: provider='sim', --provider sim)"
+            )
+        return "sim"
+    raise ConfigError(
+        f"provider must be 'replicate', 'sim' or a provider object such as jobwidget.ReplicateProvider(), "
+        f"got {spec!r}"
+    )
+
+
+def wants_demo(provider: Any, env: Mapping[str, str] | None = None) -> bool:
+    """Whether the provider spec resolves to the simulated Replicate (no token, no network)."""
+    resolved = resolve_provider(provider, env)
+    return resolved.is_demo if isinstance(resolved, Provider) else resolved == "sim"
+
+
+def make_provider(spec: Any, settings: Settings, env: Mapping[str, str] | None = None) -> Provider:
+    """The provider for a spec (see `resolve_provider`), with the settings given to jobwidget applied.
+
+    A provider object takes the prices and request limits that were configured (argument, environment
+    or config file) and keeps its own where the setting is only a default.
+    """
+    resolved = resolve_provider(spec, env)
+    if isinstance(resolved, Provider):
+        provider = resolved
+    elif resolved == "replicate":
         from jobwidget.engine.providers.replicate import ReplicateProvider
 
         return ReplicateProvider(
@@ -49,14 +76,14 @@ def make_provider(spec: Any, settings: Settings) -> Provider:
             max_rpm=settings.max_requests_per_minute,
             max_concurrency=settings.max_concurrency,
         )
-    if spec == "sim":
+    else:
         from jobwidget.engine.providers.simulated import simulated_provider
 
-        return simulated_provider(pricing=settings.pricing)
-    raise ConfigError(
-        f"provider must be 'replicate', 'sim' or a provider object such as jobwidget.ReplicateProvider(), "
-        f"got {spec!r}"
-    )
+        provider = simulated_provider(pricing=settings.pricing)
+    given = {name: getattr(settings, name) for name in _PROVIDER_SETTINGS if settings.is_set(name)}
+    if given:
+        provider.configure(**given)
+    return provider
 
 
 class Engine:

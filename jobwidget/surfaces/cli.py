@@ -1,9 +1,13 @@
-"""`jobwidget` command line: `serve` (the HTTP API, SSE and webhook receiver) and `sim` (the simulator).
+"""`jobwidget` command line: `serve` (the HTTP API, SSE and webhook receiver), `sim` (the simulator) and
+`settings` (every effective setting and where it came from).
 
     jobwidget serve                      # http://127.0.0.1:8001, provider from the environment
-    jobwidget serve --provider sim       # the simulated Replicate, in-process
+    jobwidget serve --provider sim --poll-interval 10
     jobwidget sim --port 8002 --rate-limit 600 --error-rate 0.05
-    REPLICATE_BASE_URL=http://127.0.0.1:8002 jobwidget serve --provider replicate
+    REPLICATE_API_TOKEN=any REPLICATE_BASE_URL=http://127.0.0.1:8002 jobwidget serve
+    jobwidget settings                   # which config file was found, each value's source
+
+Mistyped commands and flags get the usage line, a "did you mean" when one is close, and exit status 2.
 
 Secrets come from the environment (REPLICATE_API_TOKEN, JOBWIDGET_API_TOKEN, JOBWIDGET_WEBHOOK_SECRET)
 so they stay out of shell history and `ps`; `--api-token` exists for quick tests.
@@ -12,13 +16,19 @@ so they stay out of shell history and `ps`; `--api-token` exists for quick tests
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, NoReturn
 
-from jobwidget.core.errors import JobwidgetError
+from jobwidget import __version__
+from jobwidget.core.errors import ConfigError, JobwidgetError
+
+if TYPE_CHECKING:
+    from jobwidget.engine.config import Settings
 
 __all__ = ["build_parser", "main"]
 
@@ -46,27 +56,75 @@ def _port(text: str) -> int:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="jobwidget", description="Watch cloud fine-tuning jobs (Replicate trainings)."
-    )
-    sub = parser.add_subparsers(dest="command", metavar="{serve,sim}")
+def _seconds(text: str) -> float:
+    from jobwidget.engine.config import parse_seconds
 
-    serve = sub.add_parser(
-        "serve",
-        help="serve the HTTP API, server-sent events and the webhook receiver",
-        description="Serve the seed's HTTP API (/api/cloud/jobs, /api/events, /api/webhooks/replicate, ...) "
-        "over the job store. Binds 127.0.0.1 unless told otherwise; any other address needs an API token.",
+    try:
+        return parse_seconds(text, "it")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("it ")) from None
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, plus a "did you mean" for a mistyped command or flag."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}{self._hint(message)}\n")
+
+    def _hint(self, message: str) -> str:
+        words: list[str] = []
+        choices: list[str] = []
+        if message.startswith("unrecognized arguments: "):
+            words = [w.split("=", 1)[0] for w in message.split(": ", 1)[1].split() if w.startswith("-")]
+            choices = [o for action in self._actions for o in action.option_strings]
+        elif "invalid choice: " in message:
+            words = [message.split("invalid choice: ", 1)[1].split("'")[1]]
+            for action in self._actions:
+                if isinstance(action, argparse._SubParsersAction):
+                    choices = list(action.choices)
+        for word in words:
+            close = difflib.get_close_matches(word, choices, n=1, cutoff=0.75)
+            if close:
+                return f" (did you mean {close[0]}?)"
+        return ""
+
+
+def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        help="YAML config file (default: JOBWIDGET_CONFIG, else ./jobwidget.yaml, "
+        "./simpletuner-enterprise.yaml, then the same names in the user config directory)",
     )
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    serve.add_argument("--port", type=_port, default=8001, help="port (default: 8001; 0 picks a free one)")
-    serve.add_argument("--store", help="job store path (default: env JOBWIDGET_STORE, config, data dir)")
-    serve.add_argument("--config", help="YAML config file (default: env JOBWIDGET_CONFIG)")
-    serve.add_argument(
+    parser.add_argument("--store", help="job store path (default: JOBWIDGET_STORE, config, data dir)")
+    parser.add_argument(
         "--provider",
         choices=("sim", "replicate"),
         help="default: replicate when REPLICATE_API_TOKEN is set, else the simulated demo",
     )
+    parser.add_argument(
+        "--poll-interval",
+        type=_seconds,
+        metavar="SECONDS",
+        help="seconds between refreshes of active jobs (default: JOBWIDGET_POLL_INTERVAL, config, 30)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="jobwidget", description="Watch cloud fine-tuning jobs (Replicate trainings).")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="{serve,sim,settings}", parser_class=_Parser)
+
+    serve = sub.add_parser(
+        "serve",
+        help="serve the HTTP API, server-sent events and the webhook receiver",
+        description="Serve the reference system's HTTP API (/api/cloud/jobs, /api/events, "
+        "/api/webhooks/replicate, ...) over the job store. Binds 127.0.0.1 unless told otherwise; any "
+        "other address needs an API token.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    serve.add_argument("--port", type=_port, default=8001, help="port (default: 8001; 0 picks a free one)")
+    _add_config_arguments(serve)
     serve.add_argument(
         "--api-token",
         default=None,
@@ -123,12 +181,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="any other simulator knob (e.g. --set reset_rate=0.05); the value is read as JSON if it can be",
     )
     sim.add_argument("--log-level", default="info", choices=_LEVELS)
+
+    settings = sub.add_parser(
+        "settings",
+        help="show every effective setting and where it came from",
+        description="Resolve the settings as `serve` would (arguments, environment, config file, "
+        "defaults) and print each value with its source, the config file chosen and any ignored keys.",
+    )
+    _add_config_arguments(settings)
+    settings.add_argument("--log-level", default="warning", choices=_LEVELS)
     return parser
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _load(args: argparse.Namespace, poll: bool | None = None) -> Settings:
     from jobwidget.engine.config import load_settings
-    from jobwidget.engine.runtime import Engine, make_provider, wants_demo
+    from jobwidget.engine.runtime import wants_demo
+
+    return load_settings(
+        store=args.store,
+        config=args.config,
+        poll_interval=args.poll_interval,
+        poll_enabled=poll,
+        provider_name="replicate",
+        demo=wants_demo(args.provider),
+        arguments_from="command line",
+        config_from="--config",
+    )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from jobwidget.engine.runtime import Engine, make_provider
     from jobwidget.engine.store import JobStore
     from jobwidget.surfaces.server import ServerOptions, bind_socket, check_bind, create_app, make_server
 
@@ -141,14 +223,12 @@ def _serve(args: argparse.Namespace) -> int:
         allowed_hosts=tuple(args.allow_host),
     )
     check_bind(args.host, token)
-    settings = load_settings(
-        store=args.store, config=args.config, provider_name="replicate", demo=wants_demo(args.provider)
-    )
+    settings = _load(args, poll=args.poll)  # refuses a bad provider spec before the store is opened
     store = JobStore(settings.store)
     try:
         provider = make_provider(args.provider, settings)
         engine = Engine(store, provider, settings)
-        poll = settings.poll_enabled if args.poll is None else args.poll
+        poll = settings.poll_enabled
         app = create_app(engine, options, start_engine=True, poll=poll, bind_host=args.host)
         sock = bind_socket(args.host, args.port)
         host = f"[{args.host}]" if ":" in args.host else args.host
@@ -161,10 +241,15 @@ def _serve(args: argparse.Namespace) -> int:
             "bearer token" if token else "none (loopback only)",
         )
         if poll:
-            log.info("jobwidget: job status polling enabled, every %g s", settings.poll_interval)
+            log.info(
+                "jobwidget: job status polling every %g s (%s)",
+                settings.poll_interval,
+                settings.source("poll_interval"),
+            )
         else:
-            reason = "a webhook is configured" if settings.webhook_url else "disabled"
-            log.info("jobwidget: job status polling off (%s)", reason)
+            log.info("jobwidget: job status polling off (%s)", settings.source("poll_enabled"))
+            if args.poll_interval is not None:
+                log.warning("jobwidget: --poll-interval has no effect while polling is off; add --poll")
         make_server(app, log_level=args.log_level).run(sockets=[sock])
     finally:
         store.close()
@@ -212,10 +297,23 @@ def _sim(args: argparse.Namespace) -> int:
     return 0
 
 
+def _settings(args: argparse.Namespace) -> int:
+    print(repr(_load(args)))
+    return 0
+
+
+_COMMANDS = {"serve": _serve, "sim": _sim, "settings": _settings}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `jobwidget` console script; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # reported by the subcommand's parser, so the usage line shown is the relevant one
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        (sub.choices[args.command] if args.command else parser).error(
+            f"unrecognized arguments: {' '.join(extra)}"
+        )
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
@@ -223,7 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for noisy in ("httpx", "httpcore"):  # a line per provider request is too much at INFO
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
-        return _serve(args) if args.command == "serve" else _sim(args)
+        return _COMMANDS[args.command](args)
     except JobwidgetError as exc:  # configuration and store problems: one clear line, no traceback
         print(f"jobwidget {args.command}: error: {exc}", file=sys.stderr)
         return 2

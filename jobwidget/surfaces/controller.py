@@ -19,7 +19,7 @@ import weakref
 from collections.abc import Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from jobwidget.core.errors import ConfigError, JobNotFound, JobwidgetError, ProviderError
+from jobwidget.core.errors import JobNotFound, JobwidgetError, ProviderError
 from jobwidget.core.frame import jobs_frame
 from jobwidget.core.models import InlineProgress, Job, JobStatus, ProviderCheck, SyncResult
 from jobwidget.engine.config import Settings, load_settings
@@ -129,8 +129,9 @@ atexit.register(_close_all)
 class Jobs:
     """Your fine-tuning jobs: a durable local store kept in step with the provider.
 
-    `Jobs(provider=None, store=None, poll_interval=None, config=None, autostart=True)`; see README "Use".
-    Blocking methods work in notebook cells and scripts; `async_*` twins can be awaited.
+    `Jobs(provider=None, store=None, poll_interval=None, config=None, autostart=True)`. `config` is a
+    YAML path or a mapping; without it the file is discovered (README, Configuration). Blocking methods
+    work in notebook cells and scripts; `async_*` twins can be awaited.
     """
 
     def __init__(
@@ -141,16 +142,12 @@ class Jobs:
         config: str | os.PathLike[str] | dict[str, Any] | None = None,
         autostart: bool = True,
     ) -> None:
-        demo = (isinstance(provider, Provider) and provider.is_demo) or (
-            not isinstance(provider, Provider) and wants_demo(provider)
-        )
-        if provider is not None and not isinstance(provider, Provider | str):
-            raise ConfigError(f"provider must be 'replicate', 'sim' or a provider object, got {provider!r}")
+        demo = wants_demo(provider)  # also refuses a bad spec before anything is opened
         name = provider.name if isinstance(provider, Provider) else "replicate"
-        self.settings: Settings = load_settings(
+        self._settings: Settings = load_settings(
             store=store, poll_interval=poll_interval, config=config, provider_name=name, demo=demo
         )
-        self._key = self.settings.store if self.settings.store != ":memory:" else f":memory:{id(self)}"
+        self._key = self.settings.store if self._settings.store != ":memory:" else f":memory:{id(self)}"
         with _LIVE_LOCK:
             previous = _LIVE.pop(self._key, None)
         if previous is not None and (old := previous()) is not None:
@@ -204,6 +201,11 @@ class Jobs:
     @property
     def provider(self) -> Provider:
         return self._provider
+
+    @property
+    def settings(self) -> Settings:
+        """Every effective setting and where it came from (read-only; `repr` shows it as a table)."""
+        return self._settings
 
     @property
     def store(self) -> JobStore:
@@ -332,7 +334,7 @@ class Jobs:
     # -- analysis ----------------------------------------------------------------------------
 
     def to_dataframe(self) -> pd.DataFrame:
-        """One row per job with fixed columns and dtypes (docs/compatibility.md), straight from the store."""
+        """One row per job with fixed columns and dtypes, straight from the store."""
         self._check_open()
         return jobs_frame(self._store.frame_rows())
 

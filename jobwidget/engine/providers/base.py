@@ -10,6 +10,7 @@ import abc
 from dataclasses import dataclass, field
 
 from jobwidget.core.models import Job, ProviderCheck
+from jobwidget.core.pricing import Pricing
 
 __all__ = ["JobDetail", "Page", "Provider", "ProviderStats"]
 
@@ -87,6 +88,18 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     async def webhook_secret(self) -> str:
         """The account's webhook signing secret (`whsec_...`)."""
+
+    def configure(  # noqa: B027 - optional hook
+        self,
+        *,
+        pricing: Pricing | None = None,
+        max_requests_per_minute: float | None = None,
+        max_concurrency: int | None = None,
+    ) -> None:
+        """Adopt settings given to jobwidget after construction (a config file's prices and limits).
+
+        Called before the engine sends its first request; providers without prices or limits ignore it.
+        """
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

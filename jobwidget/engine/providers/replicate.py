@@ -37,6 +37,7 @@ import httpx
 
 from jobwidget.core.errors import (
     AuthError,
+    ConfigError,
     JobNotFound,
     MalformedResponse,
     ProviderError,
@@ -63,6 +64,7 @@ DEFAULT_BASE_URL = "https://api.replicate.com"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _TOKEN_OK = re.compile(r"[\x21-\x7e]+")  # visible ASCII: anything else cannot go into a header anyway
 _LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+_POOL_CEILING = 256  # connections the pool may hold; the concurrency semaphore is the real bound
 
 Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], float]
@@ -90,7 +92,7 @@ class RateLimiter:
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         if not max_per_minute > 0:
-            raise ValueError(
+            raise ConfigError(
                 f"max_rpm must be a positive number of requests per minute, got {max_per_minute!r}"
             )
         self.max_per_minute = float(max_per_minute)
@@ -144,7 +146,7 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         if self.max_retries < 0 or self.base_delay < 0 or self.max_delay < 0 or self.budget < 0:
-            raise ValueError("retry settings must be non-negative")
+            raise ConfigError("retry settings must be non-negative")
 
 
 def _server_wait(headers: httpx.Headers, wall_now: float) -> float | None:
@@ -218,22 +220,26 @@ class ReplicateProvider(Provider):
         now: Callable[[], datetime] | None = None,
         burst: int | None = None,
     ) -> None:
+        token_from = "token (argument)" if token is not None else "REPLICATE_API_TOKEN (environment)"
         token = token if token is not None else os.environ.get("REPLICATE_API_TOKEN")
         token = token.strip() if token else None
         if token and not _TOKEN_OK.fullmatch(token):
-            raise ValueError("the Replicate token contains spaces or non-ASCII characters; check it")
+            raise ConfigError(f"{token_from} contains spaces or non-ASCII characters; check it")
         self._token = token or None
-        self.base_url = _normalize_base_url(
-            base_url or os.environ.get("REPLICATE_BASE_URL") or DEFAULT_BASE_URL
-        )
+        if base_url:
+            url_from = "base_url (argument)"
+        elif os.environ.get("REPLICATE_BASE_URL", "").strip():
+            base_url, url_from = os.environ["REPLICATE_BASE_URL"], "REPLICATE_BASE_URL (environment)"
+        else:
+            base_url, url_from = DEFAULT_BASE_URL, "the default base URL"
+        self.base_url = _normalize_base_url(base_url, url_from)
         base = httpx.URL(self.base_url)
         self._origin = _origin(base)
         self._api_prefix = base.raw_path.decode("ascii").rstrip("/") + "/v1/"
         in_process = transport is not None and base.host.endswith(".invalid")  # the embedded simulator
         if base.scheme == "http" and base.host not in _LOOPBACK and self._token and not in_process:
             log.warning("sending the Replicate token over plain http to %s", base.host)
-        if max_concurrency < 1:
-            raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency!r}")
+        _check_concurrency(max_concurrency)
 
         self.name = name
         self.label = label
@@ -246,20 +252,28 @@ class ReplicateProvider(Provider):
         self._rng = rng or random.Random()
         self._now = now or (lambda: datetime.now(UTC))
         self._semaphore = asyncio.Semaphore(max_concurrency)
+        self._clock = clock
+        self._burst = burst
         self.limiter = RateLimiter(max_rpm, burst=burst, clock=clock, sleep=sleep)
 
         headers = {"Accept": "application/json", "User-Agent": "jobwidget (+replicate trainings client)"}
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
         if not isinstance(timeout, httpx.Timeout):
+            if (
+                isinstance(timeout, bool)
+                or not isinstance(timeout, int | float)
+                or not 0 < timeout < math.inf
+            ):
+                raise ConfigError(f"timeout must be a positive number of seconds, got {timeout!r}")
             timeout = httpx.Timeout(timeout, connect=min(10.0, float(timeout)))
         self._timeout = timeout
         self._client = httpx.AsyncClient(
             transport=transport,
             headers=headers,
             timeout=timeout,
-            limits=httpx.Limits(
-                max_connections=max_concurrency,
+            limits=httpx.Limits(  # the semaphore bounds requests; room here lets `configure` raise it
+                max_connections=max(max_concurrency, _POOL_CEILING),
                 max_keepalive_connections=max_concurrency,
                 keepalive_expiry=30,
             ),
@@ -286,6 +300,25 @@ class ReplicateProvider(Provider):
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+    def configure(
+        self,
+        *,
+        pricing: Pricing | None = None,
+        max_requests_per_minute: float | None = None,
+        max_concurrency: int | None = None,
+    ) -> None:
+        """Adopt settings given to jobwidget (`Jobs(provider=ReplicateProvider(...), config=...)`)."""
+        if pricing is not None:
+            self.pricing = pricing
+        if max_requests_per_minute is not None and max_requests_per_minute != self.limiter.max_per_minute:
+            self.limiter = RateLimiter(
+                max_requests_per_minute, burst=self._burst, clock=self._clock, sleep=self._sleep
+            )
+        if max_concurrency is not None and max_concurrency != self.max_concurrency:
+            _check_concurrency(max_concurrency)
+            self.max_concurrency = max_concurrency
+            self._semaphore = asyncio.Semaphore(max_concurrency)  # calls in flight keep the old one
 
     async def aclose(self) -> None:
         """Close the connection pool (idempotent)."""
@@ -583,24 +616,31 @@ def policy_delay(
     return rng.uniform(0, min(policy.max_delay, policy.base_delay * 2**attempt))
 
 
-def _normalize_base_url(raw: str) -> str:
-    """'https://api.replicate.com/v1/' -> 'https://api.replicate.com' (the origin plus any path prefix)."""
+def _check_concurrency(value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"max_concurrency must be a whole number of at least 1, got {value!r}")
+
+
+def _normalize_base_url(raw: str, source: str = "base_url (argument)") -> str:
+    """'https://api.replicate.com/v1/' -> 'https://api.replicate.com' (the origin plus any path prefix).
+
+    Errors name `source` and never echo the URL: a pasted one may hold credentials."""
     value = raw.strip().rstrip("/")
     if value.endswith("/v1"):
         value = value[: -len("/v1")].rstrip("/")
     url = _parse_url(value)
     if url is None:
-        raise ValueError("REPLICATE_BASE_URL / base_url is not a valid URL")
+        raise ConfigError(f"{source} is not a valid URL")
     if url.scheme not in ("http", "https") or not url.host:
-        raise ValueError(
-            f"base_url must be an http(s) URL with a host, such as {DEFAULT_BASE_URL} (scheme {url.scheme!r})"
+        raise ConfigError(
+            f"{source} must be an http(s) URL with a host, such as {DEFAULT_BASE_URL} (scheme {url.scheme!r})"
         )
     if url.userinfo:
-        raise ValueError(
-            "base_url must not hold credentials; pass the token as token= or REPLICATE_API_TOKEN"
+        raise ConfigError(
+            f"{source} must not hold credentials; pass the token as token= or REPLICATE_API_TOKEN"
         )
     if url.query or url.fragment:
-        raise ValueError("base_url must not have a query or fragment")
+        raise ConfigError(f"{source} must not have a query or fragment")
     return value
 
 
