@@ -1014,6 +1014,33 @@ async def test_a_running_logs_eta_is_when_it_completes(scale: float, epoch: floa
     assert statistics.mean(relative) < 0.03, f"ETAs are off by {statistics.mean(relative):.1%} of the run"
 
 
+async def test_a_pace_change_mid_run_keeps_the_log_growing_and_the_eta_true() -> None:
+    clock = ManualClock()
+    sim = make_sim(clock, fleet_size=5, active=0, fail_fraction=0.0, cancel_fraction=0.0)
+    tid = sim.add_training("bghira/simpletuner", steps=3000, outcome="succeeded", queue=5.0)
+    tr = sim.fleet.training(tid)
+    assert tr is not None
+    async with connect(sim) as client:
+        clock.t = sim.fleet.tm.wall(tr.started_v + tr.plan.train_start + 300 * tr.plan.sec_per_step)
+        before = (await client.get(f"/v1/trainings/{tid}")).json()["logs"]
+        sim.configure(time_scale=600.0)
+        stated: list[tuple[int, float]] = []
+        for _ in range(400):
+            clock.advance(0.05)
+            obj = (await client.get(f"/v1/trainings/{tid}")).json()
+            if obj["status"] != "processing":
+                break
+            assert obj["logs"].startswith(before), "a log only ever grows, across a change of pace"
+            m = BAR_TIMES.search(re.split(r"\r|\n", obj["logs"].rstrip("\n"))[-1])
+            if m and m.group(2) == "3000" and 0 < int(m.group(1)) < 3000:
+                stated.append((_seconds(m.group(6), m.group(7), m.group(8)), clock()))
+        assert obj["status"] == "succeeded"
+    done = ts(obj["completed_at"])
+    assert len(stated) >= 10
+    off = [(eta, round(done - at, 2)) for eta, at in stated if abs(eta - (done - at)) > 1.2]
+    assert not off, f"ETAs not at the new pace: {off}"
+
+
 def test_the_bar_eta_counts_the_pauses_still_to_come() -> None:
     """A run with validation passes: early on, tqdm's own guess (steps left / rate) would miss them."""
     rng = random.Random(3)

@@ -633,6 +633,7 @@ class Fleet:
         """Cheap fleet figures for /_sim/stats (O(active), not O(fleet))."""
         with self._lock:
             v = self._advance()
+            lo = self._listed_from()
             by_status = {"starting": 0, "processing": 0}
             for tr in self._active.values():
                 status = tr.status_at(v)
@@ -640,7 +641,10 @@ class Fleet:
             return {
                 "generation": self.generation,
                 "trainings": len(self._order),
-                "listed": self._base + len(self._order) - self._listed_from() - len(self._vanished),
+                "listed": self._base
+                + len(self._order)
+                - lo
+                - sum(1 for t in self._vanished if t in self._by_id and self._by_id[t].idx >= lo),
                 "active": len(self._active),
                 "active_by_status": by_status,
                 "arrivals": self._arrivals if self._schedule is None else self._next_k,
@@ -665,6 +669,9 @@ class Fleet:
             return script
         tm, started = self.tm, tr.started_v
         script = build_script(tr.plan, lambda t: tm.wall(started + t))
+        older = None if past else self._scripts.get((tr.id, tm.version - 1))
+        if older is not None:  # re-timed mid-run: what it printed at the old pace stays as printed
+            script = older.spliced(script, tm.last_change - started)
         self._scripts[key] = script
         if len(self._scripts) > SCRIPT_CACHE:
             self._scripts.popitem(last=False)

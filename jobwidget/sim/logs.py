@@ -12,6 +12,8 @@ The timestamps inside the lines (tqdm elapsed/remaining, logger prefixes) come f
 callable that maps nominal seconds to wall-clock epoch seconds, so a compressed run's bars show the
 real elapsed time. The training bar's remaining time is when the run will really complete (validation
 passes, saves and the final save included), so a log's ETA agrees with the status flip it predicts.
+When the pace changes mid-run (the simulator's `time_scale` knob), the script is rebuilt for the new
+pace and spliced onto what was already printed (`Script.spliced`), so a log still only ever grows.
 """
 
 from __future__ import annotations
@@ -218,6 +220,22 @@ class Script:
     @property
     def lines(self) -> int:
         return len(self.times)
+
+    def spliced(self, newer: Script, t: float) -> Script:
+        """This script's lines up to `t`, then `newer`'s: a log re-timed mid-run keeps what it printed.
+
+        Both must come from the same plan (the same lines at the same nominal seconds).
+        """
+        k = bisect_right(self.times, t)
+        if k == 0 or len(newer.times) != len(self.times):
+            return newer
+        cut_old, cut_new = self.ends[k - 1], newer.ends[k - 1]
+        shift = cut_old - cut_new
+        return Script(
+            newer.times,
+            self.text[:cut_old] + newer.text[cut_new:],
+            self.ends[:k] + [e + shift for e in newer.ends[k:]],
+        )
 
 
 _BLOCKS = " ▏▎▍▌▋▊▉█"

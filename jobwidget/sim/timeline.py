@@ -59,6 +59,11 @@ class TimeMap:
     def scale(self) -> float:
         return self._segs[-1][2]
 
+    @property
+    def last_change(self) -> float:
+        """The virtual instant the current scale took effect."""
+        return self._segs[-1][1]
+
     def virtual(self, wall: float) -> float:
         if wall <= self.t0:
             return wall
