@@ -59,7 +59,7 @@ class SimConfig:
     reset_rate: float = 0.0  # fraction whose connection is reset (TCP RST), before or during the body
     slow_body_rate: float = 0.0  # fraction whose body trickles out over `slow_body_seconds`
     slow_body_seconds: float = 5.0
-    not_found_rate: float = 0.0  # fraction of GETs/cancels of an existing training answered 404
+    not_found_rate: float = 0.0  # fraction of GETs/cancels of a training answered 404 (a transient miss)
     token: str | None = None  # None: any bearer token is accepted; else only this one
 
     def __post_init__(self) -> None:
