@@ -37,7 +37,7 @@ from .paths import REPLICATE_FIXTURES
 T0 = 1_750_000_000.0
 ID_RE = re.compile(r"^[a-z2-7]{26}$")
 TS_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.(\d{6,9})Z$")
-ORDER = {"starting": 0, "processing": 1, "succeeded": 2, "failed": 2, "canceled": 2}
+ORDER = {"starting": 0, "processing": 1, "succeeded": 2, "failed": 2, "canceled": 2, "aborted": 2}
 MODELS = {t.model for t in TRAINERS}
 
 pytestmark = pytest.mark.anyio
@@ -118,6 +118,12 @@ def check_training(obj: dict[str, Any]) -> None:
         assert obj["started_at"] is None and obj["completed_at"] is None
     if status in ("starting", "processing"):
         assert obj["metrics"] == {} and obj["completed_at"] is None and obj["output"] is None
+    elif status == "aborted":  # never ran: no start, no logs, nothing billed
+        assert obj["started_at"] is None and obj["completed_at"] is not None
+        assert set(obj["metrics"]) == {"total_time"} and obj.get("logs") is None
+        assert ts(obj["completed_at"]) - ts(obj["created_at"]) == pytest.approx(
+            obj["metrics"]["total_time"], abs=2e-6
+        )
     else:
         assert set(obj["metrics"]) == {"predict_time", "total_time"}
         assert obj["started_at"] is not None and obj["completed_at"] is not None
@@ -951,3 +957,355 @@ def test_transport_without_timeout_extension() -> None:
         return response.status_code
 
     assert anyio.run(go) == 200
+
+
+# ------------------------------------------------------------------------------------ ETA vs completion
+
+BAR_TIMES = re.compile(r"(\d+)/(\d+) \[(?:(\d+):)?(\d\d):(\d\d)<(?:(\d+):)?(\d\d):(\d\d)")
+
+
+def _seconds(h: str | None, m: str, s: str) -> int:
+    return int(h or 0) * 3600 + int(m) * 60 + int(s)
+
+
+@pytest.mark.parametrize(
+    ("scale", "epoch"),
+    [(60.0, None), (5.0, None), (60.0, T0 - 86400.0)],
+    ids=["session-60x", "session-5x", "continuous-60x"],
+)
+async def test_a_running_logs_eta_is_when_it_completes(scale: float, epoch: float | None) -> None:
+    """The training bar's `elapsed<remaining` agrees with the instant the run flips to succeeded.
+
+    tqdm prints whole seconds (truncated), so the remaining time the log states when a redraw is printed
+    is the real remaining time less under a second; between redraws the claim only ages.
+    """
+    clock = ManualClock()
+    sim = make_sim(
+        clock,
+        fleet_size=40,
+        active=12,
+        arrival_interval=300.0,
+        time_scale=scale,
+        epoch=epoch,
+        fail_fraction=0.0,
+        cancel_fraction=0.0,
+    )
+    fleet = sim.fleet
+    relative: list[float] = []
+    async with connect(sim) as client:
+        for _ in range(120):
+            for item in (await client.get("/v1/trainings")).json()["results"]:
+                if item["status"] != "processing":
+                    continue
+                obj = (await client.get(f"/v1/trainings/{item['id']}")).json()
+                tr = fleet.training(obj["id"])
+                if obj["status"] != "processing" or not obj["logs"] or tr is None:
+                    continue
+                m = BAR_TIMES.search(re.split(r"\r|\n", obj["logs"].rstrip("\n"))[-1])
+                if m is None or int(m.group(2)) != tr.plan.steps or not 0 < int(m.group(1)) < tr.plan.steps:
+                    continue  # the newest line is not a training redraw part-way through
+                eta = _seconds(m.group(6), m.group(7), m.group(8))
+                done = fleet.tm.wall(tr.end_v)  # when the simulator will say "succeeded"
+                printed = fleet.tm.wall(tr.started_v + fleet.script(tr).times[obj["logs"].count("\n") - 1])
+                assert 0 <= (done - printed) - eta < 1 + 1e-6, (obj["id"], eta, done - printed)
+                relative.append(abs(eta - (done - clock())) / (done - ts(obj["started_at"])))
+            clock.advance(60.0 / scale)
+    assert len(relative) >= 100, f"only {len(relative)} running logs ended on a training redraw"
+    assert statistics.mean(relative) < 0.03, f"ETAs are off by {statistics.mean(relative):.1%} of the run"
+
+
+async def test_a_pace_change_mid_run_keeps_the_log_growing_and_the_eta_true() -> None:
+    clock = ManualClock()
+    sim = make_sim(clock, fleet_size=5, active=0, fail_fraction=0.0, cancel_fraction=0.0)
+    tid = sim.add_training("bghira/simpletuner", steps=3000, outcome="succeeded", queue=5.0)
+    tr = sim.fleet.training(tid)
+    assert tr is not None
+    async with connect(sim) as client:
+        clock.t = sim.fleet.tm.wall(tr.started_v + tr.plan.train_start + 300 * tr.plan.sec_per_step)
+        before = (await client.get(f"/v1/trainings/{tid}")).json()["logs"]
+        sim.configure(time_scale=600.0)
+        stated: list[tuple[int, float]] = []
+        for _ in range(400):
+            clock.advance(0.05)
+            obj = (await client.get(f"/v1/trainings/{tid}")).json()
+            if obj["status"] != "processing":
+                break
+            assert obj["logs"].startswith(before), "a log only ever grows, across a change of pace"
+            m = BAR_TIMES.search(re.split(r"\r|\n", obj["logs"].rstrip("\n"))[-1])
+            if m and m.group(2) == "3000" and 0 < int(m.group(1)) < 3000:
+                stated.append((_seconds(m.group(6), m.group(7), m.group(8)), clock()))
+        assert obj["status"] == "succeeded"
+    done = ts(obj["completed_at"])
+    assert len(stated) >= 10
+    off = [(eta, round(done - at, 2)) for eta, at in stated if abs(eta - (done - at)) > 1.2]
+    assert not off, f"ETAs not at the new pace: {off}"
+
+
+def test_the_bar_eta_counts_the_pauses_still_to_come() -> None:
+    """A run with validation passes: early on, tqdm's own guess (steps left / rate) would miss them."""
+    rng = random.Random(3)
+    plan = next(p for p in (plan_for("diffusers", rng, steps=2000) for _ in range(50)) if p.sample_s > 20)
+    text = build_script(plan).text  # nominal seconds: remaining is exact to the second
+    first = next(line for line in re.split(r"\r|\n", text) if re.search(r" 250/2000 \[", line))
+    m = BAR_TIMES.search(first)
+    assert m is not None
+    stated = _seconds(m.group(6), m.group(7), m.group(8))
+    t = plan.train_start + 250 * plan.sec_per_step
+    assert stated == int(plan.duration - t)
+    naive = (2000 - 250) * (t - plan.train_start) / 250
+    assert stated > naive + plan.sample_s, "the ETA includes the validation passes to come"
+
+
+# ----------------------------------------------------------------------------------- continuous fleet
+
+EPOCH = T0 - 30 * 86400.0
+
+
+def continuous(clock: ManualClock, **knobs: Any) -> SimulatedReplicate:
+    settings: dict[str, Any] = {
+        "seed": 4,
+        "epoch": EPOCH,
+        "fleet_size": 60,
+        "arrival_interval": 300.0,
+        "abort_fraction": 0.05,
+    }
+    settings.update(knobs)
+    return SimulatedReplicate(SimConfig(**settings), clock=clock)
+
+
+async def test_a_continuous_fleet_is_the_same_in_a_process_started_later() -> None:
+    """A kernel restart: the new process sees what the old one would have by then, logs included."""
+    clock = ManualClock()
+    first = continuous(clock)
+    async with connect(first) as client:
+        start = await walk(client)
+        assert len(start) == 60
+        running = [t["id"] for t in start if t["status"] == "processing"]
+        assert running, "the window should hold running trainings"
+        checkpoints = 0
+        for step in range(1, 41):
+            clock.advance(5.0)  # 300 nominal seconds: about one arrival each step
+            if step in (2, 40):
+                now = await walk(client)
+                bodies = {i: (await client.get(f"/v1/trainings/{i}")).json() for i in running}
+                later = continuous(ManualClock(clock()))  # started just now, knowing nothing
+                async with connect(later) as fresh:
+                    assert await walk(fresh) == now
+                    for tid, body in bodies.items():
+                        assert (await fresh.get(f"/v1/trainings/{tid}")).json() == body
+                checkpoints += 1
+                if step == 2:
+                    still = [i for i in running if bodies[i]["status"] == "processing"]
+                    assert still, "running trainings keep running across the restart"
+                    assert all(len(bodies[i]["logs"]) > 0 for i in still)
+        assert checkpoints == 2
+        end = await walk(client)
+    before = {t["id"]: t for t in start}
+    new = [t for t in end if t["id"] not in before]
+    assert 30 <= len(new) <= 50, f"{len(new)} arrivals in 12,000 nominal seconds at one per 300"
+    for item in end:
+        check_training(item)
+        if item["id"] in before:
+            assert ORDER[item["status"]] >= ORDER[before[item["id"]]["status"]]
+
+
+def test_continuous_arrivals_keep_their_rate_and_never_reuse_an_id() -> None:
+    clock = ManualClock()
+    sim = continuous(clock, fleet_size=50)
+    k0 = sim.stats_snapshot()["fleet"]["arrivals"]
+    seen = set(sim.fleet.ids())
+    listed: list[str] = []
+    for _ in range(100):
+        clock.advance(10.0)  # 600 nominal seconds: two arrivals on average, never 50
+        listed = sim.fleet.ids()
+        assert len(listed) == len(set(listed)) == 50
+        seen.update(listed)
+    arrived = sim.stats_snapshot()["fleet"]["arrivals"] - k0
+    assert abs(arrived - 100 * 600 / 300) <= 1, arrived
+    assert len(seen) == 50 + arrived, "every arrival has a fresh id"
+    assert len(sim.fleet) <= 100, "memory holds at most twice the listed window"
+
+
+async def test_a_fleet_anchored_years_ago_lists_only_its_window() -> None:
+    clock = ManualClock()
+    sim = continuous(clock, epoch=T0 - 3 * 365 * 86400.0, fleet_size=80, arrival_interval=60.0)
+    assert sim.stats_snapshot()["fleet"]["arrivals"] > 90_000_000  # 3 years at 60x: all in the past
+    assert len(sim.fleet) == 80
+    async with connect(sim) as client:
+        listed = await walk(client)
+        assert len(listed) == 80
+        old = next(t for t in reversed(listed) if t["status"] in ("succeeded", "failed", "canceled"))
+        body = (await client.get(f"/v1/trainings/{old['id']}")).json()
+        clock.advance(86400.0)  # a day at 60x: 86,400 arrivals, only the newest 80 are ever built
+        again = await walk(client)
+        assert len(again) == 80 and old["id"] not in {t["id"] for t in again}
+        assert len(sim.fleet) <= 160
+        # Out of the list, still answering: its id says which arrival it was.
+        assert (await client.get(f"/v1/trainings/{old['id']}")).json() == body
+        forged = old["id"][:-1] + ("a" if old["id"][-1] != "a" else "b")
+        assert (await client.get(f"/v1/trainings/{forged}")).status_code == 404
+
+
+async def test_continuous_creates_in_different_processes_get_different_ids() -> None:
+    path = "/v1/models/kohya/sd-scripts/versions/" + "c" * 64 + "/trainings"
+    ids = []
+    for offset in (0.0, 7.0):
+        sim = continuous(ManualClock(T0 + offset))
+        async with connect(sim) as client:
+            r = await client.post(path, json={"destination": "me/x", "input": {}})
+            ids.append(r.json()["id"])
+            assert r.json()["id"] == (await client.get("/v1/trainings")).json()["results"][0]["id"]
+    assert ids[0] != ids[1]
+
+
+def test_demo_fleet_is_continuous_and_env_overlays_it() -> None:
+    from jobwidget.engine.providers.simulated import DEMO_SIM, config_from_env
+
+    assert config_from_env({}) == DEMO_SIM and DEMO_SIM.epoch is not None and DEMO_SIM.abort_fraction > 0
+    tuned = config_from_env({"JOBWIDGET_SIM": '{"arrival_interval": 60}'})
+    assert tuned.epoch == DEMO_SIM.epoch and tuned.arrival_interval == 60
+    assert config_from_env({"JOBWIDGET_SIM": '{"epoch": null}'}).epoch is None
+    one = SimulatedReplicate(DEMO_SIM, clock=ManualClock(T0))
+    two = SimulatedReplicate(DEMO_SIM, clock=ManualClock(T0 + 3600.0))
+    one.fleet.clock = ManualClock(T0 + 3600.0)
+    assert one.fleet.ids() == two.fleet.ids()
+
+
+def test_continuous_config_validation() -> None:
+    with pytest.raises(ValueError, match="arrival_interval"):
+        SimConfig(epoch=T0, arrival_interval=0.0)
+    with pytest.raises(ValueError, match="epoch"):
+        SimConfig(epoch="yesterday")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="abort_fraction"):
+        SimConfig(fail_fraction=0.5, cancel_fraction=0.3, abort_fraction=0.3)
+
+
+# -------------------------------------------------------------------------------------------- aborted
+
+
+async def test_aborted_trainings_go_from_starting_to_aborted() -> None:
+    clock = ManualClock()
+    sim = make_sim(clock, fleet_size=200, active=20, arrival_interval=120.0, abort_fraction=0.2)
+    events: list[TrainingEvent] = []
+    sim.fleet.subscribe(events.append)
+    async with connect(sim) as client:
+        for _ in range(60):
+            clock.advance(10.0)
+            await client.get("/v1/trainings")
+        items = await walk(client)
+        aborted = [t for t in items if t["status"] == "aborted"]
+        assert len(aborted) >= 20
+        for item in aborted:
+            check_training(item)
+            obj = (await client.get(f"/v1/trainings/{item['id']}")).json()
+            check_training(obj)
+            assert obj["status"] == "aborted" and obj["logs"] is None and obj["error"] is None
+    by_id: dict[str, list[tuple[str, str]]] = {}
+    for e in events:
+        by_id.setdefault(e.training_id, []).append((e.previous, e.status))
+    ended = [by_id[t["id"]] for t in aborted if t["id"] in by_id]
+    assert ended and all(path == [("starting", "aborted")] for path in ended)
+
+
+async def test_a_training_added_to_abort_aborts_on_time() -> None:
+    clock = ManualClock()
+    sim = make_sim(clock, time_scale=60.0)
+    events: list[TrainingEvent] = []
+    sim.fleet.subscribe(events.append)
+    tid = sim.add_training(outcome="aborted", queue=600.0)  # ten nominal minutes: 10 wall s at 60x
+    async with connect(sim) as client:
+        clock.advance(9.9)
+        assert (await client.get(f"/v1/trainings/{tid}")).json()["status"] == "starting"
+        clock.advance(0.2)
+        obj = (await client.get(f"/v1/trainings/{tid}")).json()
+        check_training(obj)
+        assert obj["status"] == "aborted"
+        assert ts(obj["completed_at"]) - ts(obj["created_at"]) == pytest.approx(10.0, abs=1e-5)
+        listed = (await client.get("/v1/trainings")).json()["results"][0]
+        assert listed["id"] == tid and listed["status"] == "aborted" and listed["started_at"] is None
+        clock.advance(3600.0)
+        assert (await client.get(f"/v1/trainings/{tid}")).json() == obj, "terminal stays terminal"
+    assert [(e.previous, e.status) for e in events if e.training_id == tid] == [("starting", "aborted")]
+
+
+# ------------------------------------------------------------------------------------ vanishing (404)
+
+
+async def test_a_vanished_training_answers_404_then_comes_back_finished() -> None:
+    clock = ManualClock()
+    sim = make_sim(clock, fail_fraction=0.0, cancel_fraction=0.0)
+    tid = sim.add_training("replicate/fast-flux-trainer", steps=500, outcome="succeeded")
+    sim.vanish(tid, times=2)
+    async with connect(sim) as client:
+        for _ in range(2):
+            assert tid not in [t["id"] for t in (await client.get("/v1/trainings")).json()["results"]]
+            assert tid not in sim.fleet.ids()
+            r = await client.get(f"/v1/trainings/{tid}")
+            assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
+            assert r.json()["status"] == 404
+            clock.advance(30.0)  # its run goes on meanwhile: 30 nominal minutes
+        obj = (await client.get(f"/v1/trainings/{tid}")).json()
+        assert obj["status"] == "succeeded"
+        assert (await client.get("/v1/trainings")).json()["results"][0]["id"] == tid
+        assert (await client.get(f"/v1/predictions/{tid}")).status_code == 200
+
+        # The same over the control surface, for a harness in another process; a cancel uses one up.
+        r = await client.post("/_sim/vanish", json={"id": tid, "times": 1})
+        assert r.status_code == 200 and r.json() == {"id": tid, "times": 1}
+        assert (await client.post(f"/v1/trainings/{tid}/cancel")).status_code == 404
+        assert (await client.get(f"/v1/trainings/{tid}")).status_code == 200
+        assert (
+            await client.post("/_sim/vanish", json={"id": "nosuchtrainingnosuchtraini"})
+        ).status_code == 404
+        for bad in ({"id": tid, "times": -1}, {"id": tid, "times": "2"}, {"times": 2}, [tid]):
+            r = await client.post("/_sim/vanish", json=bad)
+            assert r.status_code == 400 and r.headers["content-type"] == "application/problem+json"
+    with pytest.raises(KeyError):
+        sim.vanish("nosuchtrainingnosuchtraini")
+    sim.vanish(tid, times=5)
+    sim.vanish(tid, times=0)  # back at once
+    assert tid in sim.fleet.ids()
+
+
+async def test_not_found_rate_knob_misses_gets_but_not_the_list() -> None:
+    sim = make_sim(fleet_size=30)
+    tid = sim.fleet.ids()[0]
+    async with connect(sim) as client:
+        await client.post("/_sim/config", json={"not_found_rate": 1.0})
+        assert (await client.get(f"/v1/trainings/{tid}")).status_code == 404
+        assert len((await client.get("/v1/trainings")).json()["results"]) == 30
+        await client.post("/_sim/config", json={"not_found_rate": 0.5})
+        codes = [(await client.get(f"/v1/trainings/{tid}")).status_code for _ in range(60)]
+        assert 10 <= codes.count(404) <= 50 and set(codes) == {200, 404}
+        await client.post("/_sim/config", json={"not_found_rate": 0.0})
+        assert (await client.get(f"/v1/trainings/{tid}")).status_code == 200
+
+
+# ------------------------------------------------------------------------------ started elsewhere
+
+
+async def test_a_training_added_elsewhere_is_listed_first_at_once() -> None:
+    clock = ManualClock()
+    sim = make_sim(clock, fleet_size=30, active=0)
+    async with connect(sim) as client:
+        before = (await client.get("/v1/trainings")).json()["results"]
+        tid = sim.add_training()
+        page = (await client.get("/v1/trainings")).json()["results"]
+        assert page[0]["id"] == tid and page[1:] == before[: len(page) - 1]
+        assert page[0]["status"] == "starting" and page[0]["source"] == "web"
+        assert ts(page[0]["created_at"]) == pytest.approx(clock(), abs=1e-5)
+        check_training(page[0])
+
+        r = await client.post("/_sim/trainings", json={"model": "kohya/sd-scripts", "steps": 800})
+        assert r.status_code == 201
+        made = r.json()
+        assert made["status"] == "starting" and made["model"] == "kohya/sd-scripts"
+        assert sim.fleet.training(made["id"]).plan.steps == 800
+        assert (await client.get("/v1/trainings")).json()["results"][0]["id"] == made["id"]
+        for bad in ({"outcome": "exploded"}, {"steps": 0}, {"model": "no-slash"}, {"bogus": 1}, [1]):
+            r = await client.post("/_sim/trainings", json=bad)
+            assert r.status_code == 400 and r.headers["content-type"] == "application/problem+json"
+    for outcome in ("succeeded", "failed", "canceled", "aborted"):
+        tid = sim.add_training(outcome=outcome)
+        clock.advance(3 * 3600.0)
+        assert sim.fleet.get(tid, SIM_BASE_URL)["status"] == outcome  # type: ignore[index]

@@ -4,6 +4,10 @@ sim = SimulatedReplicate(SimConfig(seed=1, fleet_size=500, time_scale=60))
 client = httpx.AsyncClient(transport=SimTransport(sim), base_url=SIM_BASE_URL)   # in-process
 with start_in_thread(SimConfig(latency=0.05)) as running: ...running.base_url...  # loopback
 serve(port=8002)                                                                  # `jobwidget sim`
+
+SimConfig(epoch=1_735_689_600.0)   # continuous: the same fleet in every process, whenever it starts
+sim.add_training(outcome="aborted", queue=600)   # a training started elsewhere, now; returns its id
+sim.vanish(training_id, times=2)                 # its next 2 GETs answer 404, and the list omits it
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ number of draws per request, so a given request sequence meets the same faults e
 (connection resets, slow bodies) draw two numbers per request from a second seeded RNG, so they leave the
 first sequence as it was; they act on the wire (`_NetworkFaults`).
 
-`/_sim/*` is the harness's control surface (config, stats): no auth, no faults, not counted.
+`/_sim/*` is the harness's control surface (config, stats, transient 404s, trainings started elsewhere):
+no auth, no faults, not counted.
 """
 
 from __future__ import annotations
@@ -161,6 +162,7 @@ class SimulatedReplicate:
         self.stats = SimStats(since=clock())
         self._faults = random.Random(f"jobwidget-sim:{cfg.seed}:faults")
         self._net = random.Random(f"jobwidget-sim:{cfg.seed}:network")
+        self._misses = random.Random(f"jobwidget-sim:{cfg.seed}:not-found")
         self._window = _Window()
         self.app: ASGIApp = _NetworkFaults(self._build_app())
 
@@ -176,9 +178,30 @@ class SimulatedReplicate:
             if rebuilt or "seed" in changes:
                 self._faults = random.Random(f"jobwidget-sim:{new.seed}:faults")
                 self._net = random.Random(f"jobwidget-sim:{new.seed}:network")
+                self._misses = random.Random(f"jobwidget-sim:{new.seed}:not-found")
             if "rate_limit" in changes:
                 self._window = _Window()
             return new
+
+    def add_training(
+        self,
+        model: str | None = None,
+        *,
+        steps: int | None = None,
+        outcome: str | None = None,
+        queue: float | None = None,
+    ) -> str:
+        """Start a training "from elsewhere" (the web, another script) now; returns its id.
+
+        It is `starting` at once and listed first; `outcome` (succeeded, failed, canceled, aborted; None:
+        the configured mix) and `queue` (nominal seconds before it runs, or is aborted) pin its course.
+        """
+        return self.fleet.add(model=model, steps=steps, outcome=outcome, queue=queue).id
+
+    def vanish(self, training_id: str, times: int = 1) -> None:
+        """Answer 404 to the next `times` GETs/cancels of `training_id`, and leave it out of the list
+        meanwhile; then it is back, its timeline having run on. KeyError if there is no such training."""
+        self.fleet.vanish(training_id, times)
 
     def reset_stats(self) -> None:
         with self._lock:
@@ -315,11 +338,23 @@ class SimulatedReplicate:
             }
         )
 
+    def _missed(self) -> bool:
+        """A random transient 404 (`not_found_rate`), drawn from its own RNG only when the knob is on."""
+        rate = self.config.not_found_rate
+        if not rate:
+            return False
+        with self._lock:
+            return self._misses.random() < rate
+
     async def _get(self, request: Request) -> Response:
+        if self._missed():
+            return _not_found()
         data = self.fleet.get(request.path_params["training_id"], self._base(request))
         return _not_found() if data is None else _json(data)
 
     async def _cancel(self, request: Request) -> Response:
+        if self._missed():
+            return _not_found()
         data = self.fleet.cancel(request.path_params["training_id"], self._base(request))
         return _not_found() if data is None else _json(data)
 
@@ -391,6 +426,34 @@ class SimulatedReplicate:
             return problem(400, "Invalid simulator config", str(exc))
         return _json({"config": config.to_dict(), "rebuilt": self.fleet.generation != generation})
 
+    async def _post_vanish(self, request: Request) -> Response:
+        """`{"id": ..., "times": 2}`: that training answers 404 twice (and is off the list meanwhile)."""
+        try:
+            body = json.loads(await request.body() or b"{}")
+            if not isinstance(body, dict) or not isinstance(body.get("id"), str):
+                raise ValueError('the body must be a JSON object with "id" (and optional "times")')
+            times = body.get("times", 1)
+            self.vanish(body["id"], times)
+        except KeyError:
+            return problem(404, "Not found", f"No training {body['id']!r} in the simulated fleet.")
+        except ValueError as exc:
+            return problem(400, "Invalid request", str(exc))
+        return _json({"id": body["id"], "times": times})
+
+    async def _post_training(self, request: Request) -> Response:
+        """`{"model"?, "steps"?, "outcome"?, "queue"?}`: a training started elsewhere, now (201, its id)."""
+        try:
+            body = json.loads(await request.body() or b"{}")
+            if not isinstance(body, dict):
+                raise ValueError("the body must be a JSON object")
+            unknown = set(body) - {"model", "steps", "outcome", "queue"}
+            if unknown:
+                raise ValueError(f"unknown field(s): {', '.join(sorted(unknown))}")
+            tid = self.add_training(**body)
+        except ValueError as exc:
+            return problem(400, "Invalid request", str(exc))
+        return _json(self.fleet.get(tid, self._base(request)) or {"id": tid}, status=201)
+
     async def _get_stats(self, request: Request) -> Response:
         return _json(self.stats_snapshot())
 
@@ -429,6 +492,8 @@ class SimulatedReplicate:
             ),
             Route("/_sim/config", self._get_config, methods=["GET"]),
             Route("/_sim/config", self._post_config, methods=["POST"]),
+            Route("/_sim/vanish", self._post_vanish, methods=["POST"]),
+            Route("/_sim/trainings", self._post_training, methods=["POST"]),
             Route("/_sim/stats", self._get_stats, methods=["GET"]),
             Route("/_sim/stats/reset", self._reset_stats, methods=["POST"]),
         ]

@@ -10,10 +10,11 @@ from typing import Any
 
 __all__ = ["FLEET_FIELDS", "SimConfig"]
 
-# Changing one of these rebuilds the fleet (a new seeded history, anchored at the current clock).
+# Changing one of these rebuilds the fleet (a new seeded history, anchored at the current clock or `epoch`).
 FLEET_FIELDS = frozenset(
     {
         "seed",
+        "epoch",
         "fleet_size",
         "active",
         "arrival_interval",
@@ -21,6 +22,7 @@ FLEET_FIELDS = frozenset(
         "history_spacing",
         "fail_fraction",
         "cancel_fraction",
+        "abort_fraction",
     }
 )
 
@@ -33,14 +35,19 @@ class SimConfig:
 
     # The fleet (deterministic for a given seed and clock).
     seed: int = 0
-    fleet_size: int = 150  # trainings that exist when the simulator starts (history + active)
-    active: int = 5  # of those, how many are starting/processing at start
+    # None: a session fleet, anchored at the simulator's start (history before it, arrivals after it).
+    # A Unix time: a continuous fleet, a pure function of this fixed instant (see `timeline.py`): any
+    # process at any later time sees the same trainings, arriving every `arrival_interval` since then.
+    epoch: float | None = None
+    fleet_size: int = 150  # session: trainings at start (history + active); continuous: newest listed
+    active: int = 5  # session only: of those, how many are starting/processing at start
     time_scale: float = 60.0  # nominal seconds per wall second for anything that runs during the session
     arrival_interval: float = 900.0  # mean nominal seconds between new trainings appearing (0: none)
-    max_arrivals: int = 2000  # cap on trainings appearing during one session
-    history_spacing: float = 2400.0  # mean nominal seconds between past trainings
+    max_arrivals: int = 2000  # session only: cap on trainings appearing during one session
+    history_spacing: float = 2400.0  # session only: mean nominal seconds between past trainings
     fail_fraction: float = 0.1
     cancel_fraction: float = 0.05
+    abort_fraction: float = 0.0  # `starting -> aborted`: given up before it ever ran (no started_at)
     # The HTTP surface.
     latency: float = 0.0  # seconds added to every request
     latency_jitter: float = 0.0  # +/- uniform jitter on `latency`
@@ -52,6 +59,7 @@ class SimConfig:
     reset_rate: float = 0.0  # fraction whose connection is reset (TCP RST), before or during the body
     slow_body_rate: float = 0.0  # fraction whose body trickles out over `slow_body_seconds`
     slow_body_seconds: float = 5.0
+    not_found_rate: float = 0.0  # fraction of GETs/cancels of a training answered 404 (a transient miss)
     token: str | None = None  # None: any bearer token is accepted; else only this one
 
     def __post_init__(self) -> None:
@@ -85,15 +93,25 @@ class SimConfig:
         for name in (
             "fail_fraction",
             "cancel_fraction",
+            "abort_fraction",
             "error_rate",
             "timeout_rate",
             "malformed_rate",
             "reset_rate",
             "slow_body_rate",
+            "not_found_rate",
         ):
             number(name, 0.0, 1.0)
-        if not problems and self.fail_fraction + self.cancel_fraction > 1:
-            problems.append("fail_fraction + cancel_fraction must not exceed 1")
+        if not problems and self.fail_fraction + self.cancel_fraction + self.abort_fraction > 1:
+            problems.append("fail_fraction + cancel_fraction + abort_fraction must not exceed 1")
+        if self.epoch is not None:
+            epoch = self.epoch
+            if isinstance(epoch, bool) or not isinstance(epoch, int | float) or not 0 <= epoch < 1e11:
+                problems.append(f"epoch must be None or a Unix time in seconds, got {epoch!r}")
+            elif not self.arrival_interval:
+                problems.append(
+                    "a continuous fleet (epoch set) needs arrival_interval > 0: its trainings are arrivals"
+                )
         if self.rate_limit is not None and (
             isinstance(self.rate_limit, bool) or not isinstance(self.rate_limit, int) or self.rate_limit < 0
         ):

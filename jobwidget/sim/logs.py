@@ -10,7 +10,10 @@ sometimes several `\\r`-joined redraws in one line (newer runtimes).
 
 The timestamps inside the lines (tqdm elapsed/remaining, logger prefixes) come from a `wall_at`
 callable that maps nominal seconds to wall-clock epoch seconds, so a compressed run's bars show the
-real elapsed time and an ETA consistent with the clock.
+real elapsed time. The training bar's remaining time is when the run will really complete (validation
+passes, saves and the final save included), so a log's ETA agrees with the status flip it predicts.
+When the pace changes mid-run (the simulator's `time_scale` knob), the script is rebuilt for the new
+pace and spliced onto what was already printed (`Script.spliced`), so a log still only ever grows.
 """
 
 from __future__ import annotations
@@ -218,6 +221,22 @@ class Script:
     def lines(self) -> int:
         return len(self.times)
 
+    def spliced(self, newer: Script, t: float) -> Script:
+        """This script's lines up to `t`, then `newer`'s: a log re-timed mid-run keeps what it printed.
+
+        Both must come from the same plan (the same lines at the same nominal seconds).
+        """
+        k = bisect_right(self.times, t)
+        if k == 0 or len(newer.times) != len(self.times):
+            return newer
+        cut_old, cut_new = self.ends[k - 1], newer.ends[k - 1]
+        shift = cut_old - cut_new
+        return Script(
+            newer.times,
+            self.text[:cut_old] + newer.text[cut_new:],
+            self.ends[:k] + [e + shift for e in newer.ends[k:]],
+        )
+
 
 _BLOCKS = " ▏▎▍▌▋▊▉█"
 # The 10-character bar for each eighth of a cell: tqdm's rendering, precomputed (81 states).
@@ -262,8 +281,12 @@ def tqdm_line(
     postfix: str = "",
     unit: str = "it",
     unit_scale: bool = False,
+    remaining: float | None = None,
 ) -> str:
-    """One tqdm redraw as Replicate captures it (non-tty: 10-character bar, line stripped)."""
+    """One tqdm redraw as Replicate captures it (non-tty: 10-character bar, line stripped).
+
+    `remaining` (seconds) replaces tqdm's own estimate, `(total - n) / rate`, when the caller knows better.
+    """
     frac = n / total if total else 0.0
     bar = _BARS[min(80, int(frac * 80))]
     if n <= 0 or elapsed <= 0:
@@ -276,7 +299,8 @@ def tqdm_line(
             rate_s = f"{rate:5.2f}{unit}/s"
         else:
             rate_s = f"{1 / rate:5.2f}s/{unit}"
-        times = f"{_interval(elapsed)}<{_interval((total - n) / rate)}, {rate_s}"
+        left = (total - n) / rate if remaining is None else remaining
+        times = f"{_interval(elapsed)}<{_interval(left)}, {rate_s}"
     counts = f"{_sizeof(n)}/{_sizeof(total)}" if unit_scale else f"{n}/{total}"
     pct = f"{frac * 100:3.0f}%"
     if postfix:
@@ -338,6 +362,7 @@ class _Ctx:
     rng: random.Random
     wall_at: WallAt
     words: dict[str, str] = field(default_factory=dict)
+    eta: float | None = None  # the training bar's remaining wall seconds, set before each redraw
 
     def aux(
         self,
@@ -405,6 +430,9 @@ def _train_loop(
     for n in sorted(marks):
         t = start + n * sps + extra
         if n in bar_marks:
+            # The bar's ETA is the run's real end: later validation passes, saves and the final save
+            # included, so it agrees with when the run completes (tqdm's own guess ignores them).
+            c.eta = wall_at(p.duration) - wall_at(t) if n < steps else None
             out.bar(t, bar(n, wall_at(t) - w_bar0))
         if on_log and log_every and n % log_every == 0:
             on_log(n, t)
@@ -420,6 +448,7 @@ def _train_loop(
             extra += p.save_s
         if on_epoch and n % spe == 0 and n < steps:
             on_epoch(n // spe + 1, t)
+    c.eta = None
     out.flush()
 
 
@@ -554,7 +583,7 @@ def _ai_toolkit(c: _Ctx) -> None:
 
     def bar(n: int, elapsed: float) -> str:
         post = f"lr: {4e-4:.1e} loss: {c.loss(n):.3e}" if n else ""
-        return tqdm_line(job, n, p.steps, elapsed, postfix=post)
+        return tqdm_line(job, n, p.steps, elapsed, postfix=post, remaining=c.eta)
 
     def sample(n: int, t0: float, dur: float) -> None:
         out.line(t0, f"Generating Images at step {n}")
@@ -627,7 +656,7 @@ def _diffusers(c: _Ctx) -> None:
 
     def bar(n: int, elapsed: float) -> str:
         post = f"loss={c.loss(n, 0.6, 0.25):.3g}, lr={4e-4:.3g}" if n else ""
-        return tqdm_line("Steps", n, p.steps, elapsed, postfix=post)
+        return tqdm_line("Steps", n, p.steps, elapsed, postfix=post, remaining=c.eta)
 
     def sample(n: int, t0: float, dur: float) -> None:
         log(t0, "Running validation...")
@@ -689,7 +718,7 @@ def _cog_sdxl(c: _Ctx) -> None:
 
     def bar(n: int, elapsed: float) -> str:
         step = max(0, n - 1)
-        return tqdm_line(f"# PTI :step: {step}, epoch: {step // spe}", n, p.steps, elapsed)
+        return tqdm_line(f"# PTI :step: {step}, epoch: {step // spe}", n, p.steps, elapsed, remaining=c.eta)
 
     _train_loop(c, bar)
     t, f = p.train_end, p.final_s
@@ -744,7 +773,9 @@ def _simpletuner(c: _Ctx) -> None:
     def bar(n: int, elapsed: float) -> str:
         epoch = min(p.epochs, n // spe + 1)
         post = f"lr={1e-4 * min(1.0, n / 100):.3g}, step_loss={c.loss(n, 0.3, 0.04):.3g}" if n else ""
-        return tqdm_line(f"Epoch {epoch}/{p.epochs}, Steps", n, p.steps, elapsed, postfix=post)
+        return tqdm_line(
+            f"Epoch {epoch}/{p.epochs}, Steps", n, p.steps, elapsed, postfix=post, remaining=c.eta
+        )
 
     def sample(n: int, t0: float, dur: float) -> None:
         log(t0, f"Running validation at step {n}: generating images for 2 prompts")
@@ -840,7 +871,9 @@ def _kohya(c: _Ctx) -> None:
             return tqdm_line("steps", 0, p.steps, elapsed)
         avr[0] += c.loss(n, 0.14, 0.07)
         avr[1] += 1
-        return tqdm_line("steps", n, p.steps, elapsed, postfix=f"avr_loss={avr[0] / avr[1]:.3g}")
+        return tqdm_line(
+            "steps", n, p.steps, elapsed, postfix=f"avr_loss={avr[0] / avr[1]:.3g}", remaining=c.eta
+        )
 
     def epoch(k: int, t0: float) -> None:
         out.line(t0, f"epoch {k}/{p.epochs}")
@@ -912,7 +945,7 @@ def _hf_trainer(c: _Ctx) -> None:
     log_every = max(10, p.steps // 50)
 
     def bar(n: int, elapsed: float) -> str:
-        return tqdm_line("", n, p.steps, elapsed)
+        return tqdm_line("", n, p.steps, elapsed, remaining=c.eta)
 
     def metrics(n: int, t0: float) -> None:
         lr = 5e-5 * (1 - n / p.steps)

@@ -2,6 +2,11 @@
 
 Going through `ReplicateProvider` (not a shortcut) means the demo exercises the same HTTP client,
 retries, conversion and limiter that real use does; only the transport differs.
+
+The demo fleet is *continuous* (`DEMO_SIM`): its trainings are a function of a fixed epoch, not of the
+process's start, so after a kernel restart the simulator shows the same jobs as the one before it would
+have by now (finished ones finished, running ones still running, new ones arriving), and the persistent
+demo store keeps meeting live jobs instead of replays of ids it already holds as finished.
 """
 
 from __future__ import annotations
@@ -15,25 +20,37 @@ from jobwidget.core.pricing import Pricing
 from jobwidget.engine.providers.replicate import ReplicateProvider
 from jobwidget.sim import SIM_BASE_URL, SimConfig, SimTransport, SimulatedReplicate
 
-__all__ = ["DEMO_TOKEN", "shared_simulator", "simulated_provider"]
+__all__ = [
+    "DEMO_EPOCH",
+    "DEMO_SIM",
+    "DEMO_TOKEN",
+    "config_from_env",
+    "shared_simulator",
+    "simulated_provider",
+]
 
 # Not a secret: the simulator accepts any bearer token. A fixed value keeps demo requests well-formed.
 DEMO_TOKEN = "r8_jobwidget_simulated_demo"
+
+DEMO_EPOCH = 1_735_689_600.0  # 2025-01-01T00:00:00Z: the demo fleet's origin, the same for every process
+# About 2.5 trainings running at any moment at 60x (one arriving every 10 wall seconds), a few aborted.
+DEMO_SIM = SimConfig(epoch=DEMO_EPOCH, arrival_interval=600.0, abort_fraction=0.02)
 
 _SHARED: SimulatedReplicate | None = None
 _SHARED_LOCK = threading.Lock()
 
 
 def config_from_env(env: dict[str, str] | None = None) -> SimConfig:
-    """Simulator knobs from env `JOBWIDGET_SIM` (a JSON object), e.g. '{"arrival_interval": 60}'."""
+    """The demo's knobs (`DEMO_SIM`) overlaid with env `JOBWIDGET_SIM` (a JSON object), e.g.
+    '{"arrival_interval": 60}'; '{"epoch": null}' gives a session fleet anchored at the process's start."""
     raw = (os.environ if env is None else env).get("JOBWIDGET_SIM")
     if not raw:
-        return SimConfig()
+        return DEMO_SIM
     try:
         data = json.loads(raw)
         if not isinstance(data, dict):
             raise ValueError("it must be a JSON object")
-        return SimConfig.from_mapping(data)
+        return SimConfig.from_mapping(data, base=DEMO_SIM)
     except ValueError as exc:
         raise ConfigError(f"JOBWIDGET_SIM (environment) is not a valid simulator config: {exc}") from None
 
