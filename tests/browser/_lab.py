@@ -42,7 +42,17 @@ SERVER_START_TIMEOUT_S = 180.0  # generous: a busy 2-core machine starts Jupyter
 # Simulated Replicate for the kernel: at 60x, a new training about every third of a wall second (so a
 # Sync a few seconds after the notebook's own always finds some: P(none in 3 s) ~ 1e-4), trainings lasting
 # seconds to minutes (progress visibly moves, and some job is still running when the test cancels it).
-SIM_CONFIG = {"seed": 7, "fleet_size": 60, "active": 8, "time_scale": 60, "arrival_interval": 20}
+# A session fleet (no epoch) with 8 jobs running at start: the test needs running cards to watch and
+# cancel whatever the wall clock says; the continuous demo fleet is tested in tests/test_sim.py.
+SIM_CONFIG = {
+    "seed": 7,
+    "fleet_size": 60,
+    "active": 8,
+    "time_scale": 60,
+    "arrival_interval": 20,
+    "epoch": None,
+    "abort_fraction": 0.0,
+}
 
 CHROMIUM_ARGS = [
     "--disable-background-networking",
