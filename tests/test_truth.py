@@ -120,3 +120,50 @@ def test_wait_returns_from_its_own_reads_not_the_next_poll(tmp_path: Path) -> No
             assert route_count(running, LIST) == lists_before, "no background poll ran meanwhile"
         finally:
             jobs.close()
+
+
+def test_starting_then_aborted_ends_cancelled_and_wait_returns(tmp_path: Path) -> None:
+    clock = ManualClock()
+    with loopback_sim(
+        SimConfig(seed=24, fleet_size=10, active=0, arrival_interval=0), clock=clock
+    ) as running:
+        job_id = running.sim.add_training(outcome="aborted", queue=120)
+        jobs = Jobs(provider=provider_for(running), store=tmp_path / "jobs.sqlite3", autostart=False)
+        try:
+            jobs.sync()
+            assert jobs.get(job_id).status is JobStatus.QUEUED
+            finisher = threading.Timer(0.5, clock.advance, args=(3600,))
+            finisher.start()
+            (done,) = jobs.wait([job_id], timeout=DEADLINE)
+            finisher.join()
+            assert done.status is JobStatus.CANCELLED and done.is_terminal
+            assert done.provider_status == "aborted"
+            assert done.error_message and "aborted" in done.error_message
+            assert jobs.list(status="queued", limit=None) == [], "an aborted job is not polled as queued"
+        finally:
+            jobs.close()
+
+
+def test_a_job_that_404s_twice_and_comes_back_is_polled_again_and_ends_correct(tmp_path: Path) -> None:
+    clock = ManualClock()
+    cfg = SimConfig(seed=25, fleet_size=10, active=0, arrival_interval=0, fail_fraction=0, cancel_fraction=0)
+    with loopback_sim(cfg, clock=clock) as running:
+        job_id = running.sim.add_training(outcome="succeeded", queue=10, steps=3000)
+        clock.advance(1)  # 60 nominal seconds at the default time scale: it is running now
+        jobs = Jobs(provider=provider_for(running), store=tmp_path / "jobs.sqlite3", autostart=False)
+        try:
+            jobs.sync()
+            assert jobs.get(job_id).status is JobStatus.RUNNING
+            running.sim.vanish(job_id, times=2)
+            for n in (1, 2):
+                jobs.inline_progress(job_id)  # answered from the store: the provider says 404
+                assert jobs.get(job_id).metadata["missing"]["count"] == n
+                assert "poll_stopped" not in jobs.get(job_id).metadata, "two 404s must not end polling"
+            clock.advance(6 * 3600)  # back at the provider, and finished meanwhile
+            jobs.list(sync_active=True)
+            back = jobs.get(job_id)
+            assert back.status is JobStatus.COMPLETED, back
+            assert "missing" not in back.metadata and "poll_stopped" not in back.metadata
+            assert back.stage is None and back.progress == 100.0 and back.last_log
+        finally:
+            jobs.close()
