@@ -679,3 +679,4 @@ def test_wheel_ships_the_front_end(tmp_path):
         )
         assert zf.read("jobwidget/static/widget.js") == (ROOT / "js" / "src" / "widget.js").read_bytes()
         assert not any("node_modules" in n for n in names)
+        assert "jobwidget/py.typed" in names, "type checkers only read the hints of a package with py.typed"

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from jobwidget.core.columns import ROW_COLUMNS
 from jobwidget.core.models import JobStatus
 
 __all__ = ["FRAME_COLUMNS", "FRAME_DTYPES", "ROW_COLUMNS", "jobs_frame"]
@@ -42,23 +43,6 @@ FRAME_DTYPES: dict[str, Any] = {
 }
 FRAME_COLUMNS: tuple[str, ...] = tuple(FRAME_DTYPES)
 
-# The columns `JobStore.frame_rows()` selects, in this order.
-ROW_COLUMNS = (
-    "job_id",
-    "provider",
-    "status",
-    "stage",
-    "progress",
-    "name",
-    "model",
-    "hardware",
-    "created_at",
-    "started_at",
-    "completed_at",
-    "cost_usd",
-    "error_message",
-    "last_log",
-)
 _TIME_COLUMNS = ("created_at", "started_at", "completed_at")
 
 

@@ -27,8 +27,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from jobwidget.core.columns import ROW_COLUMNS
 from jobwidget.core.errors import StoreCorruptError, StoreError
-from jobwidget.core.frame import ROW_COLUMNS
 from jobwidget.core.models import ACTIVE_STATUSES, Job, JobStatus, merge_job
 
 __all__ = ["SCHEMA_VERSION", "JobStore", "Lease", "UpsertResult"]

@@ -20,7 +20,6 @@ from collections.abc import Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from jobwidget.core.errors import JobNotFound, JobwidgetError, ProviderError
-from jobwidget.core.frame import jobs_frame
 from jobwidget.core.models import InlineProgress, Job, JobStatus, ProviderCheck, SyncResult
 from jobwidget.engine.config import Settings, load_settings
 from jobwidget.engine.events import PUBLIC_EVENTS
@@ -335,6 +334,8 @@ class Jobs:
 
     def to_dataframe(self) -> pd.DataFrame:
         """One row per job with fixed columns and dtypes, straight from the store."""
+        from jobwidget.core.frame import jobs_frame  # pandas loads here, not on `import jobwidget`
+
         self._check_open()
         return jobs_frame(self._store.frame_rows())
 
