@@ -96,8 +96,8 @@ def parse_timestamp(value: object) -> datetime | None:
     tz = m.group("tz")
     suffix = "+00:00" if tz is None or tz in "Zz" else tz
     try:
-        fields = (int(m.group(k)) for k in ("y", "mo", "d", "h", "mi", "s"))
-        base = datetime(*fields, micro)
+        y, mo, d, h, mi, sec = (int(m.group(k)) for k in ("y", "mo", "d", "h", "mi", "s"))
+        base = datetime(y, mo, d, h, mi, sec, micro)
         dt = datetime.fromisoformat(base.isoformat() + suffix).astimezone(UTC)
     except (ValueError, OverflowError):  # second 84, month 13, offset +99:00 ...
         return None

@@ -127,7 +127,7 @@ class SyncService:
         batch = [_sighted(job) for job in jobs] if sighted else list(jobs)
         async with self._write_lock:
             result = await asyncio.to_thread(self.store.upsert, batch)
-            changes = [(None, job) for job in result.created]
+            changes: list[tuple[_State | None, Job]] = [(None, job) for job in result.created]
             changes += [(_state(before), after) for before, after in result.updated]
             self.announce(changes, source=source)
         return result
@@ -446,7 +446,8 @@ class SyncService:
             # Provider trouble or a job it no longer knows (now marked): answer from the store.
             with contextlib.suppress(ProviderError, JobNotFound):
                 detail = await self.fetch(job_id)
-                job = await asyncio.to_thread(self.store.get, job_id) or detail.job
+                fresh = await asyncio.to_thread(self.store.get, job_id)
+                job = fresh or detail.job
         inline = job.metadata.get(INLINE) or {}
         return InlineProgress(
             job_id=job.job_id,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import anyio
 import httpx
@@ -32,7 +32,7 @@ class SimTransport(httpx.AsyncBaseTransport):
     def __init__(
         self, sim: SimulatedReplicate | ASGIApp, *, client: tuple[str, int] = ("127.0.0.1", 50000)
     ) -> None:
-        app = getattr(sim, "app", sim)
+        app = cast("ASGIApp", getattr(sim, "app", sim))
         self._inner = httpx.ASGITransport(app=app, client=client)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
