@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from jobwidget.core import logparse
 from jobwidget.core.logparse import MAX_SCAN, parse_logs
+from jobwidget.core.logparse.scanner import Fed, Scanner
 from jobwidget.core.models import InlineProgress
 
 FIXTURES = Path(__file__).parent / "fixtures" / "logs"
@@ -502,14 +503,14 @@ def test_reads_only_a_bounded_tail(monkeypatch: pytest.MonkeyPatch) -> None:
     """A 40 MB log costs what its last MAX_SCAN characters cost; no whole-text splitting."""
     big = "x" * (40 << 20) + "\n" + _long_log(50, "Saving at step 50\n")
     seen: list[int] = []
-    real = logparse._Scanner.feed
+    real = Scanner.feed
 
-    def counting(self, lines, i):  # type: ignore[no-untyped-def]
-        stop = real(self, lines, i)
-        seen.extend(len(line) + 1 for line in lines[max(stop + 1, 0) : i + 1])
-        return stop
+    def counting(self: Scanner, lines: list[str], i: int) -> Fed:
+        fed = real(self, lines, i)
+        seen.extend(len(line) + 1 for line in lines[fed.oldest_read : i + 1])
+        return fed
 
-    monkeypatch.setattr(logparse._Scanner, "feed", counting)
+    monkeypatch.setattr(Scanner, "feed", counting)
     got = parse_logs(big)
     assert got.stage == SAVE and got.progress == pytest.approx(1.0)
     assert sum(seen) <= MAX_SCAN
