@@ -9,18 +9,26 @@ progress, so the parser works in steps, one module each:
 - `scanner`: reads the tail newest line first and turns lines into events, skipping redraws cheaply;
 - `bars` and `messages` (with the data in `patterns`): *recognise* a line, with no trainer-specific
   regexes: a general tqdm bar (`desc: NN%|bar| n/total [elapsed<remaining, rate, postfix]`, description
-  optional), Lightning's rich bar, plain `step n/N` / `epoch e/E` lines, Hugging Face dicts, run totals
-  and *activity statements* (a message that starts with "Saving", "Caching", "Running training"...);
+  optional; also without glyphs, "Epoch 1:  50% 1/2 [...]", of unknown total, "Validation: |  | 0/? [",
+  and several redraws glued into one line), Lightning's rich bar, plain `step n/N` / `epoch e/E` lines
+  and "step N - loss x", Hugging Face dicts, run totals ("Num Epochs = 4"), *activity statements* (a
+  message that starts with "Saving", "Caching", "Running training", "Warming up"... or a logger named for
+  the training loop) and the end of a run said in words ("Training has completed.", "max_epochs=10
+  reached"), which is 100 %;
 - `context`: gives each event its role from what came before (a bar without a description is the phase
   announced last, or the training bar it interrupts...), one handler per event kind;
 - `answer`: reads stage, progress and figures from the newest events.
+
+Captures that escape control characters (rsyslog, CloudWatch, SageMaker: CR as "#015", cursor-up as
+"#033[A") are decoded before lines are split, so frames are read and the last one is shown.
 
 Only the tail is read: 16 KiB, then chunks four times larger, never more than `MAX_SCAN` characters, and
 reading stops as soon as the answer cannot change any more (usually at the last line: a training redraw
 settles it). Nothing splits or scans the whole text, so the cost never grows with the log's length.
 
 Values: `stage` is one of `STAGES` or None; `progress` is a percent of the whole run in [0, 100] or None
-(Lightning's tqdm bar "Epoch 3: 45%" is an epoch's share, and the run's epoch count is not in the log);
+(Lightning's tqdm bar "Epoch 3: 45%" counts epochs from 0 and is an epoch's share: without an epoch count
+in the log, such as "max_epochs: 10", the run's progress is unknown);
 `step`/`total_steps` are the run's (for "Epoch e/E" bars: e x batches + n of E x batches); `rate` is in
 iterations per second (tqdm's "s/it" inverted); `eta_seconds` is the bar's remaining time; `loss` is the
 newest training loss (never eval/val loss), None when it is NaN/inf rather than an older finite value.
@@ -31,6 +39,7 @@ from __future__ import annotations
 import re
 
 from jobwidget.core.logparse.answer import Result, answer
+from jobwidget.core.logparse.bars import last_frame
 from jobwidget.core.logparse.context import Context
 from jobwidget.core.logparse.events import STAGES, Event
 from jobwidget.core.logparse.patterns import ANSI, CTRL
@@ -86,6 +95,8 @@ def _parse(text: str, job_id: str | None) -> InlineProgress:
     while pos > floor:
         start = max(floor, pos - chunk)
         piece = text[start:pos] + carry
+        if "#0" in piece:
+            piece = _decode_escapes(piece)
         if "\x1b" in piece or "\x9b" in piece:
             piece = ANSI.sub("", piece)
         if "\r" in piece:
@@ -99,7 +110,7 @@ def _parse(text: str, job_id: str | None) -> InlineProgress:
                 lines[0], carry = carry, ""
         if last_log is None:
             for line in reversed(lines):
-                last_log = _clean_last(line) if line else None
+                last_log = _clean_last(last_frame(line) if line.count("%|") > 1 else line) if line else None
                 if last_log is not None:
                     break
         i = len(lines) - 1
@@ -141,8 +152,20 @@ def _clean_last(line: str) -> str | None:
     return s
 
 
+# rsyslog, CloudWatch and SageMaker captures write control characters as "#" and three octal digits. A digit
+# right after is taken as the escape's only when it starts a redraw's percent ("#015100%|"), so a literal
+# "photo #0151.jpg" stays as it is.
+_ESCAPED = re.compile(r"#0(?:15|12|11)(?!\d)|#0(?:15|12)(?=\d{1,3}(?:\.\d{1,3})?%)|#033(?=[\[\]()A-Z])")
+_UNESCAPE = {"#015": "\r", "#012": "\n", "#011": "\t", "#033": "\x1b"}
+
+
+def _decode_escapes(piece: str) -> str:
+    """CR written as "#015", ESC as "#033" ("#033[A" is cursor-up): decoded before frames are read."""
+    return _ESCAPED.sub(lambda m: _UNESCAPE[m.group(0)], piece)
+
+
 def _last_log_only(text: str) -> str | None:
-    tail = ANSI.sub("", text[-_MAX_CARRY:])
+    tail = ANSI.sub("", _decode_escapes(text[-_MAX_CARRY:]))
     for line in reversed(re.split(r"\r\n|\r|\n", tail)):
         cleaned = _clean_last(line)
         if cleaned:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import math
 
-from jobwidget.core.logparse.bars import bar_progress
+from jobwidget.core.logparse.bars import bar_loss, bar_progress, bar_stats
 from jobwidget.core.logparse.events import (
     BAR,
     DICT,
+    END,
     FIGURE,
     LOSS,
     PRE,
@@ -25,8 +26,6 @@ from jobwidget.core.logparse.events import (
     WARMUP,
     Event,
 )
-from jobwidget.core.logparse.messages import find_loss
-from jobwidget.core.logparse.patterns import RATE, RICH, TQDM
 
 
 class Result:
@@ -62,7 +61,7 @@ def answer(events: list[Event]) -> Result:
             newest_train = ev
         kind = ev.kind
         if loss is None:
-            loss = ev.loss if kind is not BAR else _bar_loss(ev)
+            loss = ev.loss if kind is not BAR else bar_loss(ev)
         if kind is BAR:
             if fig_ev is None and bar_progress(ev) is not None:
                 fig_ev = ev
@@ -72,8 +71,15 @@ def answer(events: list[Event]) -> Result:
                     fig_ev = ev
             elif epoch_fig is None and ev.epochs:
                 epoch_fig = 100.0 * (ev.epoch or 0.0) / ev.epochs
-        elif kind is DICT and epoch_fig is None and ev.epoch is not None and ev.epochs:
-            epoch_fig = 100.0 * ev.epoch / ev.epochs
+        elif kind is END:
+            if fig_ev is None:
+                fig_ev = ev  # "Training has completed.": 100 % whatever the last frame drawn said
+        elif kind is DICT:
+            if ev.n is not None and ev.total:
+                if fig_ev is None:
+                    fig_ev = ev  # {'loss': ..., 'global_step/max_steps': '10/222'}
+            elif epoch_fig is None and ev.epoch is not None and ev.epochs:
+                epoch_fig = 100.0 * ev.epoch / ev.epochs
         if fig_ev is not None and loss is not None:
             break
     # the newest loss, even when it diverged: a stale finite value would hide a NaN run
@@ -83,8 +89,11 @@ def answer(events: list[Event]) -> Result:
         certain = fig_ev.certain
         if fig_ev.kind is BAR:
             _fill_from_bar(res, fig_ev)
+        elif fig_ev.kind is END:
+            res.progress, res.eta = 100.0, 0.0
+            res.step, res.total = fig_ev.n, fig_ev.total
         else:
-            res.progress = _clamp(_fig_progress(fig_ev))
+            res.progress = _clamp(_fig_progress(fig_ev) if fig_ev.kind is FIGURE else _dict_progress(fig_ev))
             res.step, res.total = fig_ev.n, fig_ev.total
     elif epoch_fig is not None:
         res.progress = _clamp(epoch_fig)
@@ -112,7 +121,12 @@ def _stage(res: Result, events: list[Event]) -> tuple[bool, int]:
         ev = events[i]
         if ev.role is R_NONE or ev.kind is LOSS:
             continue
-        stage = TRAIN if ev.role is R_TRAIN or ev.role is R_TRAIN_MARK else ev.stage
+        if ev.kind is END:
+            stage = ev.stage or TRAIN  # "Done training: packaging trained_model.tar" is a save
+        elif ev.role is R_TRAIN or ev.role is R_TRAIN_MARK:
+            stage = TRAIN
+        else:
+            stage = ev.stage
         if stage is None:
             continue
         if stage == PRE:
@@ -162,10 +176,17 @@ def _fig_progress(ev: Event) -> float | None:
     return 100.0 * frac
 
 
+def _dict_progress(ev: Event) -> float | None:
+    return 100.0 * ev.n / ev.total if ev.n is not None and ev.total else None
+
+
 def _fill_from_bar(res: Result, ev: Event) -> None:
+    if ev.after_end:  # the finished bar drawn again after the run said it was over
+        res.progress, res.step, res.total, res.eta = 100.0, ev.total, ev.total, 0.0
+        return
     res.progress = _clamp(bar_progress(ev))
     n, total = ev.n, ev.total
-    rate, remaining = _bar_stats(ev)
+    rate, remaining = bar_stats(ev)
     res.rate = rate
     if not ev.per_epoch:
         res.step, res.total = n, total
@@ -176,71 +197,3 @@ def _fill_from_bar(res: Result, ev: Event) -> None:
         res.total = ev.epochs * total
         if rate:
             res.eta = round(max(0, res.total - res.step) / rate, 1)
-
-
-def _bar_stats(ev: Event) -> tuple[float | None, float | None]:
-    """(rate in it/s, seconds remaining) from the newest redraw's statistics."""
-    if ev.rich:
-        m = RICH.search(ev.line)
-        if m is None:
-            return None, None
-        rate = _float(m.group(5))
-        return (rate if rate else None), _seconds(m.group(4))
-    m = TQDM.search(ev.line)
-    if m is None or not m.group(5):
-        return None, None
-    parts = m.group(5).split(",", 2)
-    remaining = None
-    timing = parts[0]
-    if "<" in timing:
-        remaining = _seconds(timing.split("<", 1)[1])
-    rate = None
-    if len(parts) > 1:
-        rm = RATE.match(parts[1])
-        if rm is not None:
-            value = _float(rm.group(1))
-            if value:
-                if rm.group(2):  # "1.25s/it": seconds per iteration
-                    rate = round(1.0 / value, 6)
-                elif rm.group(4):
-                    rate = value
-    return rate, remaining
-
-
-def _bar_loss(ev: Event) -> float | None:
-    line = ev.line
-    if ev.rich:
-        m = RICH.search(line)
-        tail = m.group(6) if m is not None else ""
-    else:
-        m = TQDM.search(line)
-        tail = (m.group(5) or "") if m is not None else ""
-    if "loss" not in tail.lower():
-        return None
-    return find_loss(tail.lower())
-
-
-def _float(s: str | None) -> float | None:
-    if not s:
-        return None
-    try:
-        value = float(s)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
-
-
-def _seconds(s: str | None) -> float | None:
-    """tqdm/rich intervals ("11:40", "1:02:03", "0:00:12") in seconds; None when unknown ("?")."""
-    if not s:
-        return None
-    s = s.strip()
-    if not s or "?" in s or "-" in s:
-        return None
-    parts = s.split(":")
-    if len(parts) > 3 or not all(p.isdigit() for p in parts):
-        return None
-    total = 0
-    for p in parts:
-        total = total * 60 + int(p)
-    return float(total)

@@ -16,13 +16,16 @@ class Kind(Enum):
     """What a recognised line is."""
 
     BAR = "bar"  # a progress bar redraw (tqdm or rich), or a run of redraws of one bar
-    FIGURE = "figure"  # a plain progress line: "step 1500/5000", "epoch 3/10"
+    FIGURE = "figure"  # a plain progress line: "step 1500/5000", "epoch 3/10", "step 12 - loss 0.3"
     MARK = "mark"  # an activity statement: "Saving checkpoint ...", "Running training", "Caching latents"
     DICT = "dict"  # a Hugging Face logged dict: {'loss': ..., 'epoch': ...} or {'eval_loss': ...}
     INFO = "info"  # run totals announced before training: "Num Epochs = 3", "Total optimization steps = 500"
     LOSS = "loss"  # any other line carrying a training loss
     TRACEBACK = "traceback"  # "Traceback (most recent call last):"
     EXCEPTION = "exception"  # the "SomeError: message" line that ends a traceback
+    END = (
+        "end"  # the run says in words that training is over: "Training has completed", "max_steps=N reached"
+    )
 
 
 class Role(Enum):
@@ -35,7 +38,7 @@ class Role(Enum):
 
 
 # Module-level aliases: identity tests against these are the hot path's only enum cost.
-BAR, FIGURE, MARK, DICT, INFO, LOSS, TRACEBACK, EXCEPTION = (
+BAR, FIGURE, MARK, DICT, INFO, LOSS, TRACEBACK, EXCEPTION, END = (
     Kind.BAR,
     Kind.FIGURE,
     Kind.MARK,
@@ -44,6 +47,7 @@ BAR, FIGURE, MARK, DICT, INFO, LOSS, TRACEBACK, EXCEPTION = (
     Kind.LOSS,
     Kind.TRACEBACK,
     Kind.EXCEPTION,
+    Kind.END,
 )
 R_NONE, R_TRAIN, R_AUX, R_TRAIN_MARK = Role.NONE, Role.TRAIN, Role.AUX, Role.TRAIN_MARK
 
@@ -65,15 +69,20 @@ class Event:
     head = ""  # bars: what every redraw starts with (the description part)
     tail = ""  # bars: the "/total" part every redraw contains
     rich = False
+    plain = False  # bars: tqdm without glyphs ("Epoch 1:  50% 1/2 [...]") or of unknown total ("| 0/? [")
     n: int | None = None
     n0: int | None = None
     total: int | None = None
     epoch: float | None = None
     epochs: int | None = None
+    own_epochs: int | None = None  # bars: the epoch count the description gave ("Epoch 3/10"), if any
     per_epoch = False
     zero_based = False
+    bare = False  # figures: a step count without the run's length ("step 250 - loss 0.12")
     loss: float | None = None
     dict_eval = False
+    by_default = False  # bars without description judged Preprocessing only because nothing said training
+    after_end = False  # a training figure redrawn after the run said it was over
 
     def __init__(self, kind: Kind) -> None:
         self.kind = kind

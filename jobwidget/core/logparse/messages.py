@@ -15,6 +15,7 @@ from collections.abc import Callable
 from jobwidget.core.logparse.bars import to_int
 from jobwidget.core.logparse.events import (
     DICT,
+    END,
     EXCEPTION,
     FIGURE,
     INFO,
@@ -34,6 +35,7 @@ from jobwidget.core.logparse.patterns import (
     CONFIG,
     CONTENT_FIRST,
     DICT_EPOCH,
+    DICT_STEP,
     EPOCH_ANY,
     EPOCH_AT_START,
     EXC,
@@ -41,6 +43,7 @@ from jobwidget.core.logparse.patterns import (
     GENERATE,
     IDENT_TAIL,
     IMAGE_WORDS,
+    LIMIT_REACHED,
     LOSS_VALUE,
     MAX_LINE,
     MID,
@@ -52,16 +55,23 @@ from jobwidget.core.logparse.patterns import (
     PREP_OBJECTS,
     PUNCT,
     RESUME,
+    RUN_END,
     SAVE_VERBS,
     START_VERBS,
     STEP_ANY,
     STEP_AT_START,
+    STEP_OF_MAX,
+    STEP_ONLY,
     TOTAL_STEPS,
     TRAIN_FIRST,
+    TRAIN_LOOP,
     TRAIN_REST,
     VAL_VERBS,
     VAL_WORDS,
+    WARM_ACTIVITY,
+    WARM_DONE,
     WARM_FIRST,
+    WARM_SETTING,
     WORD,
 )
 
@@ -82,10 +92,14 @@ def _persisting(word: str, rest: str) -> str | None:
 
 
 def _starting(word: str, rest: str) -> str | None:
-    """A start verb: "Running validation", "Starting training", "Start caching ..."."""
+    """A start verb: "Running validation", "Starting training", "Running 10 warmup steps", "Start caching"."""
     if VAL_WORDS.search(rest):
         return VAL
-    if TRAIN_REST.search(rest):
+    train = TRAIN_REST.search(rest)
+    warm = WARM_ACTIVITY.search(rest)
+    if warm is not None and (train is None or warm.start() < train.start()):
+        return WARMUP  # "Running warmup before training"; "Starting training with warmup" is training
+    if train is not None:
         return TRAIN
     if PRE_WORDS.search(rest[:40]):
         return PRE
@@ -101,9 +115,17 @@ def _resuming(word: str, rest: str) -> str | None:
 
 
 def _warming(word: str, rest: str) -> str | None:
-    if word != "warm" or rest.startswith(("ing", " up", "-up", "up")):
-        return WARMUP
-    return None
+    """Warmup as an activity ("Warming up the model", "Warmup step 3/10"), not as a setting ("warmup: 100
+    steps", "Warmup ratio 0.03")."""
+    if word in ("warm", "warming"):
+        if not rest.startswith(("ing", " up", "-up", "up")):
+            return None  # "warm start"
+        rest = rest[rest.index("up") + 2 :]
+    if WARM_SETTING.match(rest):
+        return None
+    if WARM_DONE.match(rest):
+        return TRAIN  # "Warmup complete.": what follows warmup is training
+    return WARMUP
 
 
 def _checkpoint(word: str, rest: str) -> str | None:
@@ -127,6 +149,9 @@ _RULES: tuple[tuple[frozenset[str], Rule], ...] = (
     (PRE_VERBS, _always(PRE)),
     (frozenset({"checkpoint"}), _checkpoint),
 )
+_END_FIRST = frozenset(
+    {"finished", "completed", "done", "ended", "exiting", "exited", "exit", "fine-tuning", "finetuning"}
+)
 # one lookup per message; the first row naming a word wins
 _RULE_BY_WORD: dict[str, Rule] = {w: rule for words, rule in reversed(_RULES) for w in words}
 
@@ -136,11 +161,17 @@ _RULE_BY_WORD: dict[str, Rule] = {w: rule for words, rule in reversed(_RULES) fo
 
 def message(line: str) -> tuple[str, str]:
     """A line's message without log prefixes and leading punctuation, and its lower-case form."""
+    msg, low, _prefix = _split(line)
+    return msg, low
+
+
+def _split(line: str) -> tuple[str, str, str]:
+    """(message, its lower-case form, the log prefix before it)."""
     s = line if len(line) <= MAX_LINE else line[:MAX_LINE]
     m = PREFIX.match(s)
-    msg = s[m.end() :] if m is not None else s
-    msg = msg.lstrip(PUNCT)
-    return msg, msg.lower()
+    cut = m.end() if m is not None else 0
+    msg = s[cut:].lstrip(PUNCT)
+    return msg, msg.lower(), s[:cut]
 
 
 def text_event(line: str) -> Event | None:
@@ -149,14 +180,20 @@ def text_event(line: str) -> Event | None:
     head = s[:2]
     if head in ("{'", '{"'):
         return _dict_event(s)
-    msg, low = message(s)
+    msg, low, prefix = _split(s)
     if not low:
         return None
+    if msg[:2] in ("{'", '{"') and prefix:
+        return _dict_event(msg)  # "(RayTrainWorker pid=12) {'loss': 0.5, 'epoch': 1.0}"
     if ("Error" in msg or "Exception" in msg or "Interrupt" in msg or "Exit" in msg) and EXC.match(msg):
         return Event(EXCEPTION)
     if low.startswith("traceback (most recent call last)"):
         return Event(TRACEBACK)
     ev = _statement(low)
+    if (ev is None or ev.stage in (VAL, PRE)) and "loop" in s and _names_training_loop(prefix, low):
+        # "(training-loop) Predicting.": a debug logger named for the training loop speaks from inside it
+        ev = Event(MARK)
+        ev.stage = TRAIN
     if ev is None and "loss" in low:
         loss = find_loss(low)
         if loss is not None:
@@ -165,6 +202,10 @@ def text_event(line: str) -> Event | None:
     if ev is None and ("epoch" in low or "steps" in low) and ("=" in low or ":" in low):
         ev = _info_event(low)
     return ev
+
+
+def _names_training_loop(prefix: str, low: str) -> bool:
+    return TRAIN_LOOP.search(prefix.lower()) is not None or TRAIN_LOOP.search(low[:200]) is not None
 
 
 def _statement(low: str) -> Event | None:
@@ -178,6 +219,16 @@ def _statement(low: str) -> Event | None:
         ev = _figure_event(low)
         if ev is not None:
             return ev
+    if word in TRAIN_FIRST or word in _END_FIRST:
+        em = RUN_END.match(low)
+        if em is not None:  # "Training has completed.", "Finished training", "Exiting training loop"
+            end = Event(END)
+            rest_ev = _statement(low[em.end() :].lstrip(" :.,;-"))
+            if rest_ev is not None and rest_ev.kind is MARK and rest_ev.stage != TRAIN:
+                end.stage = rest_ev.stage  # "Done training: packaging trained_model.tar" is a save
+            return end
+    elif "reached" in low and LIMIT_REACHED.search(low):
+        return Event(END)  # "`Trainer.fit` stopped: `max_epochs=10` reached."
     if word and word in ALL_FIRST and CONFIG.match(low):
         return None  # "warmup_steps: 100", "Num Epochs = 3", "save_every=250": settings, not activity
     rule = _RULE_BY_WORD.get(word)
@@ -213,11 +264,20 @@ def _mid_line_stage(low: str) -> str | None:
 
 
 def _figure_event(low: str) -> Event | None:
-    """Plain progress lines: "step 1500/5000", "Epoch 3/10", "[Epoch 2/10][Step 150/1000] loss=0.3"."""
+    """Plain progress lines: "step 1500/5000", "Epoch 3/10", "[Epoch 2/10][Step 150/1000] loss=0.3",
+    the final "global_step = 1000, max_train_steps = 1000", and "step 250 - loss 0.12" (no total)."""
+    fm = STEP_OF_MAX.match(low)
+    if fm is not None:
+        n, total = int(fm.group(1)), int(fm.group(2))
+        if total <= 0:
+            return None
+        ev = Event(FIGURE)
+        ev.n, ev.total = min(n, total), total
+        return ev
     sm = STEP_AT_START.match(low)
     em = EPOCH_AT_START.match(low)
     if sm is None and em is None:
-        return None
+        return _bare_step(low)
     if sm is None:
         sm = STEP_ANY.search(low, em.end()) if em is not None else None
     if em is None:
@@ -238,16 +298,40 @@ def _figure_event(low: str) -> Event | None:
     return ev
 
 
+def _bare_step(low: str) -> Event | None:
+    """A step count with a training loss and no total: training, whose length the header may give."""
+    if "loss" not in low:
+        return None  # "steps: 1000" alone is a setting
+    m = STEP_ONLY.match(low)
+    if m is None:
+        return None
+    loss = find_loss(low)
+    if loss is None:
+        return None
+    ev = Event(FIGURE)
+    ev.n = int(m.group(1))
+    ev.loss = loss
+    ev.bare = True
+    ev.certain = False  # until a total is known
+    return ev
+
+
 def _dict_event(s: str) -> Event | None:
     """Hugging Face Trainer's logged dicts: training logs, evaluation results, the final summary."""
     low = s[:MAX_LINE].lower()
     is_eval = "'eval_" in low or '"eval_' in low or "'val_" in low or '"val_' in low
-    if not is_eval and "loss" not in low and "'epoch'" not in low and '"epoch"' not in low:
+    sm = DICT_STEP.search(low) if not is_eval and "step" in low else None
+    if not is_eval and "loss" not in low and "'epoch'" not in low and '"epoch"' not in low and sm is None:
         return None
     ev = Event(DICT)
     ev.dict_eval = is_eval
     if not is_eval:
         ev.loss = find_loss(low)
+    if sm is not None:
+        ev.n = int(sm.group(1))
+        total = int(sm.group(2)) if sm.group(2) else None
+        ev.total = total if total and ev.n <= total else None
+        ev.bare = ev.total is None
     m = DICT_EPOCH.search(low)
     if m is not None:
         try:

@@ -26,6 +26,14 @@ TQDM = re.compile(
     r"(\d[\d.,]{0,20}[a-zA-Z]{0,3})\s{0,4}/\s{0,4}(\d[\d.,]{0,20}[a-zA-Z]{0,3}|\?)"
     r"\s{0,8}(?:\[([^\]\n]{0,512})\]?)?"
 )
+# tqdm with no bar glyphs: `ncols=0` or a notebook widget's text ("Epoch 1:  50% 1/2 [00:00<00:00, 2.1it/s]"),
+# and a bar of unknown total under a custom bar_format (Lightning: "Validation: |    | 0/? [00:00<?, ?it/s]").
+# Groups: percent (absent in the second form), n, total, statistics (which must start with an elapsed time).
+TQDM_PLAIN = re.compile(
+    r"(?:(?<![\d.])(\d{1,3})(?:\.\d{1,3})?%|\| {0,512}+\|)\s{1,8}"
+    r"(\d[\d.,]{0,20}[a-zA-Z]{0,3})\s{0,4}/\s{0,4}(\d[\d.,]{0,20}[a-zA-Z]{0,3}|\?)"
+    r"\s{1,8}\[(\d{1,6}:\d\d(?::\d\d)?[^\]\n]{0,500})\]?"
+)
 # Lightning's RichProgressBar: "Epoch 3/9  ━━━━╸━━━ 45/100 0:00:10 • 0:00:12 4.50it/s v_num: 0 loss: 0.5".
 RICH = re.compile(
     r"(?<![━╸╺╾╼])[━╸╺╾╼]{1,512}+\s{0,8}(\d{1,12})/(\d{1,12}|--)\s{1,8}(-:--:--|\d{1,6}:\d\d:\d\d)\s{0,4}•\s{0,4}"
@@ -39,6 +47,8 @@ N_AT = re.compile(r"\s{0,8}(\d{1,12})\s{0,4}/")
 PREFIX = re.compile(
     r"(?:"
     r"\s+"
+    # syslog: "Jun  1 12:00:00 host python[123]:"
+    r"|[A-Z][a-z]{2}\s{1,2}\d{1,2}\s\d\d:\d\d:\d\d(?:\.\d{1,9})?\s[\w.-]{1,64}\s[\w./@-]{1,64}(?:\[\d{1,10}\])?:"
     r"|[\[(<](?![^\])>\n]{0,24}?(?:[Ee]poch|[Ss]tep|[Ii]ter)\w{0,9}\s{0,4}[:=]?\s{0,4}\d)[^\])>\n]{0,80}[\])>]:?"
     r"|\d{2,4}[-/.]\d{1,2}[-/.]\d{1,4}(?:[ T]\d{1,2}:\d\d(?::\d\d)?(?:[.,]\d{1,9})?)?(?:Z|[+-]\d\d:?\d\d)?"
     r"|\d{1,2}:\d\d:\d\d(?:[.,]\d{1,9})?"
@@ -70,8 +80,12 @@ LOSS_VALUE = re.compile(
     r"(?<![\w/])(?:train(?:ing)?[_/ ]?|avr_|avg_|average[_ ]|step_|running[_ ]|total[_ ]|mean[_ ])?loss"
     r"['\"]?\s{0,4}(?:[:=]\s{0,4}|\s)['\"]?([-+]?(?:(?:\d{1,12}(?:\.\d{0,12})?|\.\d{1,12})(?:e[-+]?\d{1,3})?|nan|inf))"
 )
+# a logged dict's step: "'step': 120", "'global_step/max_steps': '10/222'" (ms-swift)
+DICT_STEP = re.compile(
+    r"['\"](?:global_)?steps?(?:/max_steps)?['\"]\s{0,4}:\s{0,4}['\"]?(\d{1,12})(?:\s{0,2}/\s{0,2}(\d{1,12}))?"
+)
 DICT_EPOCH = re.compile(r"['\"]epoch['\"]\s{0,4}:\s{0,4}['\"]?(\d{1,9}(?:\.\d{1,12})?)")
-NUM_EPOCHS = re.compile(r"num[ _]?(?:train[ _])?epochs?[^:=\n]{0,40}[:=]\s{0,8}(\d[\d,]{0,11})")
+NUM_EPOCHS = re.compile(r"(?:num|max)[ _]?(?:train[ _])?epochs?[^:=\n]{0,40}[:=]\s{0,8}(\d[\d,]{0,11})")
 TOTAL_STEPS = re.compile(
     r"total (?:optimization |training |train )?steps[^:=\n]{0,40}[:=]\s{0,8}(\d[\d,]{0,14})"
 )
@@ -80,7 +94,8 @@ MID = re.compile(
     r"|(?:model|checkpoint|state|weights|lora) (?:saved|written)"
     r"|generating (?:sample|validation|eval|preview)"
     r"|(?:running|starting|start) (?:validation|evaluation|eval)\b"
-    r"|(?:running|starting|start|begin(?:ning)?) (?:the )?training\b)"
+    r"|(?:running|starting|start|begin(?:ning)?) (?:the )?training\b"
+    r"|(?:currently|now|still) training\b)"
 )
 
 # Words that say what a phase does, looked up on a bar's description or at a message's start.
@@ -130,7 +145,7 @@ VAL_VERBS = _words(
     "inference predicting testing"
 )
 SAVE_VERBS = _words("saving saved save checkpointing exporting storing")
-PERSIST_VERBS = _words("deleting removing writing wrote uploading pushing")
+PERSIST_VERBS = _words("deleting removing writing wrote uploading pushing packaging archiving compressing")
 START_VERBS = _words("running starting start started begin beginning launching")
 TRAIN_FIRST = _words("training train fine-tuning finetuning")
 RESUME = _words("resuming resume")
@@ -149,4 +164,42 @@ ALL_FIRST = (
     | WARM_FIRST
     | GENERATE
     | {"checkpoint"}
+)
+
+# ---------------------------------------------------------------------------- the end of a run, in words
+# "Training has completed.", "Training completed. Do not forget...", "Finished training", "Exiting training
+# loop"
+RUN_END = re.compile(
+    r"(?:training|fine-?tuning)\s(?:has\s|is\s|was\s)?(?:been\s)?(?:completed?|finished|done|ended|over)\b"
+    r"|(?:finished|completed|done|ended)\s(?:the\s)?(?:training|fine-?tuning)\b"
+    r"|exit(?:ing|ed)?\s(?:the\s)?(?:main\s)?training\sloop\b"
+)
+# Lightning's fit loop: "`Trainer.fit` stopped: `max_epochs=10` reached."
+LIMIT_REACHED = re.compile(r"stopped:\W{0,3}max_(?:epochs|steps)\s?=\s?\d{1,12}\W{0,3}reached")
+# A final summary: "global_step = 1000, max_train_steps = 1000", "step: 500, total_steps: 500"
+STEP_OF_MAX = re.compile(
+    r"(?:global[ _]?)?steps?\s{0,4}[:=]\s{0,4}(\d{1,12})\s{0,4}[,;|]?\s{0,4}"
+    r"(?:max|total)[ _](?:train(?:ing)?[ _])?steps\s{0,4}[:=]\s{0,4}(\d{1,12})"
+)
+# "step 250 - loss 0.1234", "Step 12: loss=0.03": a step count without the run's length
+STEP_ONLY = re.compile(
+    r"(?:epochs?\s{0,4}[:=#]?\s{0,4}\d{1,9}\s{0,4}[,;|-]?\s{0,4})?"  # "Epoch 2, Step 120, Loss 0.3"
+    r"(?:global[ _]?)?(?:steps?|iter(?:ation)?s?)\s{0,4}[:=#]?\s{0,4}\[?\s{0,4}(\d{1,12})"
+    r"(?![\d.]|\s{0,4}(?:/|of\b))"
+)
+# a logger or message naming the training loop: "(training-loop) Predicting.", "main training loop"
+TRAIN_LOOP = re.compile(r"\b(?:train(?:ing)?[-_ ](?:epoch[-_ ])?|fit[-_])loop\b")
+
+# ------------------------------------------------------------------------------------------- warmup
+# warmup as an activity, not a setting: "warmup_ratio=0.1" and "warmup: 100 steps" are settings
+WARM_ACTIVITY = re.compile(r"warm[\s-]?(?:ing\s)?up(?![_\w]|\s{0,2}[:=])")
+# what follows the warm word in a setting: "warmup: 100 steps", "Warmup ratio 0.03", "warmup steps = 50"
+WARM_SETTING = re.compile(
+    r"[\w-]{0,12}\s{0,4}(?:(?:lr|steps?|ratio|iters?|iterations?|epochs?|updates?|period|length|factor)\b\s{0,4})?"
+    r"[:=]?\s{0,4}[-+]?\d[\d.,]{0,20}(?:e[-+]?\d{1,3})?\s{0,4}(?:%|steps?|iters?|iterations?|epochs?|updates?)?"
+    r"\s{0,4}[,.;)]?\s{0,4}$"
+)
+# "Warmup complete.", "warming up done": warmup is over
+WARM_DONE = re.compile(
+    r"\W{0,3}(?:up\s)?(?:is\s|has\s)?(?:been\s)?(?:complete|completed|done|finished|over|ended)\b"
 )

@@ -10,7 +10,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import NamedTuple
 
-from jobwidget.core.logparse.bars import bar_progress, frame_n, rich_event, tqdm_event
+from jobwidget.core.logparse.bars import bar_progress, frame_n, plain_bar_event, rich_event, tqdm_event
 from jobwidget.core.logparse.events import BAR, FIGURE, Event
 from jobwidget.core.logparse.messages import text_event
 from jobwidget.core.logparse.patterns import PCT0
@@ -53,7 +53,7 @@ class Scanner:
             run.n0 = None
         for ev in self.events:  # where a bar without description started matters to its meaning
             if ev.n0 is None and ev.kind is BAR and not ev.dcls:
-                ev.n0 = ev.n if ev.oldest is ev.line else frame_n(ev.oldest)
+                ev.n0 = ev.n if ev.oldest is ev.line else frame_n(ev.oldest, first=True)
         return self.events[::-1]
 
     def feed(self, lines: list[str], i: int) -> Fed:
@@ -74,15 +74,16 @@ class Scanner:
                     if line.startswith(head) and tail in line:
                         oldest = line  # an older redraw of the same bar
                         continue
-                elif tail in line and "%|" in line and line[0] in PCT0:
+                elif tail in line and line[0] in PCT0 and ("%|" in line or (run.plain and " [" in line)):
                     oldest = line
                     continue
                 run.oldest = oldest
                 run = None
             if line.isspace():
                 continue
+            ev = None
+            fresh = False
             if "%|" in line:
-                ev = None
                 if line.endswith("]"):
                     for known in recent:
                         if (
@@ -96,20 +97,29 @@ class Scanner:
                             break
                 if ev is None:
                     ev = tqdm_event(line)
-                    if ev is not None:
-                        after = text_after_bar(ev.line)
-                        if after is not None:  # "...it/s]03/03/2025 - INFO - Saving ...": newer than the bar
-                            events.append(after)
+                    fresh = ev is not None
+                    if fresh:
                         recent.insert(0, ev)
                         del recent[4:]
-                if ev is not None:
-                    events.append(ev)
-                    run, oldest, head, tail = ev, ev.line, ev.head, ev.tail
-                    ev.oldest = oldest
-                    if ev.dcls == "train" and bar_progress(ev) is not None:
-                        self._save(run, head, tail, oldest)
-                        return Fed(Stop.SETTLING, j)
-                    continue
+            elif " [" in line and "/" in line and ("% " in line or "| " in line):
+                ev = plain_bar_event(line)
+                fresh = ev is not None
+            if ev is not None:
+                if fresh:
+                    after = text_after_bar(ev.line)
+                    if after is not None:  # "...it/s]03/03/2025 - INFO - Saving ...": newer than the bar
+                        events.append(after)
+                events.append(ev)
+                if fresh and ev.line is not line and not ev.desc:
+                    before = glued_message(line)
+                    if before is not None:  # " - quantizing 57 blocks  0%|...": older than the bar
+                        events.append(before)
+                run, oldest, head, tail = ev, line, ev.head, ev.tail
+                ev.oldest = oldest
+                if ev.dcls == "train" and bar_progress(ev) is not None and not _almost_done(ev):
+                    self._save(run, head, tail, oldest)
+                    return Fed(Stop.SETTLING, j)
+                continue
             ev = rich_event(line) if "•" in line and "/" in line else None
             if ev is not None:
                 ev.oldest = ev.line
@@ -143,3 +153,20 @@ def text_after_bar(line: str) -> Event | None:
         return None
     rest = line[close + 1 :].strip()
     return text_event(rest) if len(rest) > 3 else None
+
+
+def glued_message(line: str) -> Event | None:
+    """A log line that a capture glued to the first of the redraws that follow it."""
+    p = line.find("%|")
+    k = p
+    while k > 0 and line[k - 1] in "0123456789. ":
+        k -= 1
+    text = line[:k].strip() if k > 0 else ""
+    return text_event(text) if len(text) > 3 else None
+
+
+def _almost_done(ev: Event) -> bool:
+    """A redraw one step short of its total ("999/1000", tqdm shows 100%): a run said over in words
+    just before it is finished, so it cannot settle the answer on its own."""
+    n, total = ev.n, ev.total
+    return n is not None and total is not None and total * 0.99 <= n < total
