@@ -29,7 +29,7 @@ def glued(*frames: str) -> str:
 
 def hf(line_no: int, message: str, file: str = "trainer.py") -> str:
     """transformers' explicit logging format: `[%(levelname)s|%(filename)s:%(lineno)s] %(asctime)s >>`."""
-    return f"[INFO|{file}:{line_no}] 2025-05-15 07:26:19,308 >> {message}"
+    return f"[INFO|{file}:{line_no}] 2024-06-01 12:00:00,308 >> {message}"
 
 
 def st_debug(message: str, logger: str = "training-loop") -> str:
@@ -46,14 +46,14 @@ QUANT = [tq(n, 57, n / 2.93, 2.93 if n else None) for n in (0, 1, 14, 29, 43, 57
 SHARDS = "Loading checkpoint shards: 100%|██████████| 2/2 [00:03<00:00,  1.55s/it]"
 HF_HEADER = [
     hf(2414, "***** Running training *****"),
-    hf(2415, "  Num examples = 591"),
+    hf(2415, "  Num examples = 1,200"),
     hf(2416, "  Num Epochs = 3"),
     hf(2417, "  Instantaneous batch size per device = 2"),
-    hf(2421, "  Gradient Accumulation steps = 4"),
-    hf(2422, "  Total optimization steps = 222"),
-    hf(2423, "  Number of trainable parameters = 20,971,520"),
+    hf(2421, "  Gradient Accumulation steps = 8"),
+    hf(2422, "  Total optimization steps = 450"),
+    hf(2423, "  Number of trainable parameters = 4,194,304"),
 ]
-HF_DICT = "{{'loss': {loss}, 'grad_norm': 0.7760538458824158, 'learning_rate': 2.6e-05, 'epoch': {epoch}}}"
+HF_DICT = "{{'loss': {loss}, 'grad_norm': 0.6512, 'learning_rate': 3.1e-05, 'epoch': {epoch}}}"
 ST_BAR = "Epoch {e}/25, Steps"
 LT_EPOCH = "Epoch {e}"
 
@@ -197,8 +197,8 @@ FAMILY_CASES = [
         "end/hf-training-completed-after-prefixed-header",
         lines(
             *HF_HEADER,
-            tq(221, 222, 245, 0.94),
-            hf(3984, "Saving model checkpoint to llama3_lora/checkpoint-222"),
+            tq(449, 450, 520, 0.87),
+            hf(3984, "Saving model checkpoint to out/checkpoint-450"),
             hf(2681, ""),
             "",
             "Training completed. Do not forget to share your model on huggingface.co/models =)",
@@ -206,7 +206,7 @@ FAMILY_CASES = [
         TRAIN,
         100.0,
         src='transformers trainer.py: logger.info("\\n\\nTraining completed. Do not forget to share your '
-        'model on huggingface.co/models =)\\n\\n"); layout from a LLaMA-Factory log published on GitHub',
+        'model on huggingface.co/models =)\\n\\n") under logging.enable_explicit_format()',
     ),
     Case(
         "end/finished-bar-redrawn-after-the-end-stays-100",
@@ -280,9 +280,9 @@ FAMILY_CASES = [
         "stage/negative-deepspeed-config-dump-warmuplr",
         lines(
             SHARDS,
-            "[2024-09-23 10:11:49,861] [INFO] [config.py:988:print]   scheduler_name ..... WarmupLR",
-            "[2024-09-23 10:11:49,861] [INFO] [config.py:988:print]   scheduler_params ............. "
-            "{'warmup_min_lr': 0, 'warmup_max_lr': 0.001, 'warmup_num_steps': 1000}",
+            "[2024-06-01 12:00:03,410] [INFO] [config.py:1000:print]   scheduler_name ..... WarmupLR",
+            "[2024-06-01 12:00:03,410] [INFO] [config.py:1000:print]   scheduler_params ............. "
+            "{'warmup_min_lr': 0, 'warmup_max_lr': 0.0002, 'warmup_num_steps': 500}",
         ),
         PRE,
         None,
@@ -303,14 +303,14 @@ FAMILY_CASES = [
     Case(
         "stage/negative-json-config-dump-warmup-ratio",
         lines(
-            "Loading dataset identity.json...",
+            "Loading dataset my_pairs.json...",
             "{",
             '  "lr_scheduler_type": "cosine",',
             '  "warmup_ratio": 0.1,',
         ),
         PRE,
         None,
-        src="a LLaMA-Factory train_llama3.json printed before training (published log on GitHub)",
+        src="a LLaMA-Factory JSON config (`lr_scheduler_type`, `warmup_ratio` keys) printed before training",
     ),
     Case(
         "stage/negative-warmup-as-a-setting-with-units",
@@ -343,7 +343,7 @@ FAMILY_CASES = [
         "stage/hf-debug-currently-training",
         lines(
             SHARDS,
-            "[DEBUG|trainer.py:2323] 2025-05-15 07:26:19,100 >> Currently training with a batch size of: 8",
+            "[DEBUG|trainer.py:2323] 2024-06-01 12:00:00,100 >> Currently training with a batch size of: 8",
         ),
         TRAIN,
         None,
@@ -470,15 +470,15 @@ FAMILY_CASES = [
     # --- Hugging Face logging prefixes and header totals ----------------------------------------------
     Case(
         "hf-prefix/loss-dicts-and-num-epochs",
-        lines(*HF_HEADER, HF_DICT.format(loss=0.7030, epoch=1.62)),
+        lines(*HF_HEADER, HF_DICT.format(loss=0.8123, epoch=1.62)),
         TRAIN,
         54.0,
-        src="a LLaMA-Factory (HF Trainer) log published on GitHub: explicit-format header, then the "
-        "logged dicts (the bar's redraws lost)",
+        src="HF Trainer under LLaMA-Factory, explicit logging format: the header, then the logged dicts "
+        "(the bar's redraws lost by the capture)",
     ),
     Case(
         "hf-prefix/bar-starts-after-header",
-        lines(*HF_HEADER, tq(0, 222, 0, None)),
+        lines(*HF_HEADER, tq(0, 450, 0, None)),
         TRAIN,
         0.0,
         src="transformers trainer.py header ('Num Epochs = ', 'Total optimization steps = ') under "
@@ -488,8 +488,8 @@ FAMILY_CASES = [
         "hf-prefix/saving-checkpoint-keeps-the-figure",
         lines(
             *HF_HEADER,
-            tq(111, 222, 120, 0.93),
-            hf(3984, "Saving model checkpoint to llama3_lora/checkpoint-111"),
+            tq(225, 450, 260, 0.87),
+            hf(3984, "Saving model checkpoint to out/checkpoint-225"),
         ),
         SAVE,
         50.0,
@@ -499,13 +499,13 @@ FAMILY_CASES = [
     Case(
         "hf-prefix/ms-swift-global-step-of-max-steps",
         lines(
-            "{'loss': 1.58882141, 'grad_norm': 10.75, 'learning_rate': 1e-05, 'token_acc': 0.6434, "
-            "'epoch': 0.11, 'global_step/max_steps': '10/94', 'percentage': '10.64%', "
-            "'elapsed_time': '21s', 'remaining_time': '2m 57s', 'memory(GiB)': 4.87}"
+            "{'loss': 1.2043, 'grad_norm': 3.5, 'learning_rate': 8e-06, 'token_acc': 0.7012, "
+            "'epoch': 0.21, 'global_step/max_steps': '20/96', 'percentage': '20.83%', "
+            "'elapsed_time': '40s', 'remaining_time': '2m 32s', 'memory(GiB)': 6.1}"
         ),
         TRAIN,
-        100 * 10 / 94,
-        src="ms-swift README training output: logs['global_step/max_steps'] = f'{step}/{max_steps}'",
+        100 * 20 / 96,
+        src="ms-swift trainer: logs['global_step/max_steps'] = f'{step}/{max_steps}' (README's output)",
     ),
     Case(
         "hf-prefix/ray-worker-prefixed-dict",
