@@ -243,6 +243,20 @@ FAMILY_CASES = [
         'reached.") under the "INFO: " console handler',
     ),
     Case(
+        "end/negative-one-epoch-finished-is-not-the-run",
+        lines(tq(120, 400, 130, 0.92, "steps"), "Finished training epoch 3"),
+        TRAIN,
+        30.0,
+        src='custom loops: logger.info(f"Finished training epoch {epoch}") at each epoch\'s end',
+    ),
+    Case(
+        "end/negative-training-finished-with-errors",
+        lines(tq(120, 400, 130, 0.92, "steps"), "Training finished with errors, see above"),
+        TRAIN,
+        30.0,
+        src="a run that ends badly says so; that is not its completion",
+    ),
+    Case(
         "end/negative-load-best-model-at-end-setting",
         lines(
             "TrainingArguments(",
@@ -608,7 +622,8 @@ def test_plain_bar_gives_rate_eta_and_loss() -> None:
 
 
 def test_end_in_words_takes_the_run_length_from_the_bar() -> None:
-    got = parse_logs(FAMILY_CASES[11].text)  # "Training has completed." after 999/1000
+    case = next(c for c in FAMILY_CASES if c.id == "end/simpletuner-training-has-completed")
+    got = parse_logs(case.text)  # "Training has completed." after 999/1000
     assert (got.progress, got.step, got.total_steps, got.eta_seconds) == (100.0, 1000, 1000, 0.0)
 
 

@@ -170,9 +170,12 @@ ALL_FIRST = (
 # "Training has completed.", "Training completed. Do not forget...", "Finished training", "Exiting training
 # loop"
 RUN_END = re.compile(
-    r"(?:training|fine-?tuning)\s(?:has\s|is\s|was\s)?(?:been\s)?(?:completed?|finished|done|ended|over)\b"
+    r"(?:(?:training|fine-?tuning)\s(?:has\s|is\s|was\s)?(?:been\s)?(?:completed?|finished|done|ended|over)\b"
     r"|(?:finished|completed|done|ended)\s(?:the\s)?(?:training|fine-?tuning)\b"
-    r"|exit(?:ing|ed)?\s(?:the\s)?(?:main\s)?training\sloop\b"
+    r"|exit(?:ing|ed)?\s(?:the\s)?(?:main\s)?training\sloop\b)"
+    # not one epoch's or stage's end, nor a failure: "Finished training epoch 3", "...with errors"
+    r"(?!\s{0,4}(?:for\s|of\s)?(?:the\s)?(?:epoch|step|batch|iter|round|stage|phase|stop)"
+    r"|[^.\n]{0,30}\b(?:error|fail|abort|crash))"
 )
 # Lightning's fit loop: "`Trainer.fit` stopped: `max_epochs=10` reached."
 LIMIT_REACHED = re.compile(r"stopped:\W{0,3}max_(?:epochs|steps)\s?=\s?\d{1,12}\W{0,3}reached")
