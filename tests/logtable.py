@@ -1,6 +1,8 @@
-"""The `parse_logs` table's plumbing: a case, how a card shows a line, fixture cuts, tqdm redraws.
+"""The `parse_logs` tables' plumbing: a case, how a card shows a line, fixture cuts, tqdm redraws and the
+log-line shapes of the trainers (built from their format strings; every value in them is invented).
 
-Shared by the fixture table (test_logparse.py) and the trainer-family table (test_logparse_families.py).
+Shared by the fixture table (test_logparse.py) and the trainer-family tables (test_logparse_phases.py,
+test_logparse_captures.py).
 """
 
 from __future__ import annotations
@@ -113,3 +115,48 @@ def tq(
     post = f", {postfix}" if postfix else ""
     r_bar = f"| {n}/{total} [{_interval(elapsed)}<{remaining}, {rate_fmt}{post}]"
     return l_bar[:-1] + r_bar[1:] if not glyphs else l_bar + bar + r_bar
+
+
+# ------------------------------------------------------------------------------- log-line builders
+
+
+def lines(*parts: str) -> str:
+    """A Replicate-style capture: one line per print or redraw."""
+    return "\n".join(parts) + "\n"
+
+
+def glued(*frames: str) -> str:
+    """Redraws of one bar in a capture that dropped the carriage returns between them."""
+    return "".join(frames)
+
+
+def hf(line_no: int, message: str, file: str = "trainer.py") -> str:
+    """transformers' explicit logging format: `[%(levelname)s|%(filename)s:%(lineno)s] %(asctime)s >>`."""
+    return f"[INFO|{file}:{line_no}] 2024-06-01 12:00:00,308 >> {message}"
+
+
+def st_debug(message: str, logger: str = "training-loop") -> str:
+    """SimpleTuner's debug.log: `[RANK 0] %(asctime)s [%(levelname)s] (%(name)s) %(message)s`."""
+    return f"[RANK 0] 2024-06-01 12:00:00,123 [DEBUG] ({logger}) {message}"
+
+
+def kohya(message: str, where: str) -> str:
+    """kohya's rich logger layout: time, level, message, then file:line at the right margin."""
+    return f"2024-10-05 14:02:28 INFO     {message:<60} {where}"
+
+
+# ai-toolkit's block quantization loop, `tqdm(all_blocks)` over 57 blocks, redraw by redraw
+QUANT = [tq(n, 57, n / 2.93, 2.93 if n else None) for n in (0, 1, 14, 29, 43, 57)]
+SHARDS = "Loading checkpoint shards: 100%|██████████| 2/2 [00:03<00:00,  1.55s/it]"
+HF_HEADER = [
+    hf(2414, "***** Running training *****"),
+    hf(2415, "  Num examples = 1,200"),
+    hf(2416, "  Num Epochs = 3"),
+    hf(2417, "  Instantaneous batch size per device = 2"),
+    hf(2421, "  Gradient Accumulation steps = 4"),
+    hf(2422, "  Total optimization steps = 450"),
+    hf(2423, "  Number of trainable parameters = 4,194,304"),
+]
+HF_DICT = "{{'loss': {loss}, 'grad_norm': 0.6512, 'learning_rate': 3.1e-05, 'epoch': {epoch}}}"
+ST_BAR = "Epoch {e}/25, Steps"
+LT_EPOCH = "Epoch {e}"
