@@ -8,10 +8,7 @@ tqdm's rounded figure) and the last line.
 from __future__ import annotations
 
 import math
-import re
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -19,49 +16,9 @@ from hypothesis import strategies as st
 
 from jobwidget.core import logparse
 from jobwidget.core.logparse import MAX_SCAN, parse_logs
-from jobwidget.core.models import InlineProgress
+from jobwidget.core.logparse.scanner import Fed, Scanner
 
-FIXTURES = Path(__file__).parent / "fixtures" / "logs"
-PRE, WARMUP, TRAIN, VAL, SAVE = "Preprocessing", "Warmup", "Training", "Validation", "Saving checkpoint"
-LAST = object()  # expected last_log: the line the cut ends on, as a card shows it
-
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-
-
-def fixture(name: str) -> str:
-    """A fixture log exactly as stored (CR and CRLF kept)."""
-    with open(FIXTURES / name, encoding="utf-8", newline="") as f:
-        return f.read()
-
-
-def upto(name: str, needle: str, nth: int = 1) -> str:
-    """The log as it stood right after the redraw/line holding the nth `needle`."""
-    text = fixture(name)
-    at = -1
-    for _ in range(nth):
-        at = text.index(needle, at + 1)
-    end = re.compile(r"[\r\n\x1b]").search(text, at + len(needle))
-    return text[: end.start() if end else len(text)]
-
-
-def card(line: str) -> str:
-    """What the card shows for a raw line: no ANSI, stripped, 80 characters at most."""
-    s = _ANSI.sub("", line).strip()
-    return s if len(s) <= 80 else s[:77] + "..."
-
-
-def last_segment(text: str) -> str:
-    return [s for s in re.split(r"\r\n|\r|\n", _ANSI.sub("", text)) if s.strip()][-1]
-
-
-@dataclass(frozen=True)
-class Case:
-    id: str
-    text: str | None
-    stage: str | None
-    progress: float | None
-    last_log: object = LAST
-
+from .logtable import LAST, PRE, SAVE, TRAIN, VAL, WARMUP, Case, check, fixture, upto
 
 A = "ai_toolkit_replicate_flux.log"
 K = "kohya_sd_scripts_sdxl_lora.log"
@@ -389,17 +346,7 @@ CASES = [
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_parse_logs_table(case: Case) -> None:
-    got = parse_logs(case.text, job_id="job-1")
-    assert isinstance(got, InlineProgress)
-    assert got.job_id == "job-1"
-    assert got.stage == case.stage
-    if case.progress is None:
-        assert got.progress is None
-    else:
-        assert got.progress is not None
-        assert got.progress == pytest.approx(case.progress, abs=0.01)
-    expected_last = card(last_segment(case.text)) if case.last_log is LAST else case.last_log
-    assert got.last_log == expected_last
+    check(case)
 
 
 def test_table_is_big_enough() -> None:
@@ -502,14 +449,14 @@ def test_reads_only_a_bounded_tail(monkeypatch: pytest.MonkeyPatch) -> None:
     """A 40 MB log costs what its last MAX_SCAN characters cost; no whole-text splitting."""
     big = "x" * (40 << 20) + "\n" + _long_log(50, "Saving at step 50\n")
     seen: list[int] = []
-    real = logparse._Scanner.feed
+    real = Scanner.feed
 
-    def counting(self, lines, i):  # type: ignore[no-untyped-def]
-        stop = real(self, lines, i)
-        seen.extend(len(line) + 1 for line in lines[max(stop + 1, 0) : i + 1])
-        return stop
+    def counting(self: Scanner, lines: list[str], i: int) -> Fed:
+        fed = real(self, lines, i)
+        seen.extend(len(line) + 1 for line in lines[fed.oldest_read : i + 1])
+        return fed
 
-    monkeypatch.setattr(logparse._Scanner, "feed", counting)
+    monkeypatch.setattr(Scanner, "feed", counting)
     got = parse_logs(big)
     assert got.stage == SAVE and got.progress == pytest.approx(1.0)
     assert sum(seen) <= MAX_SCAN
@@ -572,6 +519,15 @@ def test_pathological_bar_lines_do_not_backtrack() -> None:
                     "Traceback (most recent call last):",
                     "Saving checkpoint to x",
                     "\x1b[31m\x1b]0;title\x07",
+                    "Epoch 1:  50% 1/2 [00:00<00:00,  2.10it/s]",
+                    "Validation: |          | 0/? [00:00<?, ?it/s]",
+                    "  0%|          | 0/57 [00:00<?, ?it/s]100%|██████████| 57/57 [00:19<00:00,  2.93it/s]",
+                    "#015 45%|████▌     | 45/100 [00:04<00:05,  9.80it/s]#033[A",
+                    "Training has completed.",
+                    " -> global_step = 9, max_train_steps = 3",
+                    "step 12 - loss nan",
+                    "{'loss': 0.5, 'global_step/max_steps': '7/0'}",
+                    "`Trainer.fit` stopped: `max_epochs=0` reached.",
                     "\u2028\x85\x0b\x00",
                 ]
             ),
