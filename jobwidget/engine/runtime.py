@@ -7,21 +7,25 @@ loop). Surfaces talk to `Engine` and never reach into its parts' internals.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from jobwidget.core.errors import ConfigError
+from jobwidget.core.errors import ConfigError, JobNotFound
+from jobwidget.core.models import InlineProgress, Job, JobStatus, ProviderCheck, SyncResult
 from jobwidget.engine.config import Settings
-from jobwidget.engine.events import EventBus
+from jobwidget.engine.events import Callback, EventBus
 from jobwidget.engine.poller import Poller
 from jobwidget.engine.providers.base import Provider
 from jobwidget.engine.store import JobStore
 from jobwidget.engine.sync import SyncService
 
-__all__ = ["Engine", "make_provider", "resolve_provider", "wants_demo"]
+__all__ = ["Engine", "EngineStatus", "make_provider", "resolve_provider", "wants_demo"]
 
 log = logging.getLogger("jobwidget.engine")
 _FOLLOW_S = 1.0  # how often the store is checked for other processes' changes
@@ -86,8 +90,26 @@ def make_provider(spec: Any, settings: Settings, env: Mapping[str, str] | None =
     return provider
 
 
+@dataclass(frozen=True, slots=True)
+class EngineStatus:
+    """What a surface shows about the engine: which provider, how fresh, what is wrong."""
+
+    provider_label: str
+    demo: bool
+    polling: bool
+    updated_at: datetime | None  # the last change written to the store by this process
+    source: str | None  # what wrote it: "poll", "sync", "webhook", "store" (another process)...
+    error: str | None  # the poller's current error, None while the provider answers
+    last_success: datetime | None  # the end of the last poll that reached the provider
+
+
 class Engine:
-    """One provider, one store, one poller. Create and use on the loop that will run it."""
+    """The engine's one door: one provider, one store, one poller, and the verbs surfaces call.
+
+    Surfaces (the controller, the panel, the HTTP server, the CLI) use these methods and never the
+    parts behind them. Every coroutine runs on the loop that runs the engine; store reads go to a
+    worker thread so the loop never waits on SQLite.
+    """
 
     def __init__(
         self,
@@ -131,6 +153,87 @@ class Engine:
                 raise
             except Exception as exc:  # a locked or vanished store must not end following
                 log.warning("jobwidget: following the store failed: %s", exc)
+
+    # -- reads ------------------------------------------------------------------------------
+
+    async def list_jobs(
+        self,
+        status: str | JobStatus | Iterable[str | JobStatus] | None = None,
+        provider: str | None = None,
+        limit: int | None = 50,
+    ) -> builtins.list[Job]:
+        return await asyncio.to_thread(self.store.list, status=status, provider=provider, limit=limit)
+
+    async def get(self, job_id: str) -> Job:
+        job = await asyncio.to_thread(self.store.get, job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
+
+    async def frame_rows(self) -> builtins.list[tuple[Any, ...]]:
+        return await asyncio.to_thread(self.store.frame_rows)
+
+    # -- provider verbs ----------------------------------------------------------------------
+
+    async def sync(self, *, limit: int | None = 100, all: bool = False) -> SyncResult:
+        return await self.service.sync(limit=limit, all=all)
+
+    async def refresh_active(self) -> None:
+        await self.service.refresh_active()
+
+    async def refresh_jobs(self, job_ids: Iterable[str]) -> int:
+        return await self.service.refresh_jobs(job_ids)
+
+    async def inline_progress(self, job_id: str) -> InlineProgress:
+        return await self.service.inline_progress(job_id)
+
+    async def cancel(self, job_id: str) -> Job:
+        return await self.service.cancel(job_id)
+
+    async def validate(self) -> ProviderCheck:
+        return await self.service.validate()
+
+    # -- events and polling ------------------------------------------------------------------
+
+    def on(self, event: str, callback: Callback) -> None:
+        """Subscribe (call on the engine loop; `EventBus` checks the event name)."""
+        self.bus.on(event, callback)
+
+    def off(self, event: str, callback: Callback | None = None) -> None:
+        self.bus.off(event, callback)
+
+    def start_polling(self) -> None:
+        self.poller.start()
+
+    async def stop_polling(self) -> None:
+        await self.poller.stop()
+
+    @property
+    def polling(self) -> bool:
+        return self.poller.running
+
+    def poke(self) -> None:
+        """Refresh soon (a panel became visible)."""
+        self.poller.poke()
+
+    def status(self) -> EngineStatus:
+        return EngineStatus(
+            provider_label=self.provider.label,
+            demo=self.provider.is_demo,
+            polling=self.poller.running,
+            updated_at=self.service.last_update,
+            source=self.service.last_source,
+            error=self.poller.last_error,
+            last_success=self.poller.last_success,
+        )
+
+    @property
+    def provider_label(self) -> str:
+        return self.provider.label
+
+    @property
+    def provider_name(self) -> str:
+        return self.provider.name
 
     async def aclose(self) -> None:
         await self.poller.stop()
