@@ -283,3 +283,29 @@ def test_processes_sharing_a_store_poll_no_more_than_one(tmp_path: Path):
         print(f"provider calls in 3 s: one process {one}, three processes {three}")
         assert one >= 5  # the single poller did poll
         assert three <= one * 1.5 + 2, (one, three)
+
+
+async def _old_active_refresh_calls(k: int) -> tuple[int, int]:
+    """(list calls, GETs) for one poll with `k` active jobs deep in a 3,000-job history."""
+    clock = ManualClock()
+    cfg = SimConfig(seed=8, fleet_size=3000, active=0, arrival_interval=0)
+    with loopback_sim(cfg, clock=clock) as running:
+        service, _bus = await _service(running)
+        await service.sync(all=True)
+        history = service.store.list(limit=None)
+        old = [j.job_id for j in history[1500 : 1500 + 40 * k : 40]]  # pages 16 to 30 and beyond
+        with service.store._write() as conn:  # the store believes these still run
+            conn.executemany("UPDATE jobs SET status = 'running' WHERE job_id = ?", [(i,) for i in old])
+        running.sim.reset_stats()
+        result = await service.refresh_active()
+        assert result.checked == k
+        assert all(service.store.get(i).is_terminal for i in old), "every job got its true status"
+        return route_count(running, LIST), route_count(running, GET)
+
+
+@pytest.mark.parametrize("k", [2, 20])
+async def test_old_active_jobs_cost_about_one_call_each_not_a_walk(k: int):
+    lists, gets = await _old_active_refresh_calls(k)
+    # k+1 at most: the newest page (discovery) plus one GET each, whose log settles the finished job.
+    assert lists + gets <= k + 1, (lists, gets)
+    assert lists < 15, f"walked {lists} pages to reach {k} old jobs"

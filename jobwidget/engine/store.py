@@ -435,6 +435,20 @@ class JobStore:
         with self._read() as conn:
             return int(conn.execute(f"SELECT count(*) FROM jobs{where}", params).fetchone()[0])
 
+    def newer_counts(self, created: Iterable[datetime | None]) -> list[int]:
+        """For each creation time, how many stored jobs are newer: where a job sits in the provider's
+        newest-first list (a lower bound when the store has not seen all of history)."""
+        out: list[int] = []
+        with self._read() as conn:
+            for at in created:
+                us = _to_us(at)
+                if us is None:
+                    out.append(0)
+                    continue
+                row = conn.execute("SELECT count(*) FROM jobs WHERE created_at > ?", (us,)).fetchone()
+                out.append(int(row[0]))
+        return out
+
     @staticmethod
     def _filters(
         status: str | JobStatus | Iterable[str | JobStatus] | None, provider: str | None

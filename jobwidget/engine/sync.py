@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import time
 from collections.abc import Callable, Iterable
@@ -222,6 +223,24 @@ class SyncService:
     def _pollable(self, jobs: Iterable[Job]) -> list[Job]:
         return [j for j in jobs if j.provider == self.provider.name and not j.metadata.get(POLL_STOPPED)]
 
+    async def _plan_pages(self, active: list[Job]) -> int:
+        """How many list pages to read this poll: the count P that minimises P + (jobs beyond page P),
+        each job placed by how many stored jobs are newer than it. So k active jobs cost at most k+1
+        calls, and a few old ones deep in history are fetched by id instead of walking to them."""
+        if not active:
+            return 1
+        size = max(1, self.provider.page_size)
+        newer = await asyncio.to_thread(self.store.newer_counts, [j.created_at for j in active])
+        page_of = sorted(n // size + 1 for n in newer)  # 1-based page each job is expected on
+        best_pages, best_cost = 1, len(page_of) - bisect.bisect_right(page_of, 1) + 1
+        for p in dict.fromkeys(page_of):  # each distinct page, ascending
+            if p > _MAX_LIST_PAGES:
+                break
+            cost = p + len(page_of) - bisect.bisect_right(page_of, p)
+            if cost < best_cost:
+                best_pages, best_cost = p, cost
+        return best_pages
+
     def _may_get(self, job: Job) -> bool:
         """False while a job that 404'd waits out its backoff (list pages may still sight it)."""
         missing = job.metadata.get(MISSING)
@@ -234,12 +253,13 @@ class SyncService:
         """
         active = self._pollable(await asyncio.to_thread(self.store.active, self.provider.name))
         missing = {job.job_id: job for job in active}
+        pages = await self._plan_pages(active)
         found: list[Job] = []
         list_calls = 0
         cursor: str | None = None
         seen: set[str] = set()
-        # Page 1 always (discovery); further pages while one is likely to answer for several jobs.
-        while list_calls == 0 or (len(missing) > 1 and list_calls < _MAX_LIST_PAGES):
+        # Page 1 always (discovery), then as many pages as the plan says beat one GET per job.
+        while list_calls < pages and (list_calls == 0 or missing):
             page = await self.provider.list_page(cursor)
             list_calls += 1
             for job in page.jobs:
@@ -360,6 +380,8 @@ class SyncService:
         async with self._gets:
             detail = await self.provider.get_job(job_id)
         self._log_fetched[job_id] = self.clock()
+        if detail.job.is_terminal:  # this answer is the final log: no second GET to settle the job
+            return JobDetail(job=self._final_read(detail), logs=None)
         return JobDetail(job=self._with_progress(detail).job, logs=None)
 
     async def _get_many(self, job_ids: list[str]) -> tuple[list[JobDetail], list[str], list[BaseException]]:

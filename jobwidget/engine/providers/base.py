@@ -48,6 +48,7 @@ class Provider(abc.ABC):
     name: str = "replicate"  # stored in Job.provider
     label: str = "Replicate"  # shown to people ("Discovered 3 new jobs from Replicate")
     is_demo: bool = False  # True for the simulated provider: the panel labels it as a demo
+    page_size: int = 100  # jobs per list page: how the sync plans list pages against single GETs
     stats: ProviderStats
 
     @abc.abstractmethod
