@@ -459,7 +459,12 @@ class JobStore:
         with self._read() as conn:
             rows = conn.execute(query, params).fetchall()
         return {
-            str(status): {"count": int(n), "cost": round(float(cost), 6), "costed": int(c), "estimated": int(e)}
+            str(status): {
+                "count": int(n),
+                "cost": round(float(cost), 6),
+                "costed": int(c),
+                "estimated": int(e),
+            }
             for status, n, cost, c, e in rows
         }
 

@@ -167,6 +167,10 @@ class Jobs:
             self._provider = make_provider(provider, self.settings)
             self._loop = _LoopThread(name=f"jobwidget-engine-{id(self):x}")
             self._engine: Engine = self._loop.run(self._make_engine())
+            # Every successful sync counts as the provider's last answer, on the panel made later too.
+            self._loop.loop.call_soon_threadsafe(
+                self._engine.bus.on, "sync_completed", self._on_sync_completed
+            )
             self._loop.run(self._engine.start(poll=autostart and self.settings.poll_enabled))
         except BaseException:
             self._store.close()
@@ -425,6 +429,12 @@ class Jobs:
     def _on_poll_state(self, state: dict[str, Any]) -> None:
         self._update_panel_status(error=state.get("error"))
 
+    def _on_sync_completed(self, _event: dict[str, Any]) -> None:
+        """Any successful sync (the panel's, `jobs.sync()`, the HTTP API's) is a success to show."""
+        with self._status_lock:
+            self._sync_ok_at = datetime.now(UTC)
+        self._update_panel_status()
+
     def _watch_sync_error(self) -> None:
         """While a failed Sync's banner is up, look every 2 s for a poll round that reached the provider
         (a round that changes no job sends no event). On the engine loop; ends with the banner."""
@@ -450,7 +460,8 @@ class Jobs:
             with self._status_lock:
                 watching = self._sync_error is not None
                 if exc is None:
-                    self._sync_error, self._sync_ok_at = None, now
+                    self._sync_error = None
+                    self._sync_ok_at = now
                 else:
                     self._sync_error = (str(exc) or type(exc).__name__, now)
             panel.sync_finished(None if exc else f.result(), error=str(exc) if exc else None)

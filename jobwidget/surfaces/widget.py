@@ -215,7 +215,7 @@ class JobsPanel(anywidget.AnyWidget):
             changed = [self._drop(job_id) for job_id in [k for k in self._cards if k not in new]]
             changed += [self._put(job_id, card) for job_id, card in new.items()]
             self._schedule()
-        self._totals_changed(any(changed))
+        self._recount(any(changed))
 
     def upsert(self, jobs: Iterable[Job]) -> None:
         """Add or update these jobs' cards (unchanged cards send nothing)."""
@@ -223,7 +223,7 @@ class JobsPanel(anywidget.AnyWidget):
         with self._lock:
             changed = [self._put(card["id"], card) for card in cards]
             self._schedule()
-        self._totals_changed(any(changed))
+        self._recount(any(changed))
 
     def remove(self, job_ids: Iterable[str]) -> None:
         """Drop these jobs' cards (unknown ids are ignored)."""
@@ -231,7 +231,7 @@ class JobsPanel(anywidget.AnyWidget):
         with self._lock:
             changed = [self._drop(job_id) for job_id in ids]
             self._schedule()
-        self._totals_changed(any(changed))
+        self._recount(any(changed))
 
     def flush(self) -> None:
         """Send pending changes now instead of waiting for the next coalescing slot."""
@@ -513,7 +513,7 @@ class JobsPanel(anywidget.AnyWidget):
                 self.stats["beats"] += 1
                 self._emit({"type": "beat", "seq": self._seq, "now": _now()})
 
-    def _totals_changed(self, changed: bool) -> None:
+    def _recount(self, changed: bool) -> None:
         if changed and self._totals_source is not None:
             self._totals_worker.request()
 
