@@ -179,6 +179,15 @@ def test_a_polling_error_stays_on_the_panel_until_the_provider_answers(tmp_path:
         wait_for(lambda: panel.status.get("error") is None, "the banner to clear once polling recovers")
         assert panel.status["last_success"] is None
 
+        # Failing again, long enough to back off; then a sync gets through: the banner goes with it
+        # (the poller, woken by the sync, retries then too).
+        running.sim.configure(token=REVOKED)
+        wait_for(lambda: poller.errors >= 3, "three failed poll rounds")
+        running.sim.configure(token=None)
+        jobs.sync()
+        wait_for(lambda: panel.status.get("error") is None, "a successful sync to clear the banner")
+        wait_for(lambda: poller.errors == 0, "the poller to recover")
+
 
 def test_a_failed_panel_sync_leaves_a_banner_until_a_later_success(tmp_path: Path):
     clock = ManualClock()

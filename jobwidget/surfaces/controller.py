@@ -160,6 +160,7 @@ class Jobs:
         # A failed panel Sync: (message, when); its banner stays until a later success.
         self._sync_error: tuple[str, datetime] | None = None
         self._sync_ok_at: datetime | None = None
+        self._poll_error_at: datetime | None = None  # the poller's last failed round
         self._status_lock = threading.Lock()
         self._server: ServerHandle | None = None
         self._store = JobStore(self.settings.store)
@@ -401,8 +402,8 @@ class Jobs:
     def _update_panel_status(self, error: str | None = None) -> None:
         """Push provider, freshness and the error banner to the panel.
 
-        The banner shows the poller's error while polling fails, else a failed panel Sync's until the
-        provider next answers (a poll round or a Sync), with the time it last did. `error` overrides.
+        The banner shows the poller's error while polling fails, else a failed panel Sync's, each until
+        the provider next answers (a poll round or any sync), with the time it last did.
         """
         panel = self._panel
         if panel is None:
@@ -415,7 +416,11 @@ class Jobs:
             failed = self._sync_error
             if failed is not None and last_success is not None and last_success > failed[1]:
                 self._sync_error = failed = None
-        shown = error or poller.last_error or (failed[0] if failed else None)
+            poll_error = error or poller.last_error
+            failed_at = self._poll_error_at
+            if poll_error and failed_at and last_success and last_success > failed_at:
+                poll_error = None  # a sync got through since; the poller retries at once (poked)
+        shown = poll_error or (failed[0] if failed else None)
         panel.set_status(
             provider_label=self._provider.label,
             demo=self._provider.is_demo,
@@ -427,12 +432,19 @@ class Jobs:
         )
 
     def _on_poll_state(self, state: dict[str, Any]) -> None:
+        if state.get("error"):
+            with self._status_lock:
+                self._poll_error_at = datetime.now(UTC)
         self._update_panel_status(error=state.get("error"))
 
     def _on_sync_completed(self, _event: dict[str, Any]) -> None:
-        """Any successful sync (the panel's, `jobs.sync()`, the HTTP API's) is a success to show."""
+        """Any successful sync (the panel's, `jobs.sync()`, the HTTP API's) is a success to show; a poller
+        backing off after errors retries now instead of keeping its stale error up for minutes."""
         with self._status_lock:
             self._sync_ok_at = datetime.now(UTC)
+        poller = self._engine.poller
+        if poller.errors and poller.running:
+            poller.poke()
         self._update_panel_status()
 
     def _watch_sync_error(self) -> None:
