@@ -355,11 +355,13 @@ class Jobs:
 
     async def _start(self) -> None:
         self._engine.poller.start()
+        self._update_panel_status()  # the panel's "polling off" goes at once
 
     def stop(self) -> None:
         """Stop the background poller; the store, panel and explicit calls keep working."""
         if not self._closed:
             self._run(self._engine.poller.stop())
+            self._update_panel_status()
 
     @property
     def polling(self) -> bool:

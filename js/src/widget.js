@@ -209,6 +209,7 @@ function createPanel(model, el) {
     destroyed: false,
     connected: true,
     lastHeard: Date.now(), // browser time of the kernel's last message (beat, patch, trait change...)
+    sendFailed: false, // the comm refused a message since then
     sentSearch: "",
   };
   const timers = new Set();
@@ -222,7 +223,13 @@ function createPanel(model, el) {
   };
 
   const send = (msg) => {
-    if (!state.destroyed) model.send(msg);
+    if (state.destroyed) return;
+    try {
+      model.send(msg);
+    } catch {
+      // the comm is gone (kernel restarted or shut down): the next liveness check says so
+      state.sendFailed = true;
+    }
   };
   const kernelNow = () => (Date.now() - state.skewMs) / 1000;
   const kernelClock = (ts) => formatClock(ts + state.skewMs / 1000); // a kernel time, on the browser's clock
@@ -727,6 +734,7 @@ function createPanel(model, el) {
 
   function heard() {
     state.lastHeard = Date.now();
+    state.sendFailed = false;
     if (!state.connected) setConnected(true);
   }
 
@@ -749,7 +757,8 @@ function createPanel(model, el) {
   }
 
   function checkLiveness() {
-    if (state.connected && Date.now() - state.lastHeard > DISCONNECT_MS) setConnected(false);
+    const silent = state.sendFailed || Date.now() - state.lastHeard > DISCONNECT_MS;
+    if (state.connected && silent) setConnected(false);
   }
 
   function showToast(text, level) {

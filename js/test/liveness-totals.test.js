@@ -22,7 +22,15 @@ const q = (el, sel) => el.querySelector(sel);
 const root = (el) => q(el, ".jw-root");
 const snap = (seq, jobs) => ({ seq, now: NOW, jobs });
 const beat = (model, seq = 0) => model.kernelSend({ type: "beat", seq, now: Date.now() / 1000 });
-const status = (extra = {}) => ({ provider: "Replicate", demo: false, source: "poll", updated_at: NOW - 12, polling: true, now: NOW, ...extra });
+const status = (extra = {}) => ({
+  provider: "Replicate",
+  demo: false,
+  source: "poll",
+  updated_at: NOW - 12,
+  polling: true,
+  now: NOW,
+  ...extra,
+});
 const typeSearch = (el, text) => {
   const input = q(el, ".jw-search");
   input.value = text;
@@ -44,7 +52,10 @@ afterEach(() => {
 describe("kernel liveness", () => {
   function running() {
     return mount({
-      snapshot: snap(0, [card("a", { started: NOW - 60, pct: 40 }), card("b", { status: "completed", ended: NOW - 30 })]),
+      snapshot: snap(0, [
+        card("a", { started: NOW - 60, pct: 40 }),
+        card("b", { status: "completed", ended: NOW - 30 }),
+      ]),
       status: status(),
     });
   }
@@ -203,7 +214,10 @@ describe("totals are the store's", () => {
     completed: { n: 1200, cost: 1684.1, costed: 1190, est: 0 },
     failed: { n: 40, cost: 12.5, costed: 40, est: 0 },
   };
-  const FLUX = { completed: { n: 300, cost: 420.25, costed: 300, est: 0 }, running: { n: 1, cost: 0.5, costed: 1, est: 1 } };
+  const FLUX = {
+    completed: { n: 300, cost: 420.25, costed: 300, est: 0 },
+    running: { n: 1, cost: 0.5, costed: 1, est: 1 },
+  };
   function loaded(totals) {
     return mount({
       snapshot: snap(0, [
@@ -310,7 +324,11 @@ describe("totals are the store's", () => {
 describe("helpers", () => {
   it("summarizes per-status totals for a filter", () => {
     const sum = summarizeTotals(
-      { queued: { n: 2, cost: 0, costed: 0, est: 0 }, running: { n: 3, cost: 1.5, costed: 3, est: 3 }, weird: { n: 1 } },
+      {
+        queued: { n: 2, cost: 0, costed: 0, est: 0 },
+        running: { n: 3, cost: 1.5, costed: 3, est: 3 },
+        weird: { n: 1 },
+      },
       "all",
     );
     expect(sum.counts).toEqual({ all: 6, active: 5, completed: 0, failed: 0, cancelled: 0 });
@@ -326,5 +344,20 @@ describe("helpers", () => {
     expect(normalizeQuery("  Flux ")).toBe("flux");
     expect(normalizeQuery("x".repeat(500))).toHaveLength(200);
     expect(normalizeQuery(undefined)).toBe("");
+  });
+});
+
+describe("a comm that refuses to send", () => {
+  it("is taken as a sign the kernel is gone, without an uncaught error", () => {
+    const { model, el } = mount({ snapshot: snap(0, [card("a")]), status: status() });
+    model.send = () => {
+      throw new Error("Cannot send");
+    };
+    expect(() => q(el, ".jw-sync").click()).not.toThrow();
+    vi.advanceTimersByTime(1000);
+    expect(root(el).dataset.connected).toBe("false");
+    expect(q(el, ".jw-offline-banner").textContent).toContain(`No word from the kernel since ${formatClock(NOW)}.`);
+    beat(model); // it speaks again after all: believed
+    expect(root(el).dataset.connected).toBe("true");
   });
 });
