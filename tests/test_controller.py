@@ -243,7 +243,9 @@ def test_jobs_serve_takes_webhooks_in_process(tmp_path: Path):
             "webhook-signature": sign(secret, "msg_1", ts, body),
             "content-type": "application/json",
         }
-        response = httpx.post(f"{url}/api/webhooks/replicate", content=body, headers=headers, timeout=DEADLINE)
+        response = httpx.post(
+            f"{url}/api/webhooks/replicate", content=body, headers=headers, timeout=DEADLINE
+        )
         assert response.status_code == 200, response.text
         deadline = _time.monotonic() + DEADLINE
         while not seen and _time.monotonic() < deadline:

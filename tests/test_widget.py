@@ -680,3 +680,129 @@ def test_wheel_ships_the_front_end(tmp_path):
         assert zf.read("jobwidget/static/widget.js") == (ROOT / "js" / "src" / "widget.js").read_bytes()
         assert not any("node_modules" in n for n in names)
         assert "jobwidget/py.typed" in names, "type checkers only read the hints of a package with py.typed"
+
+
+# ----------------------------------------------------------------------------- heartbeat and totals
+
+
+def test_heartbeat_runs_from_display_until_close_and_carries_the_seq(panels):
+    panel = panels(heartbeat_s=0.02)
+    panel.set_jobs([make_job(1)])
+    panel.flush()
+    assert not panel.beating and customs(panel, "beat") == []  # nothing displayed, nobody to tell
+    panel._repr_mimebundle_()
+    assert wait_until(lambda: len(customs(panel, "beat")) >= 3), "the panel never beat after display"
+    beats = customs(panel, "beat")
+    assert all(b["seq"] == panel.seq and isinstance(b["now"], float) for b in beats)
+    assert all(len(json.dumps(b)) < 80 for b in beats)  # tiny: ~40 B every 2 s
+    wire = panel.comm
+    panel.close()
+    assert not panel.beating  # the thread has ended: no beat can follow
+    beats_sent = [d for t, d in wire.messages if d.get("content", {}).get("type") == "beat"]
+    assert len(beats_sent) == panel.stats["beats"]
+
+
+def test_heartbeat_starts_when_a_view_speaks(panels):
+    """A view restored by a page reload never went through display: its first message starts the beat."""
+    panel = panels(heartbeat_s=0.02)
+    from_view(panel, {"type": "resync", "seq": 0})
+    assert wait_until(lambda: len(customs(panel, "beat")) >= 2)
+
+
+def test_error_status_carries_the_last_success_until_it_clears(panels):
+    panel = panels()
+    ok = T0 - timedelta(minutes=3)
+    panel.set_status(provider_label="Replicate", demo=False, error="HTTP 401", last_success=ok)
+    panel.flush()
+    assert panel.status["error"] == "HTTP 401" and panel.status["last_success"] == int(ok.timestamp())
+    panel.set_status(provider_label="Replicate", demo=False, error=None, last_success=ok)
+    panel.flush()
+    assert panel.status["error"] is None and panel.status["last_success"] is None  # no churn when fine
+
+
+class CountingTotals:
+    """A totals source over a list of jobs, counting its calls (the store's own query is tested apart)."""
+
+    def __init__(self, jobs: list[Job]) -> None:
+        self.jobs = jobs
+        self.calls: list[str] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, search: str) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            self.calls.append(search)
+            out: dict[str, dict[str, Any]] = {}
+            for job in self.jobs:
+                hay = f"{job.job_id}\n{job.name}\n{job.model}".lower()
+                if search.lower() in hay:
+                    empty = {"count": 0, "cost": 0.0, "costed": 0, "estimated": 0}
+                    t = out.setdefault(job.status.value, empty)
+                    t["count"] += 1
+                    t["cost"] += job.cost_usd or 0.0
+                    t["costed"] += job.cost_usd is not None
+                    t["estimated"] += job.cost_is_estimate
+            return out
+
+
+def test_totals_are_computed_for_display_and_for_each_views_search(panels):
+    jobs = [make_job(i) for i in range(5)] + [
+        make_job(i, status=JobStatus.COMPLETED, completed_at=T0 + timedelta(hours=1), name=f"sdxl-{i}")
+        for i in range(5, 12)
+    ]
+    source = CountingTotals(jobs)
+    panel = panels(totals=source)
+    panel.set_jobs(jobs[:3])  # the panel shows a few; the totals count them all
+    panel._repr_mimebundle_()
+    everything = panel.totals["by_search"][""]  # there before the view renders: no flicker
+    assert everything["running"]["n"] == 5 and everything["completed"]["n"] == 7
+    assert everything["running"]["est"] == 5 and everything["completed"]["est"] == 0
+    assert everything["running"]["cost"] == round(sum(j.cost_usd for j in jobs[:5]), 4)
+    from_view(panel, {"type": "search", "text": "  sdxl ", "view": "v1"})
+    from_view(panel, {"type": "search", "text": "portraits-v1", "view": "v2"})
+    assert wait_until(lambda: {"sdxl", "portraits-v1"} <= set(panel.totals.get("by_search", {})))
+    by = panel.totals["by_search"]
+    assert list(by["sdxl"]) == ["completed"]
+    assert by["sdxl"]["completed"] == {"n": 7, "cost": by["sdxl"]["completed"]["cost"], "costed": 7, "est": 0}
+    assert by["portraits-v1"]["running"]["n"] == 1 and "completed" not in by["portraits-v1"]
+    # a view that goes away takes its search with it
+    from_view(panel, {"type": "search", "text": "", "view": "v1"})
+    assert wait_until(lambda: set(panel.totals["by_search"]) == {"", "portraits-v1"})
+    assert "r8_" not in json.dumps(panel.get_state(), default=str)
+
+
+def test_totals_follow_job_changes_throttled_and_searches_are_capped(panels):
+    jobs = [make_job(i) for i in range(4)]
+    source = CountingTotals(jobs)
+    panel = panels(totals=source)
+    panel.set_jobs(jobs)
+    panel._repr_mimebundle_()
+    calls = len(source.calls)
+    for step in range(200):  # a storm of progress ticks
+        panel.upsert([make_job(step % 4, progress=float(step % 100))])
+    jobs[0] = make_job(0, status=JobStatus.FAILED, completed_at=T0 + timedelta(hours=1))
+    panel.upsert([jobs[0]])
+    assert wait_until(lambda: panel.totals["by_search"][""].get("failed", {}).get("n") == 1)
+    # 201 changes, a handful of queries: the worker folds requests and spaces its runs
+    assert len(source.calls) - calls < 20, len(source.calls) - calls
+    for v in range(20):
+        from_view(panel, {"type": "search", "text": f"q{v}", "view": f"v{v}"})
+    assert wait_until(lambda: "q19" in panel.totals["by_search"])
+    assert len(panel.totals["by_search"]) == 1 + widget_mod._MAX_SEARCHES  # "" and the newest eight
+    assert "q0" not in panel.totals["by_search"]
+    panel.close()
+    assert not panel._totals_worker._thread.is_alive()
+
+
+def test_a_failing_totals_source_leaves_the_panel_working(panels):
+    def broken(_search: str) -> dict[str, Any]:
+        raise RuntimeError("the job store is closed")
+
+    panel = panels(totals=broken)
+    panel.set_jobs([make_job(1)])
+    panel._repr_mimebundle_()  # display still works
+    assert panel.totals == {}
+    from_view(panel, {"type": "search", "text": "x", "view": "v"})
+    assert wait_until(lambda: panel._totals_worker.runs >= 1)
+    panel.upsert([make_job(1, progress=50.0)])
+    panel.flush()
+    assert panel.cards()[make_job(1).job_id]["pct"] == 50.0

@@ -449,6 +449,40 @@ class JobStore:
                 out.append(int(row[0]))
         return out
 
+    def totals(self, search: str | None = None) -> dict[str, dict[str, Any]]:
+        """Per status, over every job (not a page of them) whose id, name or model contains `search`:
+        `count`, summed `cost` (USD), `costed` (jobs with a cost) and `estimated` (active jobs whose cost
+        is an estimate so far). One query; statuses with no job are left out.
+
+        The match is a substring match, case-insensitive for ASCII letters (SQLite's LIKE); `%`, `_` and
+        `\\` in `search` match themselves. A blank `search` counts every job.
+        """
+        active = [s.value for s in ACTIVE_STATUSES]
+        params: list[Any] = list(active)
+        where = ""
+        text = (search or "").strip()
+        if text:
+            pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            where = " WHERE " + " OR ".join(f"{c} LIKE ? ESCAPE '\\'" for c in ("job_id", "name", "model"))
+            params += [pattern] * 3
+        query = (
+            "SELECT status, count(*), total(cost_usd), count(cost_usd), "
+            f"sum(CASE WHEN status IN ({', '.join('?' * len(active))}) AND cost_usd IS NOT NULL "
+            "AND json_extract(metadata, '$.cost_estimate') THEN 1 ELSE 0 END) "
+            f"FROM jobs{where} GROUP BY status"
+        )
+        with self._read() as conn:
+            rows = conn.execute(query, params).fetchall()
+        return {
+            str(status): {
+                "count": int(n),
+                "cost": round(float(cost), 6),
+                "costed": int(c),
+                "estimated": int(e),
+            }
+            for status, n, cost, c, e in rows
+        }
+
     @staticmethod
     def _filters(
         status: str | JobStatus | Iterable[str | JobStatus] | None, provider: str | None

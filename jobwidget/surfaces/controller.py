@@ -16,7 +16,8 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from jobwidget.core.errors import JobNotFound, JobwidgetError, ProviderError
@@ -155,12 +156,21 @@ class Jobs:
         self._closed = False
         self._panel: JobsPanel | None = None
         self._panel_visible = False
+        # A failed panel Sync: (message, when); its banner stays until a later success.
+        self._sync_error: tuple[str, datetime] | None = None
+        self._sync_ok_at: datetime | None = None
+        self._poll_error_at: datetime | None = None  # the poller's last failed round
+        self._status_lock = threading.Lock()
         self._server: ServerHandle | None = None
         self._store = JobStore(self.settings.store)
         try:
             self._provider = make_provider(provider, self.settings)
             self._loop = _LoopThread(name=f"jobwidget-engine-{id(self):x}")
             self._engine: Engine = self._loop.run(self._make_engine())
+            # Every successful sync counts as the provider's last answer, on the panel made later too.
+            self._loop.loop.call_soon_threadsafe(
+                self._engine.bus.on, "sync_completed", self._on_sync_completed
+            )
             self._loop.run(self._engine.start(poll=autostart and self.settings.poll_enabled))
         except BaseException:
             self._store.close()
@@ -363,11 +373,13 @@ class Jobs:
 
     async def _start(self) -> None:
         self._engine.poller.start()
+        self._update_panel_status()  # the panel's "polling off" goes at once
 
     def stop(self) -> None:
         """Stop the background poller; the store, panel and explicit calls keep working."""
         if not self._closed:
             self._run(self._engine.poller.stop())
+            self._update_panel_status()
 
     @property
     def polling(self) -> bool:
@@ -383,7 +395,10 @@ class Jobs:
             from jobwidget.surfaces.widget import JobsPanel
 
             panel = JobsPanel(
-                on_sync=self._panel_sync, on_cancel=self._panel_cancel, on_visible=self._panel_seen
+                on_sync=self._panel_sync,
+                on_cancel=self._panel_cancel,
+                on_visible=self._panel_seen,
+                totals=self._panel_totals,
             )
             active = self._store.active()
             recent = self._store.list(limit=_PANEL_JOBS)
@@ -398,22 +413,68 @@ class Jobs:
             self._panel.upsert(event["jobs"])
             self._update_panel_status()
 
+    def _panel_totals(self, search: str) -> Mapping[str, Mapping[str, Any]]:
+        """Counts and cost per status over the whole store, for the panel header (its worker thread)."""
+        if self._closed:
+            return {}
+        return self._store.totals(search)
+
     def _update_panel_status(self, error: str | None = None) -> None:
-        if self._panel is None:
+        """Push provider, freshness and the error banner to the panel.
+
+        The banner shows the poller's error while polling fails, else a failed panel Sync's, each until
+        the provider next answers (a poll round or any sync), with the time it last did.
+        """
+        panel = self._panel
+        if panel is None:
             return
         service = self._engine.service
         poller = self._engine.poller
-        self._panel.set_status(
+        with self._status_lock:
+            successes = [t for t in (poller.last_success, self._sync_ok_at) if t is not None]
+            last_success = max(successes) if successes else None
+            failed = self._sync_error
+            if failed is not None and last_success is not None and last_success > failed[1]:
+                self._sync_error = failed = None
+            poll_error = error or poller.last_error
+            failed_at = self._poll_error_at
+            if poll_error and failed_at and last_success and last_success > failed_at:
+                poll_error = None  # a sync got through since; the poller retries at once (poked)
+        shown = poll_error or (failed[0] if failed else None)
+        panel.set_status(
             provider_label=self._provider.label,
             demo=self._provider.is_demo,
             source=service.last_source,
             updated_at=service.last_update,
-            error=error if error is not None else poller.last_error,
+            error=shown,
+            last_success=last_success,
             polling=poller.running,
         )
 
     def _on_poll_state(self, state: dict[str, Any]) -> None:
+        if state.get("error"):
+            with self._status_lock:
+                self._poll_error_at = datetime.now(UTC)
         self._update_panel_status(error=state.get("error"))
+
+    def _on_sync_completed(self, _event: dict[str, Any]) -> None:
+        """Any successful sync (the panel's, `jobs.sync()`, the HTTP API's) is a success to show; a poller
+        backing off after errors retries now instead of keeping its stale error up for minutes."""
+        with self._status_lock:
+            self._sync_ok_at = datetime.now(UTC)
+        poller = self._engine.poller
+        if poller.errors and poller.running:
+            poller.poke()
+        self._update_panel_status()
+
+    def _watch_sync_error(self) -> None:
+        """While a failed Sync's banner is up, look every 2 s for a poll round that reached the provider
+        (a round that changes no job sends no event). On the engine loop; ends with the banner."""
+        if self._closed or self._sync_error is None:
+            return
+        self._update_panel_status()
+        if self._sync_error is not None:
+            self._loop.loop.call_later(2.0, self._watch_sync_error)
 
     def _panel_sync(self) -> None:
         panel = self._panel
@@ -423,8 +484,22 @@ class Jobs:
         future = self._loop.submit(self._engine.service.sync())
 
         def done(f: concurrent.futures.Future[SyncResult]) -> None:
+            if f.cancelled():  # the engine is closing
+                panel.sync_finished(None, error="the sync was cancelled")
+                return
             exc = f.exception()
+            now = datetime.now(UTC)
+            with self._status_lock:
+                watching = self._sync_error is not None
+                if exc is None:
+                    self._sync_error = None
+                    self._sync_ok_at = now
+                else:
+                    self._sync_error = (str(exc) or type(exc).__name__, now)
             panel.sync_finished(None if exc else f.result(), error=str(exc) if exc else None)
+            self._update_panel_status()
+            if exc is not None and not watching and not self._closed:
+                self._loop.loop.call_soon_threadsafe(self._watch_sync_error)
 
         future.add_done_callback(done)
 

@@ -12,6 +12,11 @@ Why it looks like this:
 - Changes are coalesced: at most `max_flush_hz` patch messages a second, each carrying only changed cards.
 - Displaying the panel refreshes the snapshot first, so the view that output creates is current without a
   round trip (the kernel answers a view's messages only between cells; `jobs.wait()` may block for hours).
+- Once displayed, the panel beats every `heartbeat_s` (2 s) from a thread of its own, busy kernel or not; a
+  view that hears nothing from the kernel for a few beats says it is disconnected (restarted, shut down)
+  instead of showing stale cards as live, and disables its buttons.
+- The header's counts and total cost are the store's (every job, not only the cards loaded), for each
+  search text a view sent: one SQL query per search, on a worker thread, throttled while jobs change.
 
 Message protocol (custom comm messages, `content` of anywidget's `model.send` / `widget.send`):
   kernel -> view: {"type": "patch", "seq": n, "now": t, "upsert": [card, ...], "remove": [id, ...],
@@ -19,43 +24,42 @@ Message protocol (custom comm messages, `content` of anywidget's `model.send` / 
                   {"type": "hello", "seq": n, "now": t}        (answer to every resync request)
                   {"type": "toast", "level": "info"|"error", "text": str, "synced": int?, "job_id": id?,
                    "now": t}
+                  {"type": "beat", "seq": n, "now": t}         (heartbeat: the kernel is alive)
   view -> kernel: {"type": "resync", "seq": n?} | {"type": "sync"} | {"type": "cancel", "job_id": id}
                   {"type": "visible", "visible": bool, "view": str?}
+                  {"type": "search", "text": str, "view": str?}  (text "" forgets that view's search)
 Traits: `snapshot` {"seq", "now", "jobs": [card]}, `status` {provider, demo, source, updated_at, error,
-polling, now}, `syncing` bool. Times are epoch seconds (compact, and the view corrects for clock skew
-with `now`).
+last_success, polling, now}, `syncing` bool, `totals` {"by_search": {text: {status: {"n", "cost",
+"costed", "est"}}}, "now"}. Times are epoch seconds (compact, and the view corrects for clock skew with
+`now`).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import anywidget
 import traitlets
 
 from jobwidget.core.models import Job, SyncResult
+from jobwidget.surfaces.cards import card_diff, clip, epoch, int_or_none, job_to_card, num
+from jobwidget.surfaces.panel_threads import Coalescer, Heartbeat
 
 __all__ = ["JobsPanel", "job_to_card", "static_path"]
 
 log = logging.getLogger(__name__)
 
-# Caps keep one card well under 1 KB whatever the provider sends (a new card travels whole).
-_MAX_NAME = 100
-_MAX_MODEL = 100
+_MAX_BANNER = 300
+_MAX_TOAST = 300
+
 _MAX_SHORT = 40
-_MAX_LOG = 160
-_MAX_ERROR = 160
-_MAX_NOTE = 120
-_MAX_URL = 300
 _MAX_BANNER = 300
 _MAX_TOAST = 300
 
@@ -69,14 +73,12 @@ _SNAPSHOT_SHARE = 0.5
 # every message from the browser, and taking a watched panel for gone only slows its progress updates.
 _VIEW_EXPIRY_S = 600.0
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
-
-# Defence in depth: Job holds no secrets, but an error text copied from a provider response might.
-_SECRET_PATTERNS = (
-    re.compile(r"r8_[A-Za-z0-9]{8,}"),
-    re.compile(r"(?i)(bearer|token)\s+[A-Za-z0-9._\-]{8,}"),
-    re.compile(r"whsec_[A-Za-z0-9+/=]{8,}"),
-)
+# The view calls the kernel gone after ~3.5 missed beats (js/src/widget.js DISCONNECT_MS): keep in step.
+_HEARTBEAT_S = 2.0
+# Searches kept per panel (one per view; the oldest is forgotten first) and their longest text.
+_MAX_SEARCHES = 8
+_MAX_SEARCH = 200
+_TOTALS_MIN_INTERVAL_S = 1.0  # at most one totals query round a second while jobs change
 
 
 def static_path(name: str) -> Path:
@@ -96,131 +98,6 @@ def static_path(name: str) -> Path:
     )
 
 
-def _redact(text: str) -> str:
-    for pattern in _SECRET_PATTERNS:
-        text = pattern.sub("[redacted]", text)
-    return text
-
-
-def _clip(value: Any, limit: int) -> str | None:
-    """One line of text, redacted, at most `limit` characters (None stays None, empty becomes None)."""
-    if value is None:
-        return None
-    text = _CONTROL.sub(" ", _redact(str(value))).strip()  # inner spacing kept: tqdm bars line up
-    if not text:
-        return None
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _epoch(value: datetime | None) -> int | None:
-    return None if value is None else int(value.timestamp())
-
-
-def _num(value: Any, digits: int) -> float | None:
-    """A finite float rounded for display (fewer bytes, and a re-rounded value compares equal)."""
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        return None
-    return round(f, digits) if math.isfinite(f) else None
-
-
-def _int(value: Any) -> int | None:
-    f = _num(value, 0)
-    return None if f is None else int(f)
-
-
-def _sig(value: Any, digits: int = 4) -> float | None:
-    """Round to significant digits: a loss of 3.512345e-05 keeps its meaning in a few bytes."""
-    f = _num(value, 12)
-    if f is None or f == 0:
-        return f
-    return round(f, digits - 1 - math.floor(math.log10(abs(f))))
-
-
-def _https_url(value: Any) -> str | None:
-    """The URL if it is a plain https link, else None: the card never links to anything else."""
-    if not isinstance(value, str) or len(value) > _MAX_URL:
-        return None
-    if not value.startswith("https://") or any(c.isspace() or ord(c) < 32 for c in value):
-        return None
-    try:
-        parts = urlsplit(value)
-    except ValueError:
-        return None
-    return value if parts.scheme == "https" and parts.netloc else None
-
-
-def _note(metadata: Mapping[str, Any]) -> str | None:
-    stopped = metadata.get("poll_stopped")
-    if stopped:
-        reason = stopped if isinstance(stopped, str) else "the provider no longer knows this job"
-        return _clip(f"Not polled any more: {reason}", _MAX_NOTE)
-    unknown = metadata.get("unknown_status")
-    if unknown:
-        detail = unknown if isinstance(unknown, str) else "unrecognised"
-        return _clip(f"Provider reported an unknown status ({detail}); showing the last known one", _MAX_NOTE)
-    return None
-
-
-def job_to_card(job: Job) -> dict[str, Any]:
-    """The compact dict the view renders for one job (None fields are left out).
-
-    Keys: id, status, name, model, hw, stage, pct, log, step, total, eta, rate, loss, cost, est, created,
-    started, ended, err, url, note. Times are epoch seconds; numbers are rounded for display. Stage, ETA
-    and rate only make sense while a job is active and are dropped once it finishes.
-    """
-    meta = job.metadata or {}
-    inline = meta.get("inline")
-    inline = inline if isinstance(inline, Mapping) else {}
-    active = job.is_active
-    card: dict[str, Any] = {
-        "id": job.job_id,
-        "status": job.status.value,
-        "name": _clip(job.name, _MAX_NAME),
-        "model": _clip(job.model, _MAX_MODEL),
-        "hw": _clip(job.hardware, _MAX_SHORT),
-        "stage": _clip(job.stage, _MAX_SHORT) if active else None,
-        "pct": _num(job.progress, 1),
-        "log": _clip(job.last_log, _MAX_LOG),
-        "step": _int(inline.get("step")),
-        "total": _int(inline.get("total_steps")),
-        "eta": _int(inline.get("eta_seconds")) if active else None,
-        "rate": _sig(inline.get("rate"), 3) if active else None,
-        "loss": _sig(inline.get("loss"), 4),
-        "cost": _num(job.cost_usd, 4),
-        "est": True if job.cost_is_estimate else None,
-        "created": _epoch(job.created_at),
-        "started": _epoch(job.started_at),
-        "ended": _epoch(job.completed_at),
-        "err": _clip(job.error_message, _MAX_ERROR),
-        "url": _https_url(job.web_url),
-        "note": _note(meta),
-    }
-    if card["pct"] is not None:
-        card["pct"] = min(100.0, max(0.0, card["pct"]))
-    return {k: v for k, v in card.items() if v is not None}
-
-
-def _card_diff(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The fields of `after` that differ from `before` (dropped ones as None), with the id; None if equal.
-
-    A running job's tick changes a handful of fields (progress, step, ETA, loss, log line, cost), so a
-    patch carries ~200 bytes instead of the whole card.
-    """
-    diff = {k: v for k, v in after.items() if before.get(k, _MISSING) != v}
-    diff.update({k: None for k in before if k not in after})
-    if not diff:
-        return None
-    diff["id"] = after["id"]
-    return diff
-
-
-_MISSING = object()
-
-
 def _safe_call(what: str, fn: Callable[..., Any], *args: Any) -> Exception | None:
     """Run a controller callback; hand back its exception instead of letting it reach the comm handler."""
     try:
@@ -237,7 +114,9 @@ class JobsPanel(anywidget.AnyWidget):
     Feed it with `set_jobs` (the full list: only differences go out), `upsert` and `remove`; report
     freshness and errors with `set_status`; bracket a provider sync with `sync_started`/`sync_finished`.
     Clicks in the view come back through `on_sync`, `on_cancel(job_id)` and `on_visible(bool)` (any view
-    of the panel visible on screen, so the engine can refresh progress faster).
+    of the panel visible on screen, so the engine can refresh progress faster). `totals(search)` answers
+    the header's counts and costs per status over the whole store (`JobStore.totals`); it runs on the
+    panel's own worker thread.
     """
 
     _esm = static_path("widget.js")
@@ -246,6 +125,7 @@ class JobsPanel(anywidget.AnyWidget):
     snapshot = traitlets.Dict().tag(sync=True)
     status = traitlets.Dict().tag(sync=True)
     syncing = traitlets.Bool(False).tag(sync=True)
+    totals = traitlets.Dict().tag(sync=True)
 
     def __init__(
         self,
@@ -253,10 +133,13 @@ class JobsPanel(anywidget.AnyWidget):
         on_sync: Callable[[], None] | None = None,
         on_cancel: Callable[[str], None] | None = None,
         on_visible: Callable[[bool], None] | None = None,
+        totals: Callable[[str], Mapping[str, Mapping[str, Any]]] | None = None,
         max_flush_hz: float = 10.0,
+        heartbeat_s: float = _HEARTBEAT_S,
     ) -> None:
-        if not (isinstance(max_flush_hz, int | float) and math.isfinite(max_flush_hz) and max_flush_hz > 0):
-            raise ValueError(f"max_flush_hz must be a positive number, got {max_flush_hz!r}")
+        for name, value in (("max_flush_hz", max_flush_hz), ("heartbeat_s", heartbeat_s)):
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
         self._lock = threading.RLock()
         self._cards: dict[str, dict[str, Any]] = {}
         self._dirty: set[str] = set()
@@ -273,7 +156,13 @@ class JobsPanel(anywidget.AnyWidget):
         self.on_sync = on_sync
         self.on_cancel = on_cancel
         self.on_visible = on_visible
-        self.stats = {"patches": 0, "snapshots": 0, "resyncs": 0}
+        self.stats = {"patches": 0, "snapshots": 0, "resyncs": 0, "beats": 0, "totals": 0}
+        self._totals_source = totals
+        self._searches: dict[str, str] = {}  # view id -> its search text, oldest first
+        self._heartbeat = Heartbeat(float(heartbeat_s), self._beat, name="jobwidget-panel-heartbeat")
+        self._totals_worker = Coalescer(
+            self._compute_totals, min_interval=_TOTALS_MIN_INTERVAL_S, name="jobwidget-panel-totals"
+        )
         super().__init__(snapshot={"seq": 0, "now": _now(), "jobs": []})
         self.on_msg(self._on_view_msg)
 
@@ -291,6 +180,9 @@ class JobsPanel(anywidget.AnyWidget):
             self._flush_locked()
             if self.snapshot.get("seq") != self._seq:
                 self._publish_snapshot()
+        if self._totals_source is not None and not self.totals:
+            _safe_call("totals", self._compute_totals)  # the first view starts with the store's numbers
+        self._heartbeat.start()
         return super()._repr_mimebundle_(**kwargs)
 
     # ----------------------------------------------------------------- jobs
@@ -320,27 +212,26 @@ class JobsPanel(anywidget.AnyWidget):
         for job in jobs:
             new[job.job_id] = job_to_card(job)
         with self._lock:
-            for job_id in [k for k in self._cards if k not in new]:
-                self._drop(job_id)
-            for job_id, card in new.items():
-                self._put(job_id, card)
+            changed = [self._drop(job_id) for job_id in [k for k in self._cards if k not in new]]
+            changed += [self._put(job_id, card) for job_id, card in new.items()]
             self._schedule()
+        self._recount(any(changed))
 
     def upsert(self, jobs: Iterable[Job]) -> None:
         """Add or update these jobs' cards (unchanged cards send nothing)."""
         cards = [job_to_card(job) for job in jobs]
         with self._lock:
-            for card in cards:
-                self._put(card["id"], card)
+            changed = [self._put(card["id"], card) for card in cards]
             self._schedule()
+        self._recount(any(changed))
 
     def remove(self, job_ids: Iterable[str]) -> None:
         """Drop these jobs' cards (unknown ids are ignored)."""
         ids = [str(job_id) for job_id in job_ids]
         with self._lock:
-            for job_id in ids:
-                self._drop(job_id)
+            changed = [self._drop(job_id) for job_id in ids]
             self._schedule()
+        self._recount(any(changed))
 
     def flush(self) -> None:
         """Send pending changes now instead of waiting for the next coalescing slot."""
@@ -348,7 +239,7 @@ class JobsPanel(anywidget.AnyWidget):
             self._flush_locked()
 
     def close(self) -> None:
-        """Stop the coalescing timer and close the comm (views disappear)."""
+        """Stop the coalescing timer, the heartbeat and the totals worker; close the comm."""
         if not hasattr(self, "_lock"):  # __init__ refused its arguments; ipywidgets' __del__ still calls us
             super().close()
             return
@@ -357,18 +248,24 @@ class JobsPanel(anywidget.AnyWidget):
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
+        self._heartbeat.stop()
+        self._totals_worker.stop()
         super().close()
 
-    def _put(self, job_id: str, card: dict[str, Any]) -> None:
+    def _put(self, job_id: str, card: dict[str, Any]) -> bool:
         self._removed.discard(job_id)
-        if self._cards.get(job_id) != card:
-            self._cards[job_id] = card
-            self._dirty.add(job_id)
+        if self._cards.get(job_id) == card:
+            return False
+        self._cards[job_id] = card
+        self._dirty.add(job_id)
+        return True
 
-    def _drop(self, job_id: str) -> None:
-        if self._cards.pop(job_id, None) is not None:
-            self._dirty.discard(job_id)
-            self._removed.add(job_id)
+    def _drop(self, job_id: str) -> bool:
+        if self._cards.pop(job_id, None) is None:
+            return False
+        self._dirty.discard(job_id)
+        self._removed.add(job_id)
+        return True
 
     def _schedule(self) -> None:
         """Flush now if the last flush is old enough, else once when it is (one timer at most)."""
@@ -417,7 +314,7 @@ class JobsPanel(anywidget.AnyWidget):
             before = self._sent.get(job_id)
             if before is None:
                 upserts.append(card)
-            elif diff := _card_diff(before, card):
+            elif diff := card_diff(before, card):
                 updates.append(diff)
             self._sent[job_id] = card
         removes = sorted(self._removed)
@@ -461,20 +358,25 @@ class JobsPanel(anywidget.AnyWidget):
         source: str | None = None,
         updated_at: datetime | None = None,
         error: str | None = None,
+        last_success: datetime | None = None,
         polling: bool | None = None,
     ) -> None:
         """Replace the toolbar status: provider, demo badge, freshness mark, error banner.
 
         Each call replaces the whole status, so pass the last successful `updated_at` along with an
-        `error` (the mark then shows how stale the cards are); `error=None` clears the banner. Cheap to
-        call on every engine event: an unchanged status sends nothing, and changes share the cards' flushes.
+        `error` (the mark then shows how stale the cards are); `error=None` clears the banner, which
+        otherwise stays up, saying when the provider last answered (`last_success`, shown only with an
+        error). Cheap to call on every engine event: an unchanged status sends nothing, and changes share
+        the cards' flushes.
         """
+        error_text = clip(error, _MAX_BANNER)
         value = {
-            "provider": _clip(provider_label, _MAX_SHORT) or "provider",
+            "provider": clip(provider_label, _MAX_SHORT) or "provider",
             "demo": bool(demo),
-            "source": _clip(source, _MAX_SHORT),
+            "source": clip(source, _MAX_SHORT),
             "updated_at": None if updated_at is None else round(updated_at.timestamp(), 3),
-            "error": _clip(error, _MAX_BANNER),
+            "error": error_text,
+            "last_success": None if error_text is None or last_success is None else epoch(last_success),
             "polling": None if polling is None else bool(polling),
             "now": _now(),
         }
@@ -518,7 +420,7 @@ class JobsPanel(anywidget.AnyWidget):
         msg: dict[str, Any] = {
             "type": "toast",
             "level": "error" if level == "error" else "info",
-            "text": _clip(text, _MAX_TOAST) or "",
+            "text": clip(text, _MAX_TOAST) or "",
             "now": _now(),
         }
         if synced is not None:
@@ -539,6 +441,7 @@ class JobsPanel(anywidget.AnyWidget):
     def _dispatch(self, content: Any) -> None:
         if not isinstance(content, Mapping):
             return
+        self._heartbeat.start()  # a view exists (displayed in an earlier session of the page, say)
         kind = content.get("type")
         if kind == "resync":
             self._answer_resync(content.get("seq"))
@@ -547,10 +450,9 @@ class JobsPanel(anywidget.AnyWidget):
         elif kind == "cancel":
             self._handle_cancel(content.get("job_id"))
         elif kind == "visible":
-            view = content.get("view")
-            self._set_view_visible(
-                view if isinstance(view, str) and view else "default", bool(content.get("visible"))
-            )
+            self._set_view_visible(_view_id(content), bool(content.get("visible")))
+        elif kind == "search":
+            self._set_search(_view_id(content), content.get("text"))
 
     def _answer_resync(self, view_seq: Any) -> None:
         """Bring a view up to date: a fresh snapshot if it is behind, then a hello with the current seq."""
@@ -598,6 +500,47 @@ class JobsPanel(anywidget.AnyWidget):
         else:
             self.toast(f"Cancel requested for {label}", job_id=job_id)
 
+    # ----------------------------------------------------------------- heartbeat and totals
+
+    @property
+    def beating(self) -> bool:
+        """Whether the heartbeat thread runs (from the first display or view message until close)."""
+        return self._heartbeat.alive
+
+    def _beat(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self.stats["beats"] += 1
+                self._emit({"type": "beat", "seq": self._seq, "now": _now()})
+
+    def _recount(self, changed: bool) -> None:
+        if changed and self._totals_source is not None:
+            self._totals_worker.request()
+
+    def _set_search(self, view: str, text: Any) -> None:
+        query = text.strip()[:_MAX_SEARCH] if isinstance(text, str) else ""
+        with self._lock:
+            self._searches.pop(view, None)
+            if query:
+                self._searches[view] = query
+                while len(self._searches) > _MAX_SEARCHES:
+                    del self._searches[next(iter(self._searches))]
+        if self._totals_source is not None:
+            self._totals_worker.request(urgent=True)
+
+    def _compute_totals(self) -> None:
+        """Ask the store for the totals of every view's search (and of no search); publish if changed."""
+        source = self._totals_source
+        if source is None:
+            return
+        with self._lock:
+            queries = ["", *dict.fromkeys(self._searches.values())]
+        by_search = {q: _totals_wire(source(q)) for q in queries}
+        with self._lock:
+            if not self._closed and by_search != self.totals.get("by_search"):
+                self.stats["totals"] += 1
+                self.totals = {"by_search": by_search, "now": _now()}
+
     def _set_view_visible(self, view: str, visible: bool) -> None:
         with self._lock:
             if visible:
@@ -628,6 +571,27 @@ class JobsPanel(anywidget.AnyWidget):
             self.toast(f"Panel visibility handler failed: {_describe(exc)}", "error")
 
 
+def _view_id(content: Mapping[str, Any]) -> str:
+    view = content.get("view")
+    return view[:100] if isinstance(view, str) and view else "default"
+
+
+def _totals_wire(raw: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The store's per-status totals, compact and finite, for one search."""
+    out: dict[str, dict[str, Any]] = {}
+    for status, rec in list(raw.items())[:32]:
+        label = clip(status, _MAX_SHORT)
+        if label is None or not isinstance(rec, Mapping):
+            continue
+        out[label] = {
+            "n": int_or_none(rec.get("count")) or 0,
+            "cost": num(rec.get("cost"), 4) or 0.0,
+            "costed": int_or_none(rec.get("costed")) or 0,
+            "est": int_or_none(rec.get("estimated")) or 0,
+        }
+    return out
+
+
 def _without_now(status: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in status.items() if k != "now"}
 
@@ -638,4 +602,4 @@ def _now() -> float:
 
 def _describe(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
-    return _clip(text, 200) or type(exc).__name__
+    return clip(text, 200) or type(exc).__name__

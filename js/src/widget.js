@@ -3,13 +3,16 @@
 // Plain ESM, no imports, no build step, no network: anywidget loads this file as it is.
 // Protocol (see jobwidget/surfaces/widget.py):
 //   trait `snapshot` {seq, now, jobs: [card]}  - the source of truth on (re)sync
-//   trait `status`   {provider, demo, source, updated_at, error, polling, now}
+//   trait `status`   {provider, demo, source, updated_at, error, last_success, polling, now}
 //   trait `syncing`  bool
+//   trait `totals`   {by_search: {text: {status: {n, cost, costed, est}}}, now}  - the whole store's counts
 //   msg {type: "patch", seq, now, upsert: [card], remove: [id], update?: [{id, changed fields, dropped: null}]}
 //       applied in seq order; a gap -> resync
 //   msg {type: "hello", seq, now}  - answer to our resync request
 //   msg {type: "toast", level, text, synced?, job_id?}  - an error toast with job_id re-enables that Cancel
+//   msg {type: "beat", seq, now}  - every 2 s while the kernel lives; silence -> "Kernel disconnected"
 //   we send {type: "resync", seq} | {type: "sync"} | {type: "cancel", job_id} | {type: "visible", visible, view}
+//           {type: "search", text, view}  - debounced; the kernel answers in `totals`
 // Data is only ever written with textContent or attributes (never innerHTML): log lines and names come
 // from training scripts and providers.
 
@@ -36,6 +39,12 @@ const MAX_BUFFERED = 256;
 const MAX_RESYNC_RETRIES = 5;
 const SYNC_TIMEOUT_MS = 5 * 60 * 1000;
 const CANCEL_TIMEOUT_MS = 2 * 60 * 1000;
+// The kernel beats every 2 s (jobwidget/surfaces/widget.py _HEARTBEAT_S); after this long without a word
+// the view says the kernel is gone: checked every second, so it says so within 8 s.
+const DISCONNECT_MS = 7000;
+const LIVENESS_CHECK_MS = 1000;
+const SEARCH_DEBOUNCE_MS = 250;
+const MAX_SEARCH = 200;
 
 // ------------------------------------------------------------------ pure helpers (exported for tests)
 
@@ -59,6 +68,53 @@ export function formatAgo(seconds) {
   if (s < 3600) return `${Math.floor(s / 60)} min ago`;
   if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
   return `${Math.floor(s / 86400)} d ago`;
+}
+
+/** Local wall-clock time: "14:02:31" today, "2025-06-01 14:02" another day. */
+export function formatClock(epochSeconds, nowMs = Date.now()) {
+  if (typeof epochSeconds !== "number" || !Number.isFinite(epochSeconds)) return "";
+  const d = new Date(epochSeconds * 1000);
+  const today = new Date(nowMs);
+  const pad = (n) => String(n).padStart(2, "0");
+  const time = `${pad(d.getHours())}:${pad(d.getMinutes())}`;
+  if (d.toDateString() === today.toDateString()) return `${time}:${pad(d.getSeconds())}`;
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${time}`;
+}
+
+/** The search text as the view sends it and keys the kernel's totals by. */
+export function normalizeQuery(query) {
+  return typeof query === "string" ? query.trim().toLowerCase().slice(0, MAX_SEARCH) : "";
+}
+
+/**
+ * Header numbers from per-status totals {status: {n, cost, costed, est}}: the filter buttons' counts, the
+ * counts line's parts, and the total cost of the statuses the filter shows.
+ */
+export function summarizeTotals(byStatus, filter) {
+  const counts = { all: 0, active: 0, completed: 0, failed: 0, cancelled: 0 };
+  let cost = 0;
+  let costed = 0;
+  let estimated = 0;
+  const parts = [];
+  const statuses = Object.keys(byStatus || {});
+  const ordered = STATUS_ORDER.filter((s) => statuses.includes(s)).concat(
+    statuses.filter((s) => !STATUS_ORDER.includes(s)),
+  );
+  for (const status of ordered) {
+    const t = byStatus[status] || {};
+    const n = num(t.n) || 0;
+    if (n <= 0) continue;
+    counts.all += n;
+    if (ACTIVE.has(status)) counts.active += n;
+    else if (status in counts) counts[status] += n;
+    parts.push(`${n} ${status}`);
+    if (matchesFilter({ status }, filter)) {
+      cost += num(t.cost) || 0;
+      costed += num(t.costed) || 0;
+      estimated += num(t.est) || 0;
+    }
+  }
+  return { counts, parts, cost, anyCost: costed > 0, estimated: estimated > 0 };
 }
 
 export function formatCost(usd) {
@@ -151,6 +207,10 @@ function createPanel(model, el) {
     visible: null,
     intersecting: true,
     destroyed: false,
+    connected: true,
+    lastHeard: Date.now(), // browser time of the kernel's last message (beat, patch, trait change...)
+    sendFailed: false, // the comm refused a message since then
+    sentSearch: "",
   };
   const timers = new Set();
   const later = (fn, ms) => {
@@ -163,9 +223,16 @@ function createPanel(model, el) {
   };
 
   const send = (msg) => {
-    if (!state.destroyed) model.send(msg);
+    if (state.destroyed) return;
+    try {
+      model.send(msg);
+    } catch {
+      // the comm is gone (kernel restarted or shut down): the next liveness check says so
+      state.sendFailed = true;
+    }
   };
   const kernelNow = () => (Date.now() - state.skewMs) / 1000;
+  const kernelClock = (ts) => formatClock(ts + state.skewMs / 1000); // a kernel time, on the browser's clock
   const noteClock = (now) => {
     if (typeof now === "number" && Number.isFinite(now)) state.skewMs = Date.now() - now * 1000;
   };
@@ -208,6 +275,7 @@ function createPanel(model, el) {
   search.type = "search";
   search.placeholder = "Search name, id, model";
   search.setAttribute("aria-label", "Search jobs by name, id or model");
+  search.maxLength = MAX_SEARCH;
   const sortSel = make(doc, "select", "jw-sort");
   sortSel.setAttribute("aria-label", "Sort jobs");
   for (const [key, label] of SORTS) {
@@ -218,16 +286,26 @@ function createPanel(model, el) {
   controls.append(filters, search, sortSel);
 
   const counts = make(doc, "div", "jw-counts");
+  const offline = make(doc, "div", "jw-offline-banner");
+  offline.setAttribute("role", "alert");
+  offline.hidden = true;
+  const offlineTitle = make(doc, "strong", "jw-offline-title", "Kernel disconnected");
+  const offlineText = make(doc, "span", "jw-offline-text");
+  offline.append(offlineTitle, offlineText);
   const banner = make(doc, "div", "jw-banner");
   banner.setAttribute("role", "alert");
   banner.hidden = true;
+  const bannerTitle = make(doc, "strong", "jw-banner-title");
+  const bannerText = make(doc, "span", "jw-banner-text");
+  const bannerMeta = make(doc, "div", "jw-banner-meta");
+  banner.append(bannerTitle, bannerText, bannerMeta);
   const list = make(doc, "div", "jw-list");
   list.setAttribute("role", "list");
   const empty = make(doc, "div", "jw-empty");
   const toasts = make(doc, "div", "jw-toasts");
   toasts.setAttribute("role", "status");
   toasts.setAttribute("aria-live", "polite");
-  root.append(head, controls, counts, banner, toasts, list, empty);
+  root.append(head, controls, counts, offline, banner, toasts, list, empty);
   el.replaceChildren(root);
 
   // ---- cards
@@ -311,9 +389,9 @@ function createPanel(model, el) {
       if (state.confirming === c.id) state.confirming = null;
     }
     show(n.cancel, active);
-    n.cancel.disabled = cancelling;
+    n.cancel.disabled = cancelling || !state.connected;
     setText(n.cancel, cancelling ? "Cancelling…" : "Cancel");
-    show(n.confirm, active && state.confirming === c.id);
+    show(n.confirm, active && state.connected && state.confirming === c.id);
     setText(n.confirmText, `Cancel ${c.name || c.id}?`);
 
     const modelText = [c.model, c.hw].filter(Boolean).join(" · ");
@@ -411,7 +489,7 @@ function createPanel(model, el) {
   // ---- layout: filter, sort, counts (cheap with 1,000 cards; DOM nodes move only when out of place)
 
   function layout() {
-    const q = state.query.trim().toLowerCase();
+    const q = normalizeQuery(state.query);
     const sorted = Array.from(state.cards.values()).sort(compareCards(state.sort));
     let cursor = list.firstChild;
     let shown = 0;
@@ -433,51 +511,78 @@ function createPanel(model, el) {
       cursor = next;
     }
     renderCounts();
+    const st = model.get("status") || {};
+    const p = st.provider || "the provider";
+    let emptyText = shown === 0 ? "No jobs match this filter." : "";
+    let emptyError = false;
     if (state.cards.size === 0) {
-      const p = (model.get("status") || {}).provider || "the provider";
-      setText(empty, `No jobs yet. Click Sync to fetch them from ${p}.`);
-    } else {
-      setText(empty, shown === 0 ? "No jobs match this filter." : "");
+      if (!state.connected) {
+        emptyText = "Kernel disconnected — re-run the cell to load your jobs.";
+        emptyError = true;
+      } else if (st.error) {
+        emptyText = `Could not load jobs from ${p}: ${st.error}`;
+        emptyError = true;
+      } else {
+        emptyText = `No jobs yet. Click Sync to fetch them from ${p}.`;
+      }
     }
+    setText(empty, emptyText);
+    empty.classList.toggle("jw-empty-error", emptyError);
     show(empty, shown === 0);
     root.dataset.seq = String(state.seq);
     root.dataset.shown = String(shown);
   }
 
-  function renderCounts() {
-    const byStatus = {};
-    let cost = 0;
-    let estimated = false;
-    let anyCost = false;
+  // The store's totals for this view's search, when the kernel has sent them (else null).
+  function storeTotals() {
+    const t = model.get("totals");
+    const bySearch = t && typeof t === "object" ? t.by_search : null;
+    if (!bySearch || typeof bySearch !== "object") return null;
+    const entry = bySearch[normalizeQuery(state.query)];
+    return entry && typeof entry === "object" ? entry : null;
+  }
+
+  // The same numbers from the cards loaded here: until the kernel answers (or if it cannot).
+  function loadedTotals() {
+    const q = normalizeQuery(state.query);
+    const by = {};
     for (const c of state.cards.values()) {
-      byStatus[c.status] = (byStatus[c.status] || 0) + 1;
+      const n = state.nodes.get(c.id);
+      if (q && !(n && n.hay.includes(q))) continue;
+      const t = by[c.status] || (by[c.status] = { n: 0, cost: 0, costed: 0, est: 0 });
+      t.n += 1;
       if (typeof c.cost === "number" && Number.isFinite(c.cost)) {
-        cost += c.cost;
-        anyCost = true;
-        if (c.est) estimated = true;
+        t.cost += c.cost;
+        t.costed += 1;
+        if (c.est) t.est += 1;
       }
     }
-    const active = STATUS_ORDER.filter((s) => ACTIVE.has(s)).reduce((a, s) => a + (byStatus[s] || 0), 0);
-    const filterCounts = {
-      all: state.cards.size,
-      active,
-      completed: byStatus.completed || 0,
-      failed: byStatus.failed || 0,
-      cancelled: byStatus.cancelled || 0,
-    };
+    return by;
+  }
+
+  function renderCounts() {
+    const fromStore = storeTotals();
+    const sum = summarizeTotals(fromStore || loadedTotals(), state.filter);
     for (const [key, b] of filterButtons) {
-      setText(b.lastChild, String(filterCounts[key]));
+      setText(b.lastChild, String(sum.counts[key]));
       const pressed = key === state.filter ? "true" : "false";
       if (b.getAttribute("aria-pressed") !== pressed) b.setAttribute("aria-pressed", pressed);
     }
-    const parts = STATUS_ORDER.filter((s) => byStatus[s]).map((s) => `${byStatus[s]} ${s}`);
-    for (const s of Object.keys(byStatus)) if (!STATUS_ORDER.includes(s)) parts.push(`${byStatus[s]} ${s}`);
-    setText(counts, parts.join(" · "));
-    setText(total, anyCost ? `Total ${formatCost(cost)}${estimated ? " (incl. est.)" : ""}` : "");
-    show(total, anyCost);
+    setText(counts, sum.parts.join(" · "));
+    setText(total, sum.anyCost ? `Total ${formatCost(sum.cost)}${sum.estimated ? " (incl. est.)" : ""}` : "");
+    const q = normalizeQuery(state.query);
+    const scope = `${state.filter === "all" ? "" : `${state.filter} `}jobs${q ? ` matching “${q}”` : ""}`;
+    setAttr(
+      total,
+      "title",
+      fromStore ? `Cost of all ${scope} in the job store` : `Cost of the ${scope} loaded in this panel`,
+    );
+    show(total, sum.anyCost);
+    root.dataset.totals = fromStore ? "store" : "loaded";
   }
 
   function refreshAges() {
+    if (!state.connected) return; // frozen: nothing here is live any more
     for (const [id, n] of state.nodes) {
       if (!n.root.hidden) updateAge(n, state.cards.get(id));
     }
@@ -580,26 +685,80 @@ function createPanel(model, el) {
     setText(provider, st.provider || "");
     show(provider, !!st.provider);
     show(demo, !!st.demo);
+    const updated = num(st.updated_at);
     let mark = "";
-    if (typeof st.updated_at === "number") mark = `updated ${formatAgo(kernelNow() - st.updated_at)}`;
-    else if (st.provider) mark = "not updated yet";
-    if (mark && st.source) mark += ` · ${st.source}`;
-    if (mark && st.polling === false) mark += " · polling off";
+    if (!state.connected) {
+      // no "N s ago" that keeps counting as if someone were still updating this panel
+      mark = updated !== null ? `last updated ${kernelClock(updated)}` : "";
+    } else {
+      if (updated !== null) mark = `updated ${formatAgo(kernelNow() - updated)}`;
+      else if (st.provider) mark = "not updated yet";
+      if (mark && st.source) mark += ` · ${st.source}`;
+      if (mark && st.polling === false) mark += " · polling off";
+    }
     setText(fresh, mark);
     show(fresh, !!mark);
-    const stale = typeof st.updated_at === "number" && kernelNow() - st.updated_at > 300;
+    const stale = !state.connected || (updated !== null && kernelNow() - updated > 300);
     fresh.classList.toggle("jw-stale", stale);
-    setText(banner, st.error || "");
-    show(banner, !!st.error);
+
+    const error = typeof st.error === "string" && st.error ? st.error : "";
+    show(banner, !!error);
+    root.dataset.error = error ? "true" : "false";
+    if (error) {
+      setText(bannerTitle, `Cannot update from ${st.provider || "the provider"}:`);
+      setText(bannerText, error);
+      const ok = num(st.last_success);
+      let meta = ok !== null ? `Last successful update ${kernelClock(ok)}` : "No successful update yet";
+      if (ok !== null && state.connected) meta += ` (${formatAgo(kernelNow() - ok)})`;
+      if (state.connected) meta += st.polling ? " · retrying automatically" : " · press Sync to retry";
+      setText(bannerMeta, meta);
+    }
+    show(offline, !state.connected);
+    if (!state.connected) {
+      const since = formatClock(state.lastHeard / 1000);
+      setText(offlineText, ` — re-run the cell that shows this panel. No word from the kernel since ${since}.`);
+    }
   }
 
   function renderSync() {
-    const busy = !!model.get("syncing") || state.syncPending;
-    syncBtn.disabled = busy;
+    const busy = state.connected && (!!model.get("syncing") || state.syncPending);
+    syncBtn.disabled = busy || !state.connected;
     syncBtn.classList.toggle("jw-busy", busy);
     syncBtn.setAttribute("aria-busy", busy ? "true" : "false");
+    setAttr(syncBtn, "title", state.connected ? "Fetch the provider's recent jobs" : "Kernel disconnected");
     setText(syncLabel, busy ? "Syncing…" : "Sync");
     root.dataset.syncing = busy ? "true" : "false";
+  }
+
+  // ---- liveness: the kernel beats every 2 s; silence means it was restarted, shut down or is stuck
+
+  function heard() {
+    state.lastHeard = Date.now();
+    state.sendFailed = false;
+    if (!state.connected) setConnected(true);
+  }
+
+  function setConnected(connected) {
+    state.connected = connected;
+    root.dataset.connected = connected ? "true" : "false";
+    root.classList.toggle("jw-offline", !connected);
+    if (!connected) {
+      state.confirming = null;
+      state.syncPending = false; // a Sync in flight will never answer: stop spinning
+    }
+    for (const [id, n] of state.nodes) updateCard(n, state.cards.get(id));
+    renderSync();
+    renderStatus();
+    layout();
+    if (connected) {
+      requestResync(true); // catch up on anything missed while silent
+      if (state.sentSearch) send({ type: "search", text: state.sentSearch, view: viewId });
+    }
+  }
+
+  function checkLiveness() {
+    const silent = state.sendFailed || Date.now() - state.lastHeard > DISCONNECT_MS;
+    if (state.connected && silent) setConnected(false);
   }
 
   function showToast(text, level) {
@@ -636,7 +795,12 @@ function createPanel(model, el) {
 
   function onCustom(msg) {
     if (!msg || typeof msg !== "object") return;
-    if (msg.type === "patch") {
+    heard();
+    if (msg.type === "beat") {
+      noteClock(msg.now);
+      // a patch we never got (lost message): the beat's seq is ahead of ours
+      if (typeof msg.seq === "number" && msg.seq > state.seq && !state.buffer.size) requestResync();
+    } else if (msg.type === "patch") {
       noteClock(msg.now);
       onPatch(msg);
     } else if (msg.type === "hello") {
@@ -653,19 +817,26 @@ function createPanel(model, el) {
     }
   }
   const onSnapshot = () => {
+    heard();
     const snap = model.get("snapshot");
     if (snap) noteClock(snap.now);
     applySnapshot(snap);
   };
   const onStatus = () => {
+    heard();
     const st = model.get("status") || {};
     noteClock(st.now);
     renderStatus();
     if (state.cards.size === 0) layout();
   };
   const onSyncing = () => {
+    heard();
     if (!model.get("syncing")) endSyncPending();
     else renderSync();
+  };
+  const onTotals = () => {
+    heard();
+    renderCounts();
   };
 
   syncBtn.addEventListener("click", onSyncClick);
@@ -675,9 +846,22 @@ function createPanel(model, el) {
     state.filter = b.dataset.status || "all";
     layout();
   });
+  let searchTimer = null;
+  function sendSearch() {
+    searchTimer = null;
+    const q = normalizeQuery(state.query);
+    if (q === state.sentSearch) return;
+    state.sentSearch = q;
+    send({ type: "search", text: q, view: viewId });
+  }
   search.addEventListener("input", () => {
     state.query = search.value || "";
-    layout();
+    layout(); // cards filter at once; the store's counts follow once the kernel answers
+    if (searchTimer !== null) {
+      win.clearTimeout(searchTimer);
+      timers.delete(searchTimer);
+    }
+    searchTimer = later(sendSearch, SEARCH_DEBOUNCE_MS);
   });
   sortSel.addEventListener("change", () => {
     state.sort = sortSel.value || "newest";
@@ -692,6 +876,7 @@ function createPanel(model, el) {
     const c = state.cards.get(id);
     const n = state.nodes.get(id);
     if (!c || !n) return;
+    if (!state.connected) return; // the buttons are disabled; nothing would answer
     if (target.closest(".jw-cancel")) {
       if (!ACTIVE.has(c.status) || state.cancelling.has(id)) return;
       const previous = state.confirming;
@@ -730,6 +915,7 @@ function createPanel(model, el) {
   model.on("change:snapshot", onSnapshot);
   model.on("change:status", onStatus);
   model.on("change:syncing", onSyncing);
+  model.on("change:totals", onTotals);
 
   // ---- visibility (the kernel polls running jobs faster while a panel is on screen)
 
@@ -767,9 +953,11 @@ function createPanel(model, el) {
     if (state.visible) send({ type: "visible", visible: true, view: viewId });
   }, HEARTBEAT_MS);
   const ages = win.setInterval(refreshAges, AGE_REFRESH_MS);
+  const liveness = win.setInterval(checkLiveness, LIVENESS_CHECK_MS);
 
   // ---- first paint, then catch up with anything sent before this view existed
 
+  root.dataset.connected = "true";
   applySnapshot(model.get("snapshot"));
   layout();
   renderStatus();
@@ -783,16 +971,19 @@ function createPanel(model, el) {
     destroy() {
       if (state.destroyed) return;
       if (state.visible) send({ type: "visible", visible: false, view: viewId });
+      if (state.sentSearch) send({ type: "search", text: "", view: viewId }); // the kernel forgets it
       state.destroyed = true;
       model.off("msg:custom", onCustom);
       model.off("change:snapshot", onSnapshot);
       model.off("change:status", onStatus);
       model.off("change:syncing", onSyncing);
+      model.off("change:totals", onTotals);
       doc.removeEventListener("visibilitychange", onVisibility);
       win.removeEventListener("pagehide", onPageHide);
       if (observer) observer.disconnect();
       win.clearInterval(heartbeat);
       win.clearInterval(ages);
+      win.clearInterval(liveness);
       for (const t of timers) win.clearTimeout(t);
       timers.clear();
     },

@@ -4,6 +4,7 @@ export function fakeModel(initial = {}) {
     snapshot: { seq: 0, now: Date.now() / 1000, jobs: [] },
     status: {},
     syncing: false,
+    totals: {},
     ...initial,
   };
   const handlers = new Map();

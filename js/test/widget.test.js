@@ -428,7 +428,7 @@ describe("toolbar", () => {
 describe("lifecycle and scale", () => {
   it("removes its listeners and timers when the view goes away", () => {
     const { model, cleanup } = mount({ snapshot: snap(0, [card("a")]) });
-    expect(model.listenerCount()).toBe(4);
+    expect(model.listenerCount()).toBe(5);
     cleanup();
     expect(model.listenerCount()).toBe(0);
     expect(model.sent.at(-1)).toMatchObject({ type: "visible", visible: false });

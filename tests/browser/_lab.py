@@ -280,3 +280,25 @@ def open_page(chromium: str, base_url: str) -> Iterator[tuple[Any, PageWatch]]:
             yield page, watch
         finally:
             browser.close()
+
+
+# Runs code in the open notebook's kernel as the frontend would (not in a cell): the reply's status and
+# any error. The test uses it to act on the kernel's own objects (`jobs`, the in-process simulator).
+_JS_RUN_IN_KERNEL = """async (code) => {
+  const w = window.jupyterapp.shell.currentWidget;
+  const kernel = w.sessionContext.session.kernel;
+  const errors = [];
+  const future = kernel.requestExecute({ code, silent: false, store_history: false });
+  future.onIOPub = (msg) => {
+    if (msg.header.msg_type === "error") errors.push(`${msg.content.ename}: ${msg.content.evalue}`);
+  };
+  const reply = await future.done;
+  return { status: reply.content.status, errors };
+}"""
+
+
+def run_in_kernel(page: Any, code: str) -> None:
+    """Execute `code` in the notebook's kernel; raise if it did not run cleanly."""
+    result = page.evaluate(_JS_RUN_IN_KERNEL, code)
+    if result["status"] != "ok" or result["errors"]:
+        raise AssertionError(f"kernel code failed ({result['status']}): {result['errors']}\n{code}")
