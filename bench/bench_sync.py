@@ -143,3 +143,59 @@ def run_sync(quick: bool) -> list[Row]:
         ),
         Row("sync", "engine loop's longest stall during refresh", stall * 1e3, "ms", None, target="< 25 ms"),
     ]
+
+
+# -- the refresh planner: k active jobs deep in history --------------------------------------------
+
+
+async def _walk_calls(service: SyncService, ids: set[str]) -> int:
+    """The previous rule, as a baseline: walk list pages while more than one active job is unfound
+    (up to 50 pages), then GET the rest."""
+    missing, calls, cursor = set(ids), 0, None
+    while calls == 0 or (len(missing) > 1 and calls < 50):
+        page = await service.provider.list_page(cursor)
+        calls += 1
+        missing -= {j.job_id for j in page.jobs}
+        cursor = page.next_cursor
+        if not cursor:
+            break
+    return calls + len(missing)
+
+
+async def _planner(base_url: str, sim: SimulatedReplicate, k: int) -> tuple[int, int]:
+    store = JobStore(":memory:")
+    bus = EventBus()
+    bus.start()
+    service = SyncService(store, ReplicateProvider(token="r8_bench", base_url=base_url), bus)
+    await service.sync(all=True)
+    history = store.list(limit=None)
+    old = [j.job_id for j in history[2000 : 2000 + 25 * k : 25]]
+    with store._write() as conn:  # the store believes these still run (as a missed poll would leave it)
+        conn.executemany("UPDATE jobs SET status = 'running' WHERE job_id = ?", [(i,) for i in old])
+    walk = await _walk_calls(service, set(old))
+    sim.reset_stats()
+    await service.refresh_active()
+    planned = sim.stats_snapshot()["total"]
+    await service.provider.aclose()
+    return planned, walk
+
+
+@bench("planner")
+def run_planner(quick: bool) -> list[Row]:
+    rows = []
+    for k in (2, 20):
+        sim = SimulatedReplicate(SimConfig(seed=12, fleet_size=3000, active=0, arrival_interval=0))
+        with start_in_thread(sim=sim) as running:
+            planned, walk = asyncio.run(_planner(running.base_url, sim, k))
+        rows.append(
+            Row(
+                "planner",
+                f"{k} active jobs beyond page 20 of 30: calls per poll",
+                planned,
+                "calls",
+                walk,
+                target=f"<= {k + 1} (k+1)",
+                note=f"baseline: the previous page walk; one GET per job + the discovery page = {k + 1}",
+            )
+        )
+    return rows
