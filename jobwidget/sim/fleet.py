@@ -200,9 +200,9 @@ class Fleet:
                 self._next_arrival += rng.expovariate(1 / cfg.arrival_interval)
         while self._events and self._events[0][0] <= v:
             _, _, tid = heapq.heappop(self._events)
-            due = self._by_id.get(tid)
-            if due is not None:  # None: canceled early, then dropped from a continuous fleet's memory
-                self._transition(due, v)
+            moving = self._by_id.get(tid)
+            if moving is not None:  # None: canceled early, then dropped from a continuous fleet's memory
+                self._transition(moving, v)
         if self._schedule is not None:
             self._trim()
         return v
