@@ -1,7 +1,8 @@
 """The simulated fleet: seeded Replicate trainings moving through statuses over accelerated time.
 
 Pure model, no I/O: the HTTP layer (`app.py`) asks it for pages and objects already shaped like
-Replicate's JSON. Time has two scales (`timeline.TimeMap`):
+Replicate's JSON. It decides when trainings appear and how they move; what each one is (trainer, plan,
+outcome, id) is drawn by `factory.py`. Time has two scales (`timeline.TimeMap`):
 
 - *Nominal* (virtual) time, in which every training has its real-world durations (queue, setup, steps).
 - The *wall clock* (`clock()`, injectable). Before the anchor, virtual time *is* wall time; from it on,

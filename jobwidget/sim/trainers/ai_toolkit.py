@@ -32,6 +32,7 @@ def schedule(rng: random.Random, variant: int, steps: int, steps_per_epoch: int)
 
 
 def render(c: LogContext) -> None:
+    """Weights (and LLaVA captions when autocaptioning), Flux load, buckets, latents, the job's bar."""
     p, out = c.plan, c.out
     job = "flux_train_replicate"
     autocaption, quantize = bool(p.variant & 2), not p.variant & 4

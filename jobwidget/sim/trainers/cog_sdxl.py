@@ -11,6 +11,7 @@ from jobwidget.sim.trainers import LogContext, Model, TrainerStyle, register, tq
 
 
 def render(c: LogContext) -> None:
+    """Weights, BLIP captions and masks, PTI's dataset cache, then the `# PTI :step:` bar."""
     p, out = c.plan, c.out
     d = p.download_s
     out.lines_at(

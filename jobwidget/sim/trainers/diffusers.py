@@ -25,6 +25,7 @@ def schedule(rng: random.Random, variant: int, steps: int, steps_per_epoch: int)
 
 
 def render(c: LogContext) -> None:
+    """Weights, accelerate's environment, LoRA setup, text embeddings and latents, then the `Steps` bar."""
     p, out = c.plan, c.out
 
     def log(t: float, msg: str) -> None:

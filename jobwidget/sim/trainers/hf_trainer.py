@@ -16,6 +16,7 @@ def schedule(rng: random.Random, variant: int, steps: int, steps_per_epoch: int)
 
 
 def render(c: LogContext) -> None:
+    """Shard downloads, tokenized splits, the run's totals, then a bare bar with metric and eval dicts."""
     p, out = c.plan, c.out
     d = p.download_s
     model = "meta-llama/Llama-3.2-3B" if p.variant & 1 else "mistralai/Mistral-7B-v0.3"

@@ -25,6 +25,7 @@ def schedule(rng: random.Random, variant: int, steps: int, steps_per_epoch: int)
 
 
 def render(c: LogContext) -> None:
+    """Download, build the model and LoRA, bucket and cache latents, then epochs of the `steps` bar."""
     p, out = c.plan, c.out
     d = p.download_s
     out.lines_at(

@@ -17,6 +17,7 @@ def schedule(rng: random.Random, variant: int, steps: int, steps_per_epoch: int)
 
 
 def render(c: LogContext) -> None:
+    """Fetch, load, discover and cache the dataset, then the `Epoch e/E, Steps` bar with validations."""
     p, out = c.plan, c.out
 
     def log(t: float, msg: str, level: str = "INFO") -> None:
