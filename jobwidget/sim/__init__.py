@@ -13,8 +13,10 @@ sim.vanish(training_id, times=2)                 # its next 2 GETs answer 404, a
 from __future__ import annotations
 
 from jobwidget.sim.app import SimStats, SimulatedReplicate
+from jobwidget.sim.catalog import Trainer, trainers
 from jobwidget.sim.config import SimConfig
-from jobwidget.sim.fleet import TRAINERS, Fleet, TrainingEvent
+from jobwidget.sim.events import TrainingEvent
+from jobwidget.sim.fleet import Fleet
 from jobwidget.sim.server import RunningSim, serve, start_in_thread
 from jobwidget.sim.transport import SIM_BASE_URL, SimTransport
 
@@ -27,7 +29,14 @@ __all__ = [
     "SimStats",
     "SimTransport",
     "SimulatedReplicate",
+    "Trainer",
     "TrainingEvent",
     "serve",
     "start_in_thread",
 ]
+
+
+def __getattr__(name: str) -> tuple[Trainer, ...]:
+    if name == "TRAINERS":  # the registered trainer models, read each time (see `trainers/`)
+        return trainers()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,6 +1,7 @@
 """What the simulated trainings are made of: the trainer models, their inputs, outputs and names.
 
 Pure data and seeded draws (no clock, no state), shared by the fleet's history, arrivals and creates.
+The trainer models come from the registered trainer styles (`trainers/`), in their mix order.
 """
 
 from __future__ import annotations
@@ -12,21 +13,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from jobwidget.sim.logs import LogPlan
+from jobwidget.sim.plan import LogPlan
+from jobwidget.sim.trainers import generation, style_or_default, styles
 
 __all__ = [
     "ACCOUNT",
     "ADJ",
-    "BY_MODEL",
     "FAIL_WEIGHTS",
     "NOUN",
-    "TRAINERS",
-    "WEIGHTS",
+    "TRAINERS",  # noqa: F822 (module __getattr__: read from the registry)
     "Trainer",
+    "draw_trainer",
     "input_for",
     "output_for",
     "requested_steps",
     "token",
+    "trainer_for",
+    "trainer_skus",
+    "trainers",
 ]
 
 ACCOUNT = "jobwidget-demo"
@@ -35,32 +39,78 @@ _ALNUM = str.maketrans("+/", "Qz")  # base64 -> alphanumeric
 
 @dataclass(frozen=True, slots=True)
 class Trainer:
-    """A trainer model on Replicate, the log style its runs print, and its share of the fleet."""
+    """A trainer model on Replicate, the log style its runs print, its share of the fleet, its hardware."""
 
     model: str
     style: str
     weight: float
     versions: tuple[str, ...]
+    hardware: str
 
 
-def _version_hash(model: str, k: int) -> str:
-    return hashlib.sha256(f"{model}:{k}".encode()).hexdigest()
+def _versions(model: str) -> tuple[str, ...]:
+    """Two version hashes per model, derived from its name (stable across processes)."""
+    return tuple(hashlib.sha256(f"{model}:{k}".encode()).hexdigest() for k in (1, 2))
 
 
-TRAINERS: tuple[Trainer, ...] = tuple(
-    Trainer(model, style, weight, (_version_hash(model, 1), _version_hash(model, 2)))
-    for model, style, weight in (
-        ("ostris/flux-dev-lora-trainer", "ai-toolkit", 0.34),
-        ("replicate/fast-flux-trainer", "diffusers", 0.2),
-        ("stability-ai/sdxl", "cog-sdxl", 0.14),
-        ("bghira/simpletuner", "simpletuner", 0.12),
-        ("kohya/sd-scripts", "kohya", 0.1),
-        ("huggingface/trainer", "hf-trainer", 0.1),
-    )
-)
-BY_MODEL = {t.model: t for t in TRAINERS}
-WEIGHTS = [t.weight for t in TRAINERS]
+@dataclass(frozen=True, slots=True)
+class _Mix:
+    generation: int
+    trainers: tuple[Trainer, ...]
+    weights: list[float]
+    by_model: dict[str, Trainer]
+
+
+_MIX: _Mix | None = None
+
+
+def _mix() -> _Mix:
+    """The registered trainer models, rebuilt when the registry changes (a registration is rare)."""
+    global _MIX
+    mix, gen = _MIX, generation()
+    if mix is None or mix.generation != gen:
+        found = tuple(
+            Trainer(m.name, s.name, m.weight, _versions(m.name), m.hardware)
+            for s in styles()
+            for m in s.models
+        )
+        if not found:
+            raise LookupError("no trainer style is registered")
+        mix = _Mix(gen, found, [t.weight for t in found], {t.model: t for t in found})
+        _MIX = mix
+    return mix
+
+
+def trainers() -> tuple[Trainer, ...]:
+    """Every registered trainer model, in mix order."""
+    return _mix().trainers
+
+
+def draw_trainer(rng: random.Random) -> Trainer:
+    """A trainer model drawn by weight (one draw from `rng`)."""
+    mix = _mix()
+    return rng.choices(mix.trainers, weights=mix.weights)[0]
+
+
+def trainer_for(model: str) -> Trainer:
+    """The trainer serving `model`; an unknown model runs as the first trainer of the mix."""
+    mix = _mix()
+    return mix.by_model.get(model, mix.trainers[0])
+
+
+def trainer_skus() -> dict[str, str]:
+    """Trainer model -> the hardware SKU it bills: the simulated fleet's side of the pricing map."""
+    return {t.model: t.hardware for t in trainers()}
+
+
+def __getattr__(name: str) -> tuple[Trainer, ...]:
+    if name == "TRAINERS":  # read from the registry each time: a style registered at runtime is in it
+        return trainers()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 FAIL_WEIGHTS = {"cuda_oom": 0.45, "bad_zip": 0.12, "nan_loss": 0.15, "disk_full": 0.1, "cuda_error": 0.18}
+
 ADJ = ("amber", "brisk", "cobalt", "dusky", "ember", "frosty", "gilded", "hazel", "ivory", "jade", "lunar")
 NOUN = ("fox", "heron", "lynx", "otter", "raven", "sparrow", "tiger", "whale", "comet", "meadow", "harbor")
 
@@ -95,58 +145,5 @@ def _zip_url(rng: random.Random) -> str:
 
 def input_for(style: str, plan: LogPlan, rng: random.Random) -> dict[str, Any]:
     """The `input` a user would have sent this trainer, consistent with the plan (steps, epochs)."""
-    url = _zip_url(rng)
-    if style == "ai-toolkit":
-        return {
-            "input_images": url,
-            "trigger_word": "TOK",
-            "steps": plan.steps,
-            "lora_rank": 16,
-            "learning_rate": 0.0004,
-            "batch_size": 1,
-            "resolution": "512,768,1024",
-            "autocaption": bool(plan.variant & 2),
-        }
-    if style == "diffusers":
-        return {
-            "input_images": url,
-            "trigger_word": "TOK",
-            "lora_type": rng.choice(("subject", "style")),
-            "steps": plan.steps,
-        }
-    if style == "cog-sdxl":
-        return {
-            "input_images": url,
-            "max_train_steps": plan.steps,
-            "token_string": "TOK",
-            "use_face_detection_instead": not plan.variant & 1,
-        }
-    if style == "simpletuner":
-        return {
-            "images_zip": url,
-            "model_family": "flux",
-            "max_train_steps": plan.steps,
-            "num_train_epochs": plan.epochs,
-            "learning_rate": 0.0001,
-            "lora_rank": 16,
-        }
-    if style == "kohya":
-        return {
-            "train_data_zip": url,
-            "max_train_steps": plan.steps,
-            "max_train_epochs": plan.epochs,
-            "network_dim": 32,
-            "network_alpha": 16,
-            "learning_rate": 0.0001,
-            "resolution": "1024,1024",
-        }
-    return {
-        "dataset": rng.choice(
-            ("tatsu-lab/alpaca", "databricks/databricks-dolly-15k", "yahma/alpaca-cleaned")
-        ),
-        "base_model": "meta-llama/Llama-3.2-3B" if plan.variant & 1 else "mistralai/Mistral-7B-v0.3",
-        "num_train_epochs": plan.epochs,
-        "max_steps": plan.steps,
-        "learning_rate": 5e-05,
-        "per_device_train_batch_size": 8,
-    }
+    url = _zip_url(rng)  # drawn for every style, whether its input names a zip or not
+    return style_or_default(style).inputs(plan, rng, url)

@@ -1,7 +1,8 @@
 """The simulated fleet: seeded Replicate trainings moving through statuses over accelerated time.
 
 Pure model, no I/O: the HTTP layer (`app.py`) asks it for pages and objects already shaped like
-Replicate's JSON. Time has two scales (`timeline.TimeMap`):
+Replicate's JSON. It decides when trainings appear and how they move; what each one is (trainer, plan,
+outcome, id) is drawn by `factory.py`. Time has two scales (`timeline.TimeMap`):
 
 - *Nominal* (virtual) time, in which every training has its real-world durations (queue, setup, steps).
 - The *wall clock* (`clock()`, injectable). Before the anchor, virtual time *is* wall time; from it on,
@@ -22,7 +23,6 @@ up before it ever ran: no `started_at`, no logs, no `predict_time`).
 
 from __future__ import annotations
 
-import base64
 import heapq
 import math
 import random
@@ -33,22 +33,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from jobwidget.sim.catalog import (
-    ACCOUNT,
-    ADJ,
-    BY_MODEL,
-    FAIL_WEIGHTS,
-    NOUN,
-    TRAINERS,
-    WEIGHTS,
-    Trainer,
-    input_for,
-    requested_steps,
-    token,
-)
+from jobwidget.sim.catalog import ACCOUNT, Trainer, token, trainer_for
 from jobwidget.sim.config import FLEET_FIELDS, SimConfig
-from jobwidget.sim.logs import FAIL_KINDS, Script, build_script, plan_for, with_failure
-from jobwidget.sim.timeline import ArrivalSchedule, TimeMap, arrival_id, arrival_index, format_timestamp
+from jobwidget.sim.events import Listener, Subscribers, TrainingEvent
+from jobwidget.sim.factory import arrival, check_added, create_rng, make_session, make_training, queue_wait
+from jobwidget.sim.script import Script, ScriptCache
+from jobwidget.sim.timeline import ArrivalSchedule, TimeMap, arrival_index, format_timestamp
 from jobwidget.sim.training import ACTIVE, TERMINAL, Training, render
 
 __all__ = [
@@ -56,7 +46,6 @@ __all__ = [
     "ACTIVE",
     "PAGE_SIZE",
     "TERMINAL",
-    "TRAINERS",
     "Fleet",
     "ListPage",
     "TimeMap",
@@ -69,19 +58,6 @@ __all__ = [
 PAGE_SIZE = 100  # Replicate's fixed page size (no page-size parameter)
 SCRIPT_CACHE = 256  # built logs kept (LRU): polled running jobs and recently read ones
 COLD_CACHE = 256  # continuous fleets: trainings older than the listed window, rebuilt for a GET (LRU)
-ABORT_WAIT = (180.0, 1200.0)  # nominal seconds an aborted training waits in `starting` (uniform)
-
-
-@dataclass(frozen=True, slots=True)
-class TrainingEvent:
-    """A status change, for subscribers (a future webhook deliverer): `at` is the wall time it happened."""
-
-    training_id: str
-    previous: str
-    status: str
-    at: float
-    webhook: str | None
-    webhook_events_filter: tuple[str, ...] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,9 +69,6 @@ class ListPage:
     previous_position: int | None
 
 
-Listener = Callable[[TrainingEvent], None]
-
-
 class Fleet:
     """All the simulated trainings, their clock, and the transitions between their statuses.
 
@@ -105,7 +78,7 @@ class Fleet:
     def __init__(self, config: SimConfig | None = None, clock: Callable[[], float] = time.time) -> None:
         self._lock = threading.RLock()
         self.clock = clock
-        self._listeners: list[Listener] = []
+        self._subscribers = Subscribers(self._lock)
         self.generation = 0
         self.config = config or SimConfig()
         self._rebuild(self.config)
@@ -123,7 +96,7 @@ class Fleet:
         self._active: dict[str, Training] = {}
         self._events: list[tuple[float, int, str]] = []  # (virtual time, seq, id): the next transitions
         self._seq = 0
-        self._scripts: OrderedDict[tuple[str, int], Script] = OrderedDict()
+        self._scripts = ScriptCache(SCRIPT_CACHE)
         self._cold: OrderedDict[str, Training] = OrderedDict()
         self._vanished: dict[str, int] = {}  # id -> requests still to answer 404
         self._created = 0
@@ -146,21 +119,7 @@ class Fleet:
             if config.arrival_interval > 0
             else math.inf
         )
-        n = config.fleet_size
-        active = min(config.active, n)
-        made: list[Training] = []
-        offset = rng.uniform(60, 900)
-        for _ in range(n - active):  # history, newest first: each ends `offset` before t0
-            tr = self._make(rng, created_v=0.0, queue=self._queue(rng))
-            wait = tr.started_v - tr.created_v
-            tr.end_v = t0 - offset
-            tr.started_v = tr.end_v - tr.run_v
-            tr.created_v = tr.started_v - wait
-            made.append(tr)
-            offset += rng.expovariate(1 / config.history_spacing) if config.history_spacing > 0 else 1.0
-        for _ in range(active):
-            made.append(self._make_active(rng, t0))
-        made.sort(key=lambda tr: tr.created_v)
+        made = make_session(rng, config, self._by_id, t0)
         for tr in made:
             tr.last_status = tr.status_at(t0)
             self._add(tr, t0)
@@ -180,111 +139,8 @@ class Fleet:
         self._next_k = last + 1
 
     def _arrival(self, k: int) -> Training:
-        """Arrival `k` of a continuous fleet: a function of (seed, k) alone."""
         assert self._schedule is not None
-        seed = self.config.seed
-        rng = random.Random(f"jobwidget-sim:{seed}:arrival:{k}")
-        tr = self._make(
-            rng, created_v=self._schedule.created(k), queue=self._queue(rng), tid=arrival_id(seed, k)
-        )
-        return tr
-
-    def _queue(self, rng: random.Random) -> float:
-        """Seconds waiting for a worker: mostly warm (seconds), sometimes a cold boot (minutes)."""
-        return rng.uniform(120, 420) if rng.random() < 0.12 else rng.uniform(1.5, 30)
-
-    def _new_id(self, rng: random.Random) -> str:
-        while True:  # 26 lowercase base32 characters (130 random bits), as Replicate's ids
-            tid = base64.b32encode(rng.getrandbits(136).to_bytes(17, "big")).decode()[:26].lower()
-            if tid not in self._by_id:
-                return tid
-
-    def _outcome(self, u: float) -> str:
-        cfg = self.config
-        if u < cfg.fail_fraction:
-            return "failed"
-        if u < cfg.fail_fraction + cfg.cancel_fraction:
-            return "canceled"
-        if u < cfg.fail_fraction + cfg.cancel_fraction + cfg.abort_fraction:
-            return "aborted"
-        return "succeeded"
-
-    def _make(
-        self,
-        rng: random.Random,
-        *,
-        created_v: float,
-        queue: float,
-        trainer: Trainer | None = None,
-        model: str | None = None,
-        version: str | None = None,
-        input: dict[str, Any] | None = None,
-        destination: str | None = None,
-        source: str | None = None,
-        tid: str | None = None,
-        steps: int | None = None,
-        outcome: str | None = None,
-        abort_after: float | None = None,
-    ) -> Training:
-        """A new training with a seeded plan and an outcome: `outcome`, else drawn from the mix."""
-        trainer = trainer or rng.choices(TRAINERS, weights=WEIGHTS)[0]
-        if steps is None and input:
-            steps = requested_steps(input)
-        plan = plan_for(trainer.style, rng, steps=steps)
-        u = rng.random()
-        outcome = outcome or self._outcome(u)
-        run = plan.duration
-        if outcome == "failed":
-            kind = rng.choices(list(FAIL_WEIGHTS), weights=list(FAIL_WEIGHTS.values()))[0]
-            failing = with_failure(plan, kind, rng.random())
-            fail_t = failing.fail_time()
-            if kind in FAIL_KINDS and fail_t is not None:
-                plan, run = failing, fail_t
-            else:
-                outcome = "succeeded"
-        elif outcome == "canceled":
-            run = rng.uniform(0.05, 0.95) * plan.duration  # the user gave up
-        elif outcome == "aborted":  # no worker in time: given up while still starting
-            queue = abort_after if abort_after is not None else rng.uniform(*ABORT_WAIT)
-            run = 0.0
-        dest = destination or f"{ACCOUNT}/{rng.choice(ADJ)}-{rng.choice(NOUN)}-{rng.randint(1, 99)}"
-        digits = (rng.choice((6, 6, 6, 7, 8, 9)), rng.choice((6, 6, 7, 9)), rng.choice((6, 6, 8, 9)))
-        return Training(
-            idx=-1,
-            id=tid or self._new_id(rng),
-            model=model or trainer.model,
-            version=version or rng.choice(trainer.versions),
-            input=input if input is not None else input_for(trainer.style, plan, rng),
-            source=source or ("web" if rng.random() < 0.3 else "api"),
-            destination=dest,
-            plan=plan,
-            created_v=created_v,
-            started_v=created_v + queue,
-            run_v=run,
-            outcome=outcome,
-            digits=digits,
-        )
-
-    def _make_active(self, rng: random.Random, t0: float) -> Training:
-        """A training caught mid-flight at t0: still queued, or part-way through its run."""
-        if rng.random() < 0.3:
-            queue = rng.uniform(20, 300)
-            created = t0 - rng.uniform(0, queue * 0.8)
-            tr = self._make(rng, created_v=created, queue=queue)
-            if tr.end_v <= t0:  # an abort already due: it is still waiting instead
-                tr.started_v = tr.end_v = t0 + queue
-            return tr
-        queue = self._queue(rng)
-        tr = self._make(rng, created_v=0.0, queue=queue)
-        elapsed = tr.plan.duration * rng.uniform(0.03, 0.85)
-        if tr.run_v <= elapsed:  # it would already be over: make it one that is still running
-            tr.outcome, tr.run_v, tr.error = "succeeded", tr.plan.duration, None
-            if tr.plan.fail_kind:
-                tr.plan = with_failure(tr.plan, None, 0.5)
-        tr.started_v = t0 - elapsed
-        tr.end_v = tr.started_v + tr.run_v
-        tr.created_v = tr.started_v - queue
-        return tr
+        return arrival(self.config, self._schedule, k)
 
     def _add(self, tr: Training, v: float) -> None:
         tr.idx = self._base + len(self._order)
@@ -339,15 +195,15 @@ class Fleet:
         else:
             while self._next_arrival <= v and self._arrivals < cfg.max_arrivals:
                 rng = self._arrival_rng
-                tr = self._make(rng, created_v=self._next_arrival, queue=self._queue(rng))
+                tr = make_training(rng, cfg, self._by_id, created_v=self._next_arrival, queue=queue_wait(rng))
                 self._add(tr, self._next_arrival)
                 self._arrivals += 1
                 self._next_arrival += rng.expovariate(1 / cfg.arrival_interval)
         while self._events and self._events[0][0] <= v:
             _, _, tid = heapq.heappop(self._events)
-            due = self._by_id.get(tid)
-            if due is not None:  # None: canceled early, then dropped from a continuous fleet's memory
-                self._transition(due, v)
+            moving = self._by_id.get(tid)
+            if moving is not None:  # None: canceled early, then dropped from a continuous fleet's memory
+                self._transition(moving, v)
         if self._schedule is not None:
             self._trim()
         return v
@@ -363,42 +219,17 @@ class Fleet:
         if status in TERMINAL:
             path.append((status, tr.end_v))
         for new, at_v in path:
-            self._emit(tr, tr.last_status, new, self.tm.wall(at_v))
+            self._subscribers.emit(tr, tr.last_status, new, self.tm.wall(at_v))
             tr.last_status = new
         if status in TERMINAL:
             self._active.pop(tr.id, None)
         else:
             self._push(tr.end_v, tr.id)
 
-    def _emit(self, tr: Training, previous: str, status: str, at: float) -> None:
-        if not self._listeners:
-            return
-        event = TrainingEvent(
-            tr.id,
-            previous,
-            status,
-            at,
-            tr.webhook,
-            tuple(tr.webhook_events_filter) if tr.webhook_events_filter is not None else None,
-        )
-        for listener in list(self._listeners):
-            try:
-                listener(event)
-            except Exception:
-                continue
-
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         """Call `listener(TrainingEvent)` on every status change (under the fleet lock: keep it quick,
         e.g. enqueue a webhook delivery). Returns the unsubscribe function."""
-        with self._lock:
-            self._listeners.append(listener)
-
-        def unsubscribe() -> None:
-            with self._lock:
-                if listener in self._listeners:
-                    self._listeners.remove(listener)
-
-        return unsubscribe
+        return self._subscribers.subscribe(listener)
 
     def next_event_at(self) -> float | None:
         """Wall time of the next scheduled transition or arrival (None: nothing left to happen)."""
@@ -559,11 +390,13 @@ class Fleet:
         with self._lock:
             v = self._advance()
             rng = self._create_rng(v)
-            tr = self._make(
+            tr = make_training(
                 rng,
+                self.config,
+                self._by_id,
                 created_v=v,
                 queue=rng.uniform(2, 20),
-                trainer=BY_MODEL.get(model, TRAINERS[0]),
+                trainer=trainer_for(model),
                 model=model,
                 version=version,
                 input=input,
@@ -590,25 +423,16 @@ class Fleet:
         drawn from the configured mix); `queue`: nominal seconds in `starting` before it runs, or before
         it is given up if the outcome is `aborted` (None: drawn).
         """
-        if outcome is not None and outcome not in TERMINAL:
-            raise ValueError(f"outcome must be one of {', '.join(TERMINAL)} or None, got {outcome!r}")
-        if model is not None and (not isinstance(model, str) or model.count("/") != 1):
-            raise ValueError(f"model must be 'owner/name', got {model!r}")
-        if steps is not None and (
-            isinstance(steps, bool) or not isinstance(steps, int) or not 0 < steps <= 20000
-        ):
-            raise ValueError(f"steps must be an integer in [1, 20000], got {steps!r}")
-        if queue is not None and (
-            isinstance(queue, bool) or not isinstance(queue, int | float) or not 0 <= queue < 1e7
-        ):
-            raise ValueError(f"queue must be a number of seconds >= 0, got {queue!r}")
+        check_added(model, steps, outcome, queue)
         with self._lock:
             v = self._advance()
             rng = self._create_rng(v)
             drawn_queue = rng.uniform(2, 20)
-            trainer = BY_MODEL.get(model, TRAINERS[0]) if model else None
-            tr = self._make(
+            trainer = trainer_for(model) if model else None
+            tr = make_training(
                 rng,
+                self.config,
+                self._by_id,
                 created_v=v,
                 queue=drawn_queue if queue is None else float(queue),
                 trainer=trainer,
@@ -622,12 +446,9 @@ class Fleet:
             return tr
 
     def _create_rng(self, v: float) -> random.Random:
-        """The draws of the next training made through the API or `add`. A continuous fleet keys them by
-        the instant too, so a later process never makes an id an earlier one made."""
         n = self._created
         self._created += 1
-        key = f"{n}" if self._schedule is None else f"{v!r}:{n}"
-        return random.Random(f"jobwidget-sim:{self.config.seed}:create:{key}")
+        return create_rng(self.config.seed, n, v, self._schedule is not None)
 
     def counts(self) -> dict[str, Any]:
         """Cheap fleet figures for /_sim/stats (O(active), not O(fleet))."""
@@ -661,21 +482,7 @@ class Fleet:
 
     def script(self, tr: Training) -> Script:
         """`tr`'s whole log script, built on first use and kept in a small LRU."""
-        past = tr.end_v <= self.tm.t0  # lies entirely before the start: timestamps are nominal
-        key = (tr.id, -1 if past else self.tm.version)
-        script = self._scripts.get(key)
-        if script is not None:
-            self._scripts.move_to_end(key)
-            return script
-        tm, started = self.tm, tr.started_v
-        script = build_script(tr.plan, lambda t: tm.wall(started + t))
-        older = None if past else self._scripts.get((tr.id, tm.version - 1))
-        if older is not None:  # re-timed mid-run: what it printed at the old pace stays as printed
-            script = older.spliced(script, tm.last_change - started)
-        self._scripts[key] = script
-        if len(self._scripts) > SCRIPT_CACHE:
-            self._scripts.popitem(last=False)
-        return script
+        return self._scripts.get(tr, self.tm)
 
     def _render(self, tr: Training, v: float, base_url: str, *, kind: str) -> dict[str, Any]:
         return render(tr, v, self.tm, lambda t, at: self.script(t).text_at(at), base_url, kind=kind)

@@ -6,7 +6,8 @@ from collections.abc import Callable
 from typing import Any
 
 from jobwidget.sim.catalog import output_for
-from jobwidget.sim.logs import LogPlan, failure_message
+from jobwidget.sim.failures import failure_message
+from jobwidget.sim.plan import LogPlan
 from jobwidget.sim.timeline import TimeMap, format_timestamp
 
 __all__ = ["ACTIVE", "TERMINAL", "Training", "render"]

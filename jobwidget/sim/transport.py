@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, cast
 import anyio
 import httpx
 
-from jobwidget.sim.app import SimulatedConnectionReset
+from jobwidget.sim.netfaults import SimulatedConnectionReset
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp
