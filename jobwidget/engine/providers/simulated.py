@@ -11,6 +11,7 @@ demo store keeps meeting live jobs instead of replays of ids it already holds as
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import threading
@@ -19,6 +20,7 @@ from jobwidget.core.errors import ConfigError
 from jobwidget.core.pricing import Pricing
 from jobwidget.engine.providers.replicate import ReplicateProvider
 from jobwidget.sim import SIM_BASE_URL, SimConfig, SimTransport, SimulatedReplicate
+from jobwidget.sim.catalog import trainer_skus
 
 __all__ = [
     "DEMO_EPOCH",
@@ -67,11 +69,14 @@ def shared_simulator() -> SimulatedReplicate:
 def simulated_provider(
     *, pricing: Pricing | None = None, sim: SimulatedReplicate | None = None
 ) -> ReplicateProvider:
+    pricing = pricing or Pricing()
+    # A trainer style registered with the simulator bills its hardware; a configured map still wins.
+    trainers = {**trainer_skus(), **pricing.trainers}
     return ReplicateProvider(
         token=DEMO_TOKEN,
         base_url=SIM_BASE_URL,
         transport=SimTransport(sim or shared_simulator()),
-        pricing=pricing,
+        pricing=dataclasses.replace(pricing, trainers=trainers),
         label="Replicate (simulated)",
         is_demo=True,
     )
