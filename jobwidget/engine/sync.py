@@ -23,6 +23,7 @@ from jobwidget.core.logparse import parse_logs
 from jobwidget.core.models import InlineProgress, Job, JobStatus, ProviderCheck, SyncResult
 from jobwidget.engine.events import EventBus
 from jobwidget.engine.providers.base import JobDetail, Provider
+from jobwidget.engine.shared import Coalesced
 from jobwidget.engine.store import JobStore, UpsertResult
 
 __all__ = ["RefreshResult", "SyncService"]
@@ -81,7 +82,13 @@ class SyncService:
         self.clock = clock
         self._write_lock = asyncio.Lock()
         self._gets = asyncio.Semaphore(max_concurrency)
-        self._inflight: dict[tuple[Any, ...], asyncio.Future[SyncResult]] = {}
+        # One discovery in flight whatever `limit` callers pass (None: every page); see `Coalesced`.
+        self._syncs: Coalesced[int | None, SyncResult] = Coalesced(
+            self._sync,
+            covers=lambda running, wanted: running is None or (wanted is not None and running >= wanted),
+            merge=lambda a, b: None if a is None or b is None else max(a, b),
+            name="jobwidget-sync",
+        )
         self._log_fetched: dict[str, float] = {}  # job_id -> when its logs were last read
         # What this process last announced per job, so following the store (changes written by other
         # processes) neither misses a status change nor repeats our own.
@@ -92,14 +99,23 @@ class SyncService:
 
     # -- writing -----------------------------------------------------------------------------
 
-    async def apply(self, jobs: Iterable[Job], *, source: str) -> UpsertResult:
-        """Upsert and announce what changed. The lock keeps events in commit order."""
+    async def apply(
+        self, jobs: Iterable[Job], *, source: str, delivery_id: str | None = None
+    ) -> UpsertResult:
+        """Upsert and announce what changed. The lock keeps events in commit order.
+
+        With `delivery_id` (a webhook's id) the update and the record of the delivery commit together,
+        and a delivery applied before changes nothing (`result.duplicate`).
+        """
         batch = list(jobs)
         async with self._write_lock:
-            result = await asyncio.to_thread(self.store.upsert, batch)
+            if delivery_id is None:
+                result = await asyncio.to_thread(self.store.upsert, batch)
+            else:
+                result = await asyncio.to_thread(self.store.upsert_delivery, delivery_id, batch)
             changes = [(None, job) for job in result.created]
             changes += [(_state(before), after) for before, after in result.updated]
-            self.announce(changes, source=source)
+            self.announce(changes, source=source, rev=result.rev)
         return result
 
     async def load_seen(self) -> None:
@@ -113,58 +129,60 @@ class SyncService:
             rev, jobs = await asyncio.to_thread(self.store.changes_since, self._rev)
             self._rev = max(self._rev, rev)
             changes = [(self._seen.get(j.job_id), j) for j in jobs if self._seen.get(j.job_id) != _state(j)]
-            self.announce(changes, source="store")
+            self.announce(changes, source="store", rev=rev)
         return len(changes)
 
-    def announce(self, changes: list[tuple[_State | None, Job]], *, source: str) -> None:
+    def announce(self, changes: list[tuple[_State | None, Job]], *, source: str, rev: int = 0) -> None:
+        """Emit what changed: `jobs_changed` (internal: the jobs, the store revision that holds them and
+        the public events below, as one unit), then each `job_status_changed` / `job_progress`."""
         if not changes:
             return
         self.last_update, self.last_source = datetime.now(UTC), source
-        self.bus.emit("jobs_changed", {"jobs": [after for _, after in changes], "source": source})
+        events: list[tuple[str, dict[str, Any]]] = []
         for before, after in changes:
             self._seen[after.job_id] = _state(after)
             if before is None:
                 continue
             if before[0] is not after.status:
-                self.bus.emit(
-                    "job_status_changed",
-                    {"job_id": after.job_id, "status": after.status.value, "previous": before[0].value},
+                events.append(
+                    (
+                        "job_status_changed",
+                        {"job_id": after.job_id, "status": after.status.value, "previous": before[0].value},
+                    )
                 )
             if before[1:] != _state(after)[1:]:
-                self.bus.emit(
-                    "job_progress",
-                    {
-                        "job_id": after.job_id,
-                        "stage": after.stage,
-                        "progress": after.progress,
-                        "last_log": after.last_log,
-                    },
+                events.append(
+                    (
+                        "job_progress",
+                        {
+                            "job_id": after.job_id,
+                            "stage": after.stage,
+                            "progress": after.progress,
+                            "last_log": after.last_log,
+                        },
+                    )
                 )
+        self.bus.emit(
+            "jobs_changed",
+            {
+                "jobs": [after for _, after in changes],
+                "source": source,
+                "rev": rev,
+                "events": [{"type": name, **payload} for name, payload in events],
+            },
+        )
+        for name, payload in events:
+            self.bus.emit(name, payload)
 
     # -- discovery ---------------------------------------------------------------------------
 
     async def sync(self, *, limit: int | None = 100, all: bool = False) -> SyncResult:
-        """Discover and update the provider's recent jobs. Identical concurrent calls share one sync."""
-        key = ("sync", None if all else limit, all)
-        running = self._inflight.get(key)
-        if running is not None:
-            return await asyncio.shield(running)
-        future: asyncio.Future[SyncResult] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
-        try:
-            result = await self._sync(limit=limit, all=all)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # mark retrieved: waiters re-raise it themselves
-            raise
-        else:
-            future.set_result(result)
-            return result
-        finally:
-            self._inflight.pop(key, None)
+        """Discover and update the provider's recent jobs. Concurrent calls share one provider sync: a
+        caller asking for more than the one in flight waits for it, then shares one that covers all."""
+        return await self._syncs(None if all else limit)
 
-    async def _sync(self, *, limit: int | None, all: bool) -> SyncResult:
-        jobs = await self.provider.list_jobs(limit=limit, all=all)
+    async def _sync(self, limit: int | None) -> SyncResult:
+        jobs = await self.provider.list_jobs(limit=limit, all=limit is None)
         result = await self.apply(jobs, source="sync")
         created = [job.job_id for job in result.created]
         sync_result = SyncResult(
@@ -260,7 +278,8 @@ class SyncService:
         if detail.logs is None or job.status is not JobStatus.RUNNING:
             return detail
         fields = progress_fields(parse_logs(detail.logs, job_id=job.job_id))
-        fields["metadata"] = {**job.metadata, **fields["metadata"]}
+        # The log's length orders two snapshots of it (it only grows): see `merge_job`.
+        fields["metadata"] = {**job.metadata, **fields["metadata"], "log_chars": len(detail.logs)}
         return JobDetail(job=job.evolve(**fields), logs=detail.logs)
 
     async def refresh_progress(self, *, budget: int | None = None) -> int:
@@ -297,10 +316,16 @@ class SyncService:
         await self.apply([detail.job], source="poll")
         return detail
 
-    async def ingest(self, payload: object, *, source: str = "webhook") -> UpsertResult:
-        """Apply a job pushed by the provider (a verified webhook body), logs feeding inline progress."""
+    async def ingest(
+        self, payload: object, *, source: str = "webhook", delivery_id: str | None = None
+    ) -> UpsertResult:
+        """Apply a job pushed by the provider (a verified webhook body), logs feeding inline progress.
+
+        `delivery_id` (the webhook-id) makes it exactly-once: applied and recorded in one transaction, a
+        repeat is `result.duplicate` and changes nothing; a delivery that fails is not recorded.
+        """
         detail = self._with_progress(self.provider.detail_from_payload(payload))
-        result = await self.apply([detail.job], source=source)
+        result = await self.apply([detail.job], source=source, delivery_id=delivery_id)
         if result.created:  # a job first heard of by webhook is a discovery too
             ids = [job.job_id for job in result.created]
             self.bus.emit("jobs_discovered", {"count": len(ids), "job_ids": ids})
