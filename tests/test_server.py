@@ -199,6 +199,14 @@ async def sse_lines(response: httpx.Response) -> Any:
         yield line
 
 
+def wait_for(predicate: Any, what: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.02)
+
+
 async def next_event(lines: Any, match: Any, timeout: float) -> dict[str, Any]:
     with anyio.fail_after(timeout):
         async for line in lines:
@@ -422,22 +430,51 @@ def test_api_routes_have_a_one_mebibyte_body_limit(live: LiveServer):
 def test_webhook_secret_is_fetched_once_from_the_provider(tmp_path: Path, sim: SimulatedReplicate):
     with LiveServer(tmp_path, sim_provider(sim), config={}) as server:  # no secret configured
         secret = sim.fleet.webhook_secret
-        calls_before = sim.stats.by_route.get("GET /v1/webhooks/default/secret", 0)
         for i in range(3):
             r = server.post_webhook(training(f"fetched{i}", "processing"), secret=secret)
             assert r.status_code == 200, r.text
-        assert sim.stats.by_route.get("GET /v1/webhooks/default/secret", 0) - calls_before == 1
-        assert server.post_webhook(training("x", "processing")).status_code == 401  # another secret
+        for i in range(6):  # forged: signed with another secret
+            assert server.post_webhook(training(f"forged{i}", "processing")).status_code == 401
+        assert sim.stats.by_route.get("GET /v1/webhooks/default/secret", 0) == 1
+        assert server.get("/api/health").json()["webhook_secret"] == "ready"
+
+
+class CountingSecretFake(WebhookFake):
+    """A provider whose secret endpoint fails, counting every call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secret_calls = 0
+        self.secret_error = ProviderUnavailable("Replicate is down")
+
+    async def webhook_secret(self) -> str:
+        self.secret_calls += 1
+        return await super().webhook_secret()
+
+
+def test_forged_deliveries_never_cause_provider_calls_while_the_secret_is_missing(tmp_path: Path):
+    """Regression: with no secret configured and the provider failing, every delivery (forged ones
+    included) fetched the secret again: 6 forged deliveries cost 30 provider calls. The secret is now
+    fetched in the background at start and retried on its own schedule, never because of a delivery."""
+    provider = CountingSecretFake()
+    with LiveServer(tmp_path, provider, config={}, secret_retry=120) as server:
+        wait_for(lambda: provider.secret_calls == 1, "the background secret fetch")
+        for i in range(6):
+            r = server.post_webhook(training(f"forged{i}", "processing"), secret="whsec_" + "QUJD" * 8)
+            assert r.status_code == 503 and "secret" in r.json()["detail"], r.text
+        assert provider.secret_calls == 1
+        assert server.api.webhooks["no_secret"] == 6
 
 
 def test_secret_unavailable_answers_503_and_nothing_changes(tmp_path: Path):
     provider = WebhookFake()
     provider.secret_error = ProviderUnavailable("Replicate is down")
-    with LiveServer(tmp_path, provider, config={}) as server:
+    with LiveServer(tmp_path, provider, config={}, secret_retry=0.2) as server:
         r = server.post_webhook(training("nosecret", "processing"))
         assert r.status_code == 503 and r.headers["retry-after"] and "secret" in r.json()["detail"]
         assert server.store.get("nosecret") is None
-        provider.secret_error = None  # recovers: the secret is fetched on the next delivery
+        provider.secret_error = None  # recovers: the background fetch tries again by itself
+        wait_for(lambda: server.get("/api/health").json()["webhook_secret"] == "ready", "the secret")
         assert server.post_webhook(training("nosecret", "processing")).status_code == 200
 
 
@@ -448,15 +485,15 @@ def test_a_delivery_that_fails_to_apply_does_not_use_up_its_id(
         r = server.post_webhook(training("fix1", "processing", broken=True), msg_id="msg_fix")
         assert r.status_code == 422 and "not a training object" in r.json()["detail"]
         assert server.store.get("fix1") is None
-        real_upsert = server.store.upsert
+        real_upsert = server.store.upsert_delivery
 
         def failing_upsert(*args: Any, **kwargs: Any) -> Any:
             raise StoreError("the job store stayed locked")
 
-        monkeypatch.setattr(server.store, "upsert", failing_upsert)
+        monkeypatch.setattr(server.store, "upsert_delivery", failing_upsert)
         r = server.post_webhook(training("fix1", "processing"), msg_id="msg_fix")
         assert r.status_code == 503 and r.headers["retry-after"]  # the provider will retry it
-        monkeypatch.setattr(server.store, "upsert", real_upsert)
+        monkeypatch.setattr(server.store, "upsert_delivery", real_upsert)
         r = server.post_webhook(training("fix1", "processing"), msg_id="msg_fix")  # the retry
         assert r.status_code == 200 and r.json()["duplicate"] is False
         assert server.store.get("fix1").status is JobStatus.RUNNING  # type: ignore[union-attr]
@@ -547,15 +584,17 @@ async def test_heartbeats_keep_an_idle_stream_alive(tmp_path: Path, sim: Simulat
 
 
 @pytest.mark.anyio
-async def test_a_slow_sse_client_is_dropped_and_its_queue_freed():
-    """A client whose socket stopped draining (its `send` never returns) is cut off at the queue bound."""
+async def test_a_client_that_stops_reading_is_dropped_and_holds_nothing(tmp_path: Path):
+    """A client whose socket stopped draining (its `send` never returns) is cut off once the shared log
+    moves past it; the log itself stays within its byte budget."""
     from jobwidget.engine.events import EventBus
-    from jobwidget.surfaces.server import _EventStream
+    from jobwidget.surfaces.sse import EventStream
 
     bus = EventBus()
     bus.start()
-    hub = EventHub(bus, per_client=5, queue_size=4)
-    hub.attach()
+    store = JobStore(tmp_path / "s.sqlite3")
+    hub = EventHub(bus, store, per_client=5, max_clients=10, buffer_bytes=2000, stall=0.0)
+    hub.attach(0)
     stalled = anyio.Event()
     sent: list[bytes] = []
 
@@ -568,20 +607,23 @@ async def test_a_slow_sse_client_is_dropped_and_its_queue_freed():
         await anyio.sleep_forever()
         raise AssertionError
 
-    stream = _EventStream(hub, "10.0.0.9", heartbeat=60)
+    stream = EventStream(hub, "10.0.0.9", heartbeat=60, last_id=None, raw_id=None)
     async with anyio.create_task_group() as tg:
         tg.start_soon(stream, {"type": "http"}, receive, send)
         with anyio.fail_after(5):
             while hub.clients == 0:
                 await anyio.sleep(0.01)
         for i in range(50):
-            bus.emit("job_progress", {"job_id": f"j{i}", "stage": "Training", "progress": i, "last_log": "x"})
+            bus.emit("sync_completed", {"synced": i, "updated": 0, "message": "x" * 100})
             await bus.drain()
+            await anyio.sleep(0)
         with anyio.fail_after(5):
             while hub.clients:
                 await anyio.sleep(0.01)
-    assert hub.dropped == 1 and len(sent) < 10  # dropped, not buffered: the other events were discarded
+    assert hub.dropped == 1 and len(sent) < 10  # dropped, not buffered for it
+    assert hub._bytes <= 2000
     await bus.aclose()
+    store.close()
 
 
 # -------------------------------------------------------------------------------- API routes
