@@ -551,6 +551,43 @@ async def test_server_asking_for_too_long_a_wait_fails_fast(
     assert provider.stats.requests == 1 and fake_time.sleeps == []
 
 
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"retry-after": "120"}, 120.0),
+        ({"retry-after": "9" * 500}, 3600.0),  # any length: "very long", clamped, never ignored
+        ({"retry-after": "1e400"}, 3600.0),
+        ({"retry-after": "Fri, 31 Dec 9999 23:59:59 GMT"}, 3600.0),
+        ({"ratelimit-reset": "86400"}, 3600.0),
+        ({"x-ratelimit-reset": "90"}, 90.0),
+    ],
+)
+async def test_long_server_waits_are_honoured_up_to_an_hour(
+    provider: ReplicateProvider,
+    fake: FakeReplicate,
+    fake_time: FakeTime,
+    headers: dict[str, str],
+    expected: float,
+) -> None:
+    fake.always = answer(429, headers)
+    err = await raises(RateLimited, provider.list_page())
+    assert err.retry_after == expected and provider.stats.requests == 1 and fake_time.sleeps == []
+
+
+async def test_no_request_goes_out_during_a_pause_the_server_asked_for(
+    provider: ReplicateProvider, fake: FakeReplicate, fake_time: FakeTime
+) -> None:
+    """Regression: a 120 s Retry-After was answered by the next call at once; now every call is held."""
+    fake.always = answer(429, {"retry-after": "120"})
+    await raises(RateLimited, provider.list_page())
+    fake.always = None
+    err = await raises(RateLimited, provider.get_job(fake.trainings[0]["id"]))
+    assert "not sent for another 120 s" in str(err) and err.retry_after == 120.0
+    assert provider.stats.requests == 1 and provider.stats.held == 1
+    fake_time.now += 121  # the pause is over: requests go out again
+    assert len((await provider.list_page()).jobs) == 100
+
+
 async def test_total_wait_is_bounded_by_the_budget(
     make_provider: Callable[..., ReplicateProvider], fake: FakeReplicate, fake_time: FakeTime
 ) -> None:

@@ -17,6 +17,7 @@ import re
 import shlex
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -365,6 +366,50 @@ def test_processing_after_succeeded_leaves_the_job_completed(live: LiveServer):
     assert job is not None and job.status is JobStatus.COMPLETED and job.progress == 100.0
     live.drain()
     assert not [e for e in live.events if e["type"] == "job_status_changed"]
+
+
+def test_out_of_order_progress_webhooks_do_not_move_a_card_back(live: LiveServer):
+    """Regression: two `processing` deliveries arriving out of order moved progress from 60 % to 30 %.
+    Replicate's log only grows, so the shorter one is the older snapshot."""
+    log30 = "".join(f"flux_train_replicate:  {p}%|██ | {p * 10}/1000\n" for p in range(1, 31))
+    log60 = log30 + "".join(f"flux_train_replicate:  {p}%|███ | {p * 10}/1000\n" for p in range(31, 61))
+    assert live.post_webhook(training("ooo1", "processing", logs=log60)).status_code == 200
+    live.drain()
+    live.events.clear()
+    r = live.post_webhook(training("ooo1", "processing", logs=log30))  # the older one, delivered late
+    assert r.status_code == 200
+    job = live.store.get("ooo1")
+    assert job is not None and job.progress == pytest.approx(60.0) and "600/1000" in (job.last_log or "")
+    live.drain()
+    assert [e for e in live.events if e["type"] == "job_progress"] == []
+
+
+def test_a_deeply_nested_signed_body_is_a_400_not_a_traceback(tmp_path: Path, sim: SimulatedReplicate):
+    """Regression: a signed 100,000-deep JSON body raised RecursionError: a 500 with a traceback."""
+    with LiveServer(tmp_path, sim_provider(sim)) as server:
+        body = b'{"id": "deep1", "input": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+        headers, _ = delivery(body, msg_id="msg_deep")
+        r = httpx.post(f"{server.url}/api/webhooks/replicate", content=body, headers=headers, timeout=20)
+        assert r.status_code == 400 and "nests deeper than 64 levels" in r.json()["detail"], r.text
+        assert server.store.get("deep1") is None
+        assert server.post_webhook(training("deep1", "processing"), msg_id="msg_deep").status_code == 200
+
+
+def test_a_token_printed_by_a_training_is_never_stored(live: LiveServer):
+    """Regression: `last_log` and `error_message` kept a token a training script printed. Any
+    Replicate-token shape is masked before the job is built, not only tokens jobwidget knows."""
+    foreign = "r8_" + "Zq9" * 12 + "W"  # not this server's token: only its shape gives it away
+    logs = f"step 10/100 loss 0.5\nexport REPLICATE_API_TOKEN={foreign}"
+    r = live.post_webhook(training("leak2", "failed", logs=logs, error=f"401 for {foreign}"))
+    assert r.status_code == 200
+    job = live.store.get("leak2")
+    assert job is not None and job.error_message == "401 for r8_***"
+    r = live.post_webhook(training("leak3", "processing", logs=logs))
+    stored = live.store.get("leak3")
+    assert stored is not None and stored.last_log == "export REPLICATE_API_TOKEN=r8_***"
+    with sqlite3.connect(live.store.path) as conn:  # nothing of it in the file either
+        rows = conn.execute("SELECT last_log, error_message FROM jobs").fetchall()
+    assert foreign not in repr(rows)
 
 
 def _refused_cases(live: LiveServer) -> list[tuple[str, dict[str, str], bytes, int]]:

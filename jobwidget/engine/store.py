@@ -274,14 +274,12 @@ class JobStore:
             raise self._corrupt("is an SQLite database of another application, not a jobwidget store")
         # No application id in the header: a new store whose first writes are still in its WAL, an empty
         # database, or another application's file. Only a look inside can tell.
-        app_id, version, tables = self._inspect_read_only()
-        if app_id == APPLICATION_ID or (app_id == 0 and not tables):
-            return
-        if app_id != 0 or version == 0 or "jobs" not in tables:
+        app_id, tables = self._inspect_read_only()
+        if app_id != APPLICATION_ID and (app_id != 0 or tables):  # every jobwidget schema sets the id
             raise self._corrupt("is an SQLite database of another application, not a jobwidget store")
 
-    def _inspect_read_only(self) -> tuple[int, int, set[str]]:
-        """(application_id, user_version, table names) without writing: `immutable` when there is no WAL
+    def _inspect_read_only(self) -> tuple[int, set[str]]:
+        """(application_id, table names) without writing: `immutable` when there is no WAL
         to read (a read-only WAL reader would otherwise leave -wal and -shm files behind)."""
         assert isinstance(self.path, Path)
         wal = self.path.with_name(self.path.name + "-wal")
@@ -292,7 +290,6 @@ class JobStore:
             raise self._corrupt(f"cannot be opened ({exc})") from None
         try:
             app_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
-            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         except sqlite3.Error as exc:
             if isinstance(exc, sqlite3.OperationalError) and _is_lock_error(exc):
@@ -300,7 +297,7 @@ class JobStore:
             raise self._corrupt(f"cannot be read as a jobwidget store ({exc})") from None
         finally:
             conn.close()
-        return app_id, version, tables
+        return app_id, tables
 
     def _corrupt(self, what: str) -> StoreCorruptError:
         return StoreCorruptError(
@@ -392,7 +389,7 @@ class JobStore:
                 f"the job store {self.path} has schema version {version}, written by a newer jobwidget "
                 f"(this one knows up to {SCHEMA_VERSION}). Upgrade jobwidget, or use another store path."
             )
-        if app_id not in (0, APPLICATION_ID) or (app_id == 0 and tables and version == 0):
+        if app_id not in (0, APPLICATION_ID) or (app_id == 0 and tables):
             raise self._corrupt("is an SQLite database of another application, not a jobwidget store")
         if version == SCHEMA_VERSION:
             return

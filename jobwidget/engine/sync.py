@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from jobwidget.core.errors import JobNotFound, ProviderError
+from jobwidget.core.errors import JobNotFound, PaginationStopped, ProviderError
 from jobwidget.core.logparse import parse_logs
 from jobwidget.core.models import InlineProgress, Job, JobStatus, ProviderCheck, SyncResult
 from jobwidget.engine.events import EventBus
@@ -182,7 +182,14 @@ class SyncService:
         return await self._syncs(None if all else limit)
 
     async def _sync(self, limit: int | None) -> SyncResult:
-        jobs = await self.provider.list_jobs(limit=limit, all=limit is None)
+        try:
+            jobs = await self.provider.list_jobs(limit=limit, all=limit is None)
+        except PaginationStopped as exc:
+            # A list that does not end: keep what was read, say why it stopped, and fail the call.
+            if exc.jobs:
+                await self.apply(exc.jobs, source="sync")
+            self.bus.emit("poll_error", {"error": str(exc), "consecutive": 1, "retry_in": None})
+            raise
         result = await self.apply(jobs, source="sync")
         created = [job.job_id for job in result.created]
         sync_result = SyncResult(

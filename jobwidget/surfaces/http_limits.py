@@ -105,13 +105,19 @@ class CancelOnDisconnect:
             await self.app(scope, receive, send)
             return
         messages: list[Message] = []
-        for _ in range(1_000_000):  # bounded: the body is capped by BodyLimit (at most its bytes)
-            message = await receive()
+        more = True
+        while more:  # bounded: BodyLimit caps the body's bytes and the time it may take
+            try:
+                message = await receive()
+            except HTTPException as exc:  # too large or too slow: answered here, outside the routes
+                detail = exc.detail if isinstance(exc.detail, str) else "request refused"
+                await send_json(send, exc.status_code, error_body(exc.status_code, detail), exc.headers)
+                return
             if message["type"] == "http.disconnect":
                 return  # gone before the handler started
             messages.append(message)
-            if not message.get("more_body", False):
-                break
+            more = bool(message.get("more_body", False))
+        responded = False
         gone = asyncio.Event()
 
         async def replay() -> Message:
@@ -129,8 +135,6 @@ class CancelOnDisconnect:
             if not responded:
                 gone.set()
                 task.cancel()
-
-        responded = False
 
         async def tracked(message: Message) -> None:
             nonlocal responded
