@@ -44,7 +44,6 @@ import re
 from functools import lru_cache
 
 from jobwidget.core.models import InlineProgress
-from jobwidget.core.redact import redact_tokens
 
 __all__ = ["MAX_SCAN", "STAGES", "parse_logs"]
 
@@ -340,7 +339,7 @@ def _parse(text: str, job_id: str | None) -> InlineProgress:
 def _clean_last(line: str) -> str | None:
     """The line as a card shows it: no control characters, stripped, at most 80 characters."""
     s = line if len(line) <= 4 * _LAST_LOG_MAX else line[: 4 * _LAST_LOG_MAX]
-    s = redact_tokens(_CTRL.sub("", s.replace("\t", " "))).strip()  # masked before the clip can halve one
+    s = _CTRL.sub("", s.replace("\t", " ")).strip()
     if not s:
         return None
     if len(s) > _LAST_LOG_MAX:

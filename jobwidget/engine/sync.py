@@ -84,7 +84,7 @@ class SyncService:
         self._gets = asyncio.Semaphore(max_concurrency)
         # One discovery in flight whatever `limit` callers pass (None: every page); see `Coalesced`.
         self._syncs: Coalesced[int | None, SyncResult] = Coalesced(
-            self._sync,
+            lambda limit: self._sync(limit=limit, all=limit is None),
             covers=lambda running, wanted: running is None or (wanted is not None and running >= wanted),
             merge=lambda a, b: None if a is None or b is None else max(a, b),
             name="jobwidget-sync",
@@ -133,46 +133,32 @@ class SyncService:
         return len(changes)
 
     def announce(self, changes: list[tuple[_State | None, Job]], *, source: str, rev: int = 0) -> None:
-        """Emit what changed: `jobs_changed` (internal: the jobs, the store revision that holds them and
-        the public events below, as one unit), then each `job_status_changed` / `job_progress`."""
+        """Emit what changed. `rev` is the store revision holding it; the public events of one write are
+        framed by `jobs_changed` and `changes_announced`, so the event stream can keep them together."""
         if not changes:
             return
         self.last_update, self.last_source = datetime.now(UTC), source
-        events: list[tuple[str, dict[str, Any]]] = []
+        self.bus.emit("jobs_changed", {"jobs": [after for _, after in changes], "source": source, "rev": rev})
         for before, after in changes:
             self._seen[after.job_id] = _state(after)
             if before is None:
                 continue
             if before[0] is not after.status:
-                events.append(
-                    (
-                        "job_status_changed",
-                        {"job_id": after.job_id, "status": after.status.value, "previous": before[0].value},
-                    )
+                self.bus.emit(
+                    "job_status_changed",
+                    {"job_id": after.job_id, "status": after.status.value, "previous": before[0].value},
                 )
             if before[1:] != _state(after)[1:]:
-                events.append(
-                    (
-                        "job_progress",
-                        {
-                            "job_id": after.job_id,
-                            "stage": after.stage,
-                            "progress": after.progress,
-                            "last_log": after.last_log,
-                        },
-                    )
+                self.bus.emit(
+                    "job_progress",
+                    {
+                        "job_id": after.job_id,
+                        "stage": after.stage,
+                        "progress": after.progress,
+                        "last_log": after.last_log,
+                    },
                 )
-        self.bus.emit(
-            "jobs_changed",
-            {
-                "jobs": [after for _, after in changes],
-                "source": source,
-                "rev": rev,
-                "events": [{"type": name, **payload} for name, payload in events],
-            },
-        )
-        for name, payload in events:
-            self.bus.emit(name, payload)
+        self.bus.emit("changes_announced", {"rev": rev})
 
     # -- discovery ---------------------------------------------------------------------------
 
@@ -181,9 +167,9 @@ class SyncService:
         caller asking for more than the one in flight waits for it, then shares one that covers all."""
         return await self._syncs(None if all else limit)
 
-    async def _sync(self, limit: int | None) -> SyncResult:
+    async def _sync(self, *, limit: int | None, all: bool) -> SyncResult:
         try:
-            jobs = await self.provider.list_jobs(limit=limit, all=limit is None)
+            jobs = await self.provider.list_jobs(limit=limit, all=all)
         except PaginationStopped as exc:
             # A list that does not end: keep what was read, say why it stopped, and fail the call.
             if exc.jobs:

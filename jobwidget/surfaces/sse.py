@@ -43,7 +43,7 @@ __all__ = ["EventHub", "EventStream", "parse_event_id"]
 
 log = logging.getLogger("jobwidget.server")
 
-_JOB_EVENTS = frozenset({"job_status_changed", "job_progress"})  # they arrive inside `jobs_changed`
+_JOB_EVENTS = frozenset({"job_status_changed", "job_progress"})  # framed by jobs_changed/changes_announced
 _NOTES = tuple(sorted(PUBLIC_EVENTS - _JOB_EVENTS))
 _CHUNK = 256 * 1024  # bytes per write to one client
 _EVENT_ID = re.compile(r"(\d{1,18})(?:\.(\d{1,18}))?")
@@ -111,6 +111,8 @@ class EventHub:
         self._ids: dict[str, int] = {}
         self.rev = 0  # the last store revision announced
         self._notes = 0  # notifications since that revision
+        self._group: list[dict[str, Any]] | None = None  # the events of the store write being announced
+        self._group_rev = 0
         self._clients: set[_Client] = set()
         self._by_ip: Counter[str] = Counter()
         self._attached = False
@@ -126,20 +128,26 @@ class EventHub:
     def clients(self) -> int:
         return len(self._clients)
 
+    def _listeners(self) -> list[tuple[str, Callable[[dict[str, Any]], None]]]:
+        return [
+            ("jobs_changed", self._on_write_start),
+            *((name, self._on_job_event) for name in sorted(_JOB_EVENTS)),
+            ("changes_announced", self._on_write_end),
+            *((name, self._on_note) for name in _NOTES),
+        ]
+
     def attach(self, rev: int) -> None:
         """Start listening; `rev` is the store's revision now (ids continue from it)."""
         if not self._attached:
             self.rev = max(self.rev, rev)
-            self.bus.on("jobs_changed", self._on_write)
-            for name in _NOTES:
-                self.bus.on(name, self._on_note)
+            for name, callback in self._listeners():
+                self.bus.on(name, callback)
             self._attached = True
 
     def detach(self) -> None:
         if self._attached:
-            self.bus.off("jobs_changed", self._on_write)
-            for name in _NOTES:
-                self.bus.off(name, self._on_note)
+            for name, callback in self._listeners():
+                self.bus.off(name, callback)
             self._attached = False
 
     # -- publishing (in the event bus's dispatcher: never waits) ----------------------------
@@ -148,9 +156,21 @@ class EventHub:
         head = f"id: {event_id}\n" if event_id is not None else ""
         return f"{head}data: {self.redact(dumps(event))}\n\n".encode()
 
-    def _on_write(self, change: dict[str, Any]) -> None:
-        events: list[dict[str, Any]] = change.get("events") or []
-        rev = int(change.get("rev") or 0)
+    def _on_write_start(self, change: dict[str, Any]) -> None:
+        self._group_rev, self._group = int(change.get("rev") or 0), []
+
+    def _on_job_event(self, event: dict[str, Any]) -> None:
+        if self._group is not None:
+            self._group.append(event)
+        else:  # not inside a store write's announcement: a notification like any other
+            self._on_note(event)
+
+    def _on_write_end(self, _marker: dict[str, Any]) -> None:
+        events, self._group = self._group, None
+        if events is not None:
+            self._on_write(self._group_rev, events)
+
+    def _on_write(self, rev: int, events: list[dict[str, Any]]) -> None:
         if rev <= self.rev:  # a revision already named (or none given): number it as a notification
             for event in events:
                 self._on_note(event)
