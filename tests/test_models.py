@@ -182,8 +182,8 @@ def test_token_shapes_in_a_trainings_log_and_error_are_masked():
         last_log=f"export REPLICATE_API_TOKEN={token}",
         error_message=f"auth failed for {token} and r8_with_under-score_chars",
     )
-    assert job.last_log == "export REPLICATE_API_TOKEN=r8_***"
-    assert job.error_message == "auth failed for r8_*** and r8_***"
+    assert job.last_log == "export REPLICATE_API_TOKEN=[redacted]"
+    assert job.error_message == "auth failed for [redacted] and [redacted]"
     assert token not in repr(job.to_dict())
     # Not tokens: too short, or part of a longer word.
     assert _job("running", last_log="r8_short mr8_abcdefghijk").last_log == "r8_short mr8_abcdefghijk"

@@ -403,10 +403,10 @@ def test_a_token_printed_by_a_training_is_never_stored(live: LiveServer):
     r = live.post_webhook(training("leak2", "failed", logs=logs, error=f"401 for {foreign}"))
     assert r.status_code == 200
     job = live.store.get("leak2")
-    assert job is not None and job.error_message == "401 for r8_***"
+    assert job is not None and job.error_message == "401 for [redacted]"
     r = live.post_webhook(training("leak3", "processing", logs=logs))
     stored = live.store.get("leak3")
-    assert stored is not None and stored.last_log == "export REPLICATE_API_TOKEN=r8_***"
+    assert stored is not None and stored.last_log == "export REPLICATE_API_TOKEN=[redacted]"
     with sqlite3.connect(live.store.path) as conn:  # nothing of it in the file either
         rows = conn.execute("SELECT last_log, error_message FROM jobs").fetchall()
     assert foreign not in repr(rows)
@@ -831,7 +831,7 @@ async def test_replicate_token_never_appears_in_responses_sse_or_logs(
         ):
             seen.append((await client.get(path)).text)
         seen.append((await client.post("/api/cloud/jobs/sync")).text)
-    assert "***" in event["last_log"]  # the leak was there to mask
+    assert "[redacted]" in event["last_log"]  # the leak was there to mask
     for text in [*seen, caplog.text]:
         assert TOKEN not in text
     assert live.store.get("leak1") is not None
