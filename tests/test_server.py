@@ -497,18 +497,25 @@ class CountingSecretFake(WebhookFake):
         return await super().webhook_secret()
 
 
-def test_forged_deliveries_never_cause_provider_calls_while_the_secret_is_missing(tmp_path: Path):
+@pytest.mark.parametrize("webhook_url", [None, "https://example.com/api/webhooks/replicate"])
+def test_forged_deliveries_never_cause_provider_calls_while_the_secret_is_missing(
+    tmp_path: Path, webhook_url: str | None
+):
     """Regression: with no secret configured and the provider failing, every delivery (forged ones
-    included) fetched the secret again: 6 forged deliveries cost 30 provider calls. The secret is now
-    fetched in the background at start and retried on its own schedule, never because of a delivery."""
+    included) fetched the secret again: 6 forged deliveries cost 30 provider calls. Now the secret is
+    fetched once (at start when a webhook URL is configured, else on the first delivery) and a failed
+    fetch is retried on its own schedule, never sooner because deliveries keep coming."""
     provider = CountingSecretFake()
-    with LiveServer(tmp_path, provider, config={}, secret_retry=120) as server:
-        wait_for(lambda: provider.secret_calls == 1, "the background secret fetch")
+    config = {"webhook_url": webhook_url} if webhook_url else {}
+    with LiveServer(tmp_path, provider, config=config, secret_retry=120) as server:
+        if webhook_url:
+            wait_for(lambda: provider.secret_calls == 1, "the secret fetch at start")
         for i in range(6):
             r = server.post_webhook(training(f"forged{i}", "processing"), secret="whsec_" + "QUJD" * 8)
             assert r.status_code == 503 and "secret" in r.json()["detail"], r.text
         assert provider.secret_calls == 1
         assert server.api.webhooks["no_secret"] == 6
+        assert "next try in 120 s" in server.get("/api/health").json()["webhook_secret"]
 
 
 def test_secret_unavailable_answers_503_and_nothing_changes(tmp_path: Path):
@@ -518,9 +525,12 @@ def test_secret_unavailable_answers_503_and_nothing_changes(tmp_path: Path):
         r = server.post_webhook(training("nosecret", "processing"))
         assert r.status_code == 503 and r.headers["retry-after"] and "secret" in r.json()["detail"]
         assert server.store.get("nosecret") is None
-        provider.secret_error = None  # recovers: the background fetch tries again by itself
-        wait_for(lambda: server.get("/api/health").json()["webhook_secret"] == "ready", "the secret")
-        assert server.post_webhook(training("nosecret", "processing")).status_code == 200
+        provider.secret_error = None  # recovers: a later delivery (Replicate retries) fetches it
+        wait_for(
+            lambda: server.post_webhook(training("nosecret", "processing")).status_code == 200,
+            "a retried delivery to be applied",
+        )
+        assert server.store.get("nosecret") is not None
 
 
 def test_a_delivery_that_fails_to_apply_does_not_use_up_its_id(

@@ -5,10 +5,11 @@ Why it is built this way:
   is read. Then the body streams through the HMAC as it arrives, under a size cap, and the bytes of all
   deliveries not verified yet are bounded together (`inflight_bytes`): sixteen concurrent 31 MiB posts
   with forged signatures cannot hold 500 MB, whatever their number.
-- The signing secret comes from the settings, or is fetched from the provider once, in the background,
-  when the server starts (retried with backoff if the provider fails). A delivery never triggers a
-  fetch, so forged deliveries cost no provider call; until the secret is known they get 503, which
-  Replicate retries.
+- The signing secret comes from the settings, or is fetched from the provider once and kept: at start
+  when a webhook URL is configured (deliveries are expected), else when the first delivery arrives. A
+  failed fetch is tried again on a backoff schedule (2 s, doubling to 5 min), never sooner however many
+  deliveries arrive, so forged deliveries cannot turn into provider calls; until the secret is known
+  deliveries get 503, which Replicate retries.
 - The body is parsed with a depth bound (`jobwidget.core.jsonlimits`): deeply nested JSON is a 400.
 - Applying it is the engine's business (`SyncService.ingest` with the delivery id): the update and the
   record of the delivery commit in one transaction, so a retry after a crash is applied, not dropped.
@@ -76,8 +77,11 @@ class WebhookReceiver:
         self.peak_held = 0
         self._key: bytes | None = None
         self._key_error: str | None = None
-        self._key_attempted = asyncio.Event()
-        self._key_task: asyncio.Task[None] | None = None
+        self._key_final = False  # no point asking again (the provider does not sign, or said garbage)
+        self._attempt: asyncio.Task[None] | None = None  # the fetch under way, if any
+        self._retrying: asyncio.Task[None] | None = None  # the background retries (webhook URL set)
+        self._next_fetch = -math.inf  # monotonic time before which the provider is not asked again
+        self._secret_delay = secret_retry
         self.secret_fetches = 0
         self._refusal_logged_at = -math.inf
         self._refusals_unlogged = 0
@@ -88,61 +92,77 @@ class WebhookReceiver:
     def key_state(self) -> str:
         if self._key is not None:
             return "ready"
+        if self._attempt is not None and not self._attempt.done():
+            return "fetching"
         if self._key_error is not None:
             return f"unavailable: {self._key_error}"
-        return "fetching"
+        return "not fetched yet"
 
     def start(self) -> None:
-        """Take the configured secret, or start fetching the provider's (once, in the background)."""
+        """Take the configured secret; with a webhook URL configured (deliveries are expected), start
+        fetching the provider's at once, in the background, retrying with backoff until it has it."""
         configured = self.engine.settings.webhook_secret
         if configured:
             try:
                 self._key = decode_secret(configured)
             except ConfigError as exc:
-                self._key_error = str(exc)
-            self._key_attempted.set()
-        elif self._key_task is None:
-            self._key_task = asyncio.get_running_loop().create_task(
-                self._fetch_secret(), name="jobwidget-secret"
+                self._key_error, self._key_final = str(exc), True
+        elif self.engine.settings.webhook_url and self._retrying is None:
+            self._retrying = asyncio.get_running_loop().create_task(
+                self._keep_trying(), name="jobwidget-secret"
             )
 
     async def stop(self) -> None:
-        task, self._key_task = self._key_task, None
-        if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for task in (self._retrying, self._attempt):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._retrying = self._attempt = None
 
-    async def _fetch_secret(self) -> None:
-        delay = self.secret_retry
+    def _begin_attempt(self) -> asyncio.Task[None]:
+        self._attempt = asyncio.get_running_loop().create_task(self._fetch_once(), name="jobwidget-secret")
+        return self._attempt
+
+    async def _fetch_once(self) -> None:
+        """Ask the provider for its secret once. A failure sets when the next attempt may be made:
+        deliveries never make one sooner, however many arrive."""
         provider = self.engine.provider
+        self.secret_fetches += 1
+        try:
+            secret = await provider.webhook_secret()
+            self.redact_add(secret)
+            self._key, self._key_error = decode_secret(secret), None
+        except NotImplementedError:
+            self._key_error, self._key_final = f"{provider.label} does not sign webhooks", True
+        except ConfigError as exc:
+            self._key_error, self._key_final = f"{provider.label} gave an unusable secret: {exc}", True
+        except ProviderError as exc:
+            delay = self._secret_delay
+            self._secret_delay = min(_SECRET_RETRY_MAX, delay * 2)
+            self._next_fetch = time.monotonic() + delay
+            self._key_error = f"the signing secret could not be fetched ({exc}); next try in {delay:.0f} s"
+            log.warning("jobwidget: webhook signing secret: %s", self._key_error)
+
+    async def _keep_trying(self) -> None:
         for _ in range(_SECRET_ATTEMPTS):
-            self.secret_fetches += 1
-            try:
-                secret = await provider.webhook_secret()
-                self.redact_add(secret)
-                self._key, self._key_error = decode_secret(secret), None
+            if self._key is not None or self._key_final:
                 return
-            except NotImplementedError:
-                self._key_error = f"{provider.label} does not sign webhooks"
-                return
-            except ConfigError as exc:
-                self._key_error = f"{provider.label} gave an unusable secret: {exc}"
-                return
-            except ProviderError as exc:
-                self._key_error = (
-                    f"the signing secret could not be fetched ({exc}); retrying in {delay:.0f} s"
-                )
-                log.warning("jobwidget: webhook signing secret: %s", self._key_error)
-            finally:
-                self._key_attempted.set()
-            await asyncio.sleep(delay)
-            delay = min(_SECRET_RETRY_MAX, delay * 2)
+            wait = self._next_fetch - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            task = self._attempt if self._attempt is not None and not self._attempt.done() else None
+            await asyncio.shield(task or self._begin_attempt())
 
     async def _key_now(self) -> bytes | None:
-        if self._key is None and not self._key_attempted.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._key_attempted.wait(), _SECRET_WAIT)
+        """The key; when none is known and an attempt is due, one is made (and waited for, bounded)."""
+        if self._key is None and not self._key_final:
+            task = self._attempt
+            if (task is None or task.done()) and time.monotonic() >= self._next_fetch:
+                task = self._begin_attempt()
+            if task is not None and not task.done():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(task), _SECRET_WAIT)
         return self._key
 
     # -- deliveries ------------------------------------------------------------------------------
