@@ -298,9 +298,10 @@ class EventHub:
         client.cursor = self._log[i - 1].seq + 1 if i > max(start, self._head) else client.cursor
         return b"".join(parts)
 
-    async def replay(self, client: _Client, since: int) -> bytes:
-        """Frames for every job the store wrote after revision `since` (their current state), and from
-        now on the log without the writes that replay covered."""
+    async def replay(self, client: _Client) -> bytes:
+        """Frames for every job the store wrote after the client's `catch_up_from` revision (their
+        current state); from then on the client reads the log, skipping the writes the replay covered."""
+        since = client.catch_up_from or 0
         client.cursor = self._next_seq  # what is published from here on follows the replay
         current, changed = await asyncio.to_thread(self.store.changes_in_order, since)
         client.catch_up_from = None
@@ -403,7 +404,7 @@ class EventStream(Response):
         hub = self.hub
         while True:
             if hub.behind(client):
-                body = await hub.replay(client, client.catch_up_from)  # type: ignore[arg-type]
+                body = await hub.replay(client)
                 if body:
                     await self._write(client, send, body)
                 continue
