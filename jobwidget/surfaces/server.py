@@ -1,6 +1,6 @@
 """The HTTP API, the SSE event stream and the verified webhook receiver over one `Engine`.
 
-The routes and JSON shapes follow the original project's, so its curl and JavaScript examples work
+The routes and JSON shapes follow the reference system's, so its curl and JavaScript examples work
 unchanged. Why it is built this way:
 - One Starlette app over the engine, run by uvicorn on the engine's own loop: `jobwidget serve` starts
   the engine in the app's lifespan; a notebook runs the same app on the controller's loop with
@@ -82,7 +82,7 @@ _MIN_SECRET_CHARS = 8  # shorter strings would mask ordinary words, and are no r
 
 @dataclass(frozen=True)
 class ServerOptions:
-    """Knobs of the HTTP surface. The defaults are the original project's (5 streams per address) or
+    """Knobs of the HTTP surface. The defaults are the reference system's (5 streams per address) or
     conservative."""
 
     api_token: str | None = field(default=None, repr=False)
@@ -414,7 +414,7 @@ class _Api:
     # -- routes ------------------------------------------------------------------------------
 
     async def list_jobs(self, request: Request) -> Response:
-        """Jobs, newest first (the seed's `GET /jobs`).
+        """Jobs, newest first (the reference system's `GET /jobs`).
         ---
         summary: List jobs, newest first
         parameters:
@@ -476,7 +476,7 @@ class _Api:
         return self.json(job.to_dict())
 
     async def sync(self, request: Request) -> Response:
-        """Discover the provider's recent jobs (the seed's `POST /jobs/sync`).
+        """Discover the provider's recent jobs (the reference system's `POST /jobs/sync`).
         ---
         summary: Discover and update the provider's recent jobs
         parameters:
@@ -499,7 +499,7 @@ class _Api:
         return self.json(result.to_dict())
 
     async def inline_progress(self, request: Request) -> Response:
-        """Compact progress of one job from its log tail (the seed's inline-progress API).
+        """Compact progress of one job from its log tail (the reference system's inline-progress API).
         ---
         summary: Stage, progress and last log line of one job
         parameters:
