@@ -110,3 +110,80 @@ def test_to_dict_is_json_ready():
     data = json.loads(json.dumps(job.to_dict()))
     assert data["status"] == "failed" and data["created_at"] == "2026-01-01T00:00:00Z"
     assert SyncResult(2, 1, "m").to_dict() == {"synced": 2, "updated": 1, "message": "m"}
+
+
+# -- progress moves forward within a status (issue 13) ---------------------------------------------
+
+
+def _snapshot(progress: float, log_chars: int | None, **kw: object) -> Job:
+    """A running job as read from a log of `log_chars` characters (None: the length is not known)."""
+    meta = {"inline": {"step": int(progress * 10), "total_steps": 1000}}
+    if log_chars is not None:
+        meta["log_chars"] = log_chars
+    return _job(
+        "running",
+        stage="Training",
+        progress=progress,
+        last_log=f"step {int(progress * 10)}/1000",
+        metadata=meta,
+        **kw,
+    )
+
+
+def test_an_out_of_order_delivery_does_not_move_progress_back():
+    """Regression: two `processing` webhooks delivered out of order moved a card from 60 % to 30 %."""
+    newer, older = _snapshot(60.0, 6000), _snapshot(30.0, 3000, cost_usd=0.2)
+    merged = merge_job(newer, older)
+    assert (merged.progress, merged.stage, merged.last_log) == (60.0, "Training", "step 600/1000")
+    assert merged.metadata["inline"]["step"] == 600 and merged.metadata["log_chars"] == 6000
+    assert merged.cost_usd == 0.2  # everything else the delivery carries still merges
+    assert merge_job(older, newer).progress == 60.0  # in order, it moves on as before
+
+
+def test_a_longer_log_with_lower_progress_is_a_new_run():
+    """The log grew but says less: the run restarted (a retry writing on in the same log), so it wins."""
+    before, restarted = _snapshot(80.0, 8000), _snapshot(5.0, 9000)
+    merged = merge_job(before, restarted)
+    assert merged.progress == 5.0 and merged.metadata["log_chars"] == 9000
+
+
+def test_without_log_lengths_progress_only_falls_when_the_run_started_again():
+    t1, t2 = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC)
+    assert (
+        merge_job(_snapshot(60.0, None, started_at=t1), _snapshot(30.0, None, started_at=t1)).progress == 60.0
+    )
+    assert (
+        merge_job(_snapshot(60.0, None, started_at=t1), _snapshot(30.0, None, started_at=t2)).progress == 30.0
+    )
+    # Progress the update does not know (a list page: no log) keeps the stored value, as before.
+    assert merge_job(_snapshot(60.0, 6000), _job("running")).progress == 60.0
+
+
+def test_a_shorter_log_does_not_replace_newer_log_fields_even_without_progress():
+    newer = _snapshot(60.0, 6000)
+    stale = _job("running", stage="Preprocessing", last_log="Caching latents", metadata={"log_chars": 100})
+    merged = merge_job(newer, stale)
+    assert (merged.stage, merged.last_log, merged.progress) == ("Training", "step 600/1000", 60.0)
+
+
+def test_a_new_status_takes_the_new_log_fields():
+    queued = _job("queued", stage="Preprocessing", progress=90.0, metadata={"log_chars": 5000})
+    running = _job("running", stage="Training", progress=1.0, metadata={"log_chars": 100})
+    assert merge_job(queued, running).progress == 1.0  # a new status is a new phase, not a stale one
+
+
+# -- token shapes never stored (issue 13) ----------------------------------------------------------
+
+
+def test_token_shapes_in_a_trainings_log_and_error_are_masked():
+    token = "r8_" + "Ab3dE" * 7 + "xy"  # the shape of a Replicate token (r8_ + 37 characters)
+    job = _job(
+        "failed",
+        last_log=f"export REPLICATE_API_TOKEN={token}",
+        error_message=f"auth failed for {token} and r8_with_under-score_chars",
+    )
+    assert job.last_log == "export REPLICATE_API_TOKEN=[redacted]"
+    assert job.error_message == "auth failed for [redacted] and [redacted]"
+    assert token not in repr(job.to_dict())
+    # Not tokens: too short, or part of a longer word.
+    assert _job("running", last_log="r8_short mr8_abcdefghijk").last_log == "r8_short mr8_abcdefghijk"

@@ -36,6 +36,7 @@ from jobwidget.core.errors import (
     ConfigError,
     JobNotFound,
     MalformedResponse,
+    PaginationStopped,
     ProviderError,
     ProviderUnavailable,
     RateLimited,
@@ -453,8 +454,9 @@ async def test_a_looping_next_link_ends(
 ) -> None:
     fake.next_link = lambda _offset: f"{ORIGIN}/v1/trainings?cursor=100"
     provider = make_provider()
-    await provider.list_jobs(all=True)
-    assert len(fake.requests) <= 3
+    err = await raises(PaginationStopped, provider.list_jobs(all=True))
+    assert "already sent in this walk" in str(err) and err.pages == 2 and len(err.jobs) == 200
+    assert len(fake.requests) == 2
 
 
 # ----------------------------------------------------------------------------- retries
@@ -548,6 +550,43 @@ async def test_server_asking_for_too_long_a_wait_fails_fast(
     err = await raises(RateLimited, provider.list_page())
     assert err.retry_after == 120.0 and "120 s" in str(err)
     assert provider.stats.requests == 1 and fake_time.sleeps == []
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"retry-after": "120"}, 120.0),
+        ({"retry-after": "9" * 500}, 3600.0),  # any length: "very long", clamped, never ignored
+        ({"retry-after": "1e400"}, 3600.0),
+        ({"retry-after": "Fri, 31 Dec 9999 23:59:59 GMT"}, 3600.0),
+        ({"ratelimit-reset": "86400"}, 3600.0),
+        ({"x-ratelimit-reset": "90"}, 90.0),
+    ],
+)
+async def test_long_server_waits_are_honoured_up_to_an_hour(
+    provider: ReplicateProvider,
+    fake: FakeReplicate,
+    fake_time: FakeTime,
+    headers: dict[str, str],
+    expected: float,
+) -> None:
+    fake.always = answer(429, headers)
+    err = await raises(RateLimited, provider.list_page())
+    assert err.retry_after == expected and provider.stats.requests == 1 and fake_time.sleeps == []
+
+
+async def test_no_request_goes_out_during_a_pause_the_server_asked_for(
+    provider: ReplicateProvider, fake: FakeReplicate, fake_time: FakeTime
+) -> None:
+    """Regression: a 120 s Retry-After was answered by the next call at once; now every call is held."""
+    fake.always = answer(429, {"retry-after": "120"})
+    await raises(RateLimited, provider.list_page())
+    fake.always = None
+    err = await raises(RateLimited, provider.get_job(fake.trainings[0]["id"]))
+    assert "not sent for another 120 s" in str(err) and err.retry_after == 120.0
+    assert provider.stats.requests == 1 and provider.stats.held == 1
+    fake_time.now += 121  # the pause is over: requests go out again
+    assert len((await provider.list_page()).jobs) == 100
 
 
 async def test_total_wait_is_bounded_by_the_budget(
@@ -870,7 +909,8 @@ async def test_path_prefix_is_kept(fake_time: FakeTime) -> None:
     provider = ReplicateProvider(
         TOKEN, "http://127.0.0.1:8002/proxy", transport=httpx.MockTransport(handler), sleep=fake_time.sleep
     )
-    await provider.list_jobs(all=True)
+    first = await provider.list_page()
+    await provider.list_page(first.next_cursor)
     assert seen == [
         "http://127.0.0.1:8002/proxy/v1/trainings",
         "http://127.0.0.1:8002/proxy/v1/trainings?cursor=1",

@@ -18,6 +18,7 @@ import re
 import shlex
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -203,6 +204,14 @@ async def sse_lines(response: httpx.Response) -> Any:
         yield line
 
 
+def wait_for(predicate: Any, what: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.02)
+
+
 async def next_event(lines: Any, match: Any, timeout: float) -> dict[str, Any]:
     with anyio.fail_after(timeout):
         async for line in lines:
@@ -378,6 +387,50 @@ def test_processing_after_succeeded_leaves_the_job_completed(live: LiveServer):
     assert not [e for e in live.events if e["type"] == "job_status_changed"]
 
 
+def test_out_of_order_progress_webhooks_do_not_move_a_card_back(live: LiveServer):
+    """Regression: two `processing` deliveries arriving out of order moved progress from 60 % to 30 %.
+    Replicate's log only grows, so the shorter one is the older snapshot."""
+    log30 = "".join(f"flux_train_replicate:  {p}%|██ | {p * 10}/1000\n" for p in range(1, 31))
+    log60 = log30 + "".join(f"flux_train_replicate:  {p}%|███ | {p * 10}/1000\n" for p in range(31, 61))
+    assert live.post_webhook(training("ooo1", "processing", logs=log60)).status_code == 200
+    live.drain()
+    live.events.clear()
+    r = live.post_webhook(training("ooo1", "processing", logs=log30))  # the older one, delivered late
+    assert r.status_code == 200
+    job = live.store.get("ooo1")
+    assert job is not None and job.progress == pytest.approx(60.0) and "600/1000" in (job.last_log or "")
+    live.drain()
+    assert [e for e in live.events if e["type"] == "job_progress"] == []
+
+
+def test_a_deeply_nested_signed_body_is_a_400_not_a_traceback(tmp_path: Path, sim: SimulatedReplicate):
+    """Regression: a signed 100,000-deep JSON body raised RecursionError: a 500 with a traceback."""
+    with LiveServer(tmp_path, sim_provider(sim)) as server:
+        body = b'{"id": "deep1", "input": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+        headers, _ = delivery(body, msg_id="msg_deep")
+        r = httpx.post(f"{server.url}/api/webhooks/replicate", content=body, headers=headers, timeout=20)
+        assert r.status_code == 400 and "nests deeper than 64 levels" in r.json()["detail"], r.text
+        assert server.store.get("deep1") is None
+        assert server.post_webhook(training("deep1", "processing"), msg_id="msg_deep").status_code == 200
+
+
+def test_a_token_printed_by_a_training_is_never_stored(live: LiveServer):
+    """Regression: `last_log` and `error_message` kept a token a training script printed. Any
+    Replicate-token shape is masked before the job is built, not only tokens jobwidget knows."""
+    foreign = "r8_" + "Zq9" * 12 + "W"  # not this server's token: only its shape gives it away
+    logs = f"step 10/100 loss 0.5\nexport REPLICATE_API_TOKEN={foreign}"
+    r = live.post_webhook(training("leak2", "failed", logs=logs, error=f"401 for {foreign}"))
+    assert r.status_code == 200
+    job = live.store.get("leak2")
+    assert job is not None and job.error_message == "401 for [redacted]"
+    r = live.post_webhook(training("leak3", "processing", logs=logs))
+    stored = live.store.get("leak3")
+    assert stored is not None and stored.last_log == "export REPLICATE_API_TOKEN=[redacted]"
+    with sqlite3.connect(live.store.path) as conn:  # nothing of it in the file either
+        rows = conn.execute("SELECT last_log, error_message FROM jobs").fetchall()
+    assert foreign not in repr(rows)
+
+
 def _refused_cases(live: LiveServer) -> list[tuple[str, dict[str, str], bytes, int]]:
     now = int(time.time())
     body = json.dumps(training("victim", "succeeded")).encode()
@@ -441,23 +494,62 @@ def test_api_routes_have_a_one_mebibyte_body_limit(live: LiveServer):
 def test_webhook_secret_is_fetched_once_from_the_provider(tmp_path: Path, sim: SimulatedReplicate):
     with LiveServer(tmp_path, sim_provider(sim), config={}) as server:  # no secret configured
         secret = sim.fleet.webhook_secret
-        calls_before = sim.stats.by_route.get("GET /v1/webhooks/default/secret", 0)
         for i in range(3):
             r = server.post_webhook(training(f"fetched{i}", "processing"), secret=secret)
             assert r.status_code == 200, r.text
-        assert sim.stats.by_route.get("GET /v1/webhooks/default/secret", 0) - calls_before == 1
-        assert server.post_webhook(training("x", "processing")).status_code == 401  # another secret
+        for i in range(6):  # forged: signed with another secret
+            assert server.post_webhook(training(f"forged{i}", "processing")).status_code == 401
+        assert sim.stats.by_route.get("GET /v1/webhooks/default/secret", 0) == 1
+        assert server.get("/api/health").json()["webhook_secret"] == "ready"
+
+
+class CountingSecretFake(WebhookFake):
+    """A provider whose secret endpoint fails, counting every call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secret_calls = 0
+        self.secret_error = ProviderUnavailable("Replicate is down")
+
+    async def webhook_secret(self) -> str:
+        self.secret_calls += 1
+        return await super().webhook_secret()
+
+
+@pytest.mark.parametrize("webhook_url", [None, "https://example.com/api/webhooks/replicate"])
+def test_forged_deliveries_never_cause_provider_calls_while_the_secret_is_missing(
+    tmp_path: Path, webhook_url: str | None
+):
+    """Regression: with no secret configured and the provider failing, every delivery (forged ones
+    included) fetched the secret again: 6 forged deliveries cost 30 provider calls. Now the secret is
+    fetched once (at start when a webhook URL is configured, else on the first delivery) and a failed
+    fetch is retried on its own schedule, never sooner because deliveries keep coming."""
+    provider = CountingSecretFake()
+    config = {"webhook_url": webhook_url} if webhook_url else {}
+    with LiveServer(tmp_path, provider, config=config, secret_retry=120) as server:
+        if webhook_url:
+            wait_for(lambda: provider.secret_calls == 1, "the secret fetch at start")
+        for i in range(6):
+            r = server.post_webhook(training(f"forged{i}", "processing"), secret="whsec_" + "QUJD" * 8)
+            assert r.status_code == 503 and "secret" in r.json()["detail"], r.text
+        assert provider.secret_calls == 1
+        assert server.api.webhooks["no_secret"] == 6
+        assert "next try in 120 s" in server.get("/api/health").json()["webhook_secret"]
 
 
 def test_secret_unavailable_answers_503_and_nothing_changes(tmp_path: Path):
     provider = WebhookFake()
     provider.secret_error = ProviderUnavailable("Replicate is down")
-    with LiveServer(tmp_path, provider, config={}) as server:
+    with LiveServer(tmp_path, provider, config={}, secret_retry=0.2) as server:
         r = server.post_webhook(training("nosecret", "processing"))
         assert r.status_code == 503 and r.headers["retry-after"] and "secret" in r.json()["detail"]
         assert server.store.get("nosecret") is None
-        provider.secret_error = None  # recovers: the secret is fetched on the next delivery
-        assert server.post_webhook(training("nosecret", "processing")).status_code == 200
+        provider.secret_error = None  # recovers: a later delivery (Replicate retries) fetches it
+        wait_for(
+            lambda: server.post_webhook(training("nosecret", "processing")).status_code == 200,
+            "a retried delivery to be applied",
+        )
+        assert server.store.get("nosecret") is not None
 
 
 def test_a_delivery_that_fails_to_apply_does_not_use_up_its_id(
@@ -467,15 +559,15 @@ def test_a_delivery_that_fails_to_apply_does_not_use_up_its_id(
         r = server.post_webhook(training("fix1", "processing", broken=True), msg_id="msg_fix")
         assert r.status_code == 422 and "not a training object" in r.json()["detail"]
         assert server.store.get("fix1") is None
-        real_upsert = server.store.upsert
+        real_upsert = server.store.upsert_delivery
 
         def failing_upsert(*args: Any, **kwargs: Any) -> Any:
             raise StoreError("the job store stayed locked")
 
-        monkeypatch.setattr(server.store, "upsert", failing_upsert)
+        monkeypatch.setattr(server.store, "upsert_delivery", failing_upsert)
         r = server.post_webhook(training("fix1", "processing"), msg_id="msg_fix")
         assert r.status_code == 503 and r.headers["retry-after"]  # the provider will retry it
-        monkeypatch.setattr(server.store, "upsert", real_upsert)
+        monkeypatch.setattr(server.store, "upsert_delivery", real_upsert)
         r = server.post_webhook(training("fix1", "processing"), msg_id="msg_fix")  # the retry
         assert r.status_code == 200 and r.json()["duplicate"] is False
         assert server.store.get("fix1").status is JobStatus.RUNNING  # type: ignore[union-attr]
@@ -567,15 +659,17 @@ async def test_heartbeats_keep_an_idle_stream_alive(tmp_path: Path, sim: Simulat
 
 
 @pytest.mark.anyio
-async def test_a_slow_sse_client_is_dropped_and_its_queue_freed():
-    """A client whose socket stopped draining (its `send` never returns) is cut off at the queue bound."""
+async def test_a_client_that_stops_reading_is_dropped_and_holds_nothing(tmp_path: Path):
+    """A client whose socket stopped draining (its `send` never returns) is cut off once the shared log
+    moves past it; the log itself stays within its byte budget."""
     from jobwidget.engine.events import EventBus
-    from jobwidget.surfaces.server import _EventStream
+    from jobwidget.surfaces.sse import EventStream
 
     bus = EventBus()
     bus.start()
-    hub = EventHub(bus, per_client=5, queue_size=4)
-    hub.attach()
+    store = JobStore(tmp_path / "s.sqlite3")
+    hub = EventHub(bus, store, per_client=5, max_clients=10, buffer_bytes=2000, stall=0.0)
+    hub.attach(0)
     stalled = anyio.Event()
     sent: list[bytes] = []
 
@@ -588,20 +682,23 @@ async def test_a_slow_sse_client_is_dropped_and_its_queue_freed():
         await anyio.sleep_forever()
         raise AssertionError
 
-    stream = _EventStream(hub, "10.0.0.9", heartbeat=60)
+    stream = EventStream(hub, "10.0.0.9", heartbeat=60, last_id=None, raw_id=None)
     async with anyio.create_task_group() as tg:
         tg.start_soon(stream, {"type": "http"}, receive, send)
         with anyio.fail_after(DEADLINE):
             while hub.clients == 0:
                 await anyio.sleep(0.01)
         for i in range(50):
-            bus.emit("job_progress", {"job_id": f"j{i}", "stage": "Training", "progress": i, "last_log": "x"})
+            bus.emit("sync_completed", {"synced": i, "updated": 0, "message": "x" * 100})
             await bus.drain()
+            await anyio.sleep(0)
         with anyio.fail_after(DEADLINE):
             while hub.clients:
                 await anyio.sleep(0.01)
-    assert hub.dropped == 1 and len(sent) < 10  # dropped, not buffered: the other events were discarded
+    assert hub.dropped == 1 and len(sent) < 10  # dropped, not buffered for it
+    assert hub._bytes <= 2000
     await bus.aclose()
+    store.close()
 
 
 # -------------------------------------------------------------------------------- API routes
@@ -764,7 +861,7 @@ async def test_replicate_token_never_appears_in_responses_sse_or_logs(
         ):
             seen.append((await client.get(path)).text)
         seen.append((await client.post("/api/cloud/jobs/sync")).text)
-    assert "***" in event["last_log"]  # the leak was there to mask
+    assert "[redacted]" in event["last_log"]  # the leak was there to mask
     for text in [*seen, caplog.text]:
         assert TOKEN not in text
     assert live.store.get("leak1") is not None

@@ -283,3 +283,72 @@ def test_threads_share_a_file_store(tmp_path: Path):
         t.join(60)
     assert errors == [] and s.count() == 400
     s.close()
+
+
+def _foreign_files(tmp_path: Path) -> dict[str, Path]:
+    """Other applications' SQLite files: rollback journal, WAL (closed cleanly), with an application id."""
+    made = {}
+    for name, setup in {
+        "rollback": [
+            "CREATE TABLE customers (id INTEGER, name TEXT)",
+            "INSERT INTO customers VALUES (1, 'a')",
+        ],
+        "wal": [
+            "PRAGMA journal_mode = WAL",
+            "CREATE TABLE notes (body TEXT)",
+            "INSERT INTO notes VALUES ('x')",
+        ],
+        "app-id": ["PRAGMA application_id = 1234", "CREATE TABLE t (x)"],
+        "versioned": [
+            "PRAGMA user_version = 7",
+            "CREATE TABLE jobs (job_id TEXT)",
+        ],  # a `jobs` table, not ours
+    }.items():
+        path = tmp_path / f"{name}.sqlite3"
+        conn = sqlite3.connect(path)
+        for statement in setup:
+            conn.execute(statement)
+        conn.commit()
+        conn.close()
+        made[name] = path
+    return made
+
+
+def test_another_applications_sqlite_file_is_left_byte_identical(tmp_path: Path):
+    """Regression: opening switched the file to WAL (header bytes 18-19 change, -wal/-shm appear) before
+    the application id and tables were checked and the file refused."""
+    for name, path in _foreign_files(tmp_path).items():
+        before = path.read_bytes()
+        files = sorted(p.name for p in tmp_path.iterdir())
+        with pytest.raises(StoreCorruptError, match="another application") as info:
+            JobStore(path)
+        assert "left untouched" in str(info.value), name
+        assert path.read_bytes() == before, f"{name}: the file changed"
+        assert sorted(p.name for p in tmp_path.iterdir()) == files, f"{name}: files appeared beside it"
+
+
+def test_a_new_store_killed_before_its_first_checkpoint_still_opens(tmp_path: Path):
+    """A jobwidget store whose first writes are still in its WAL (the header shows no application id
+    yet) is recognised by looking inside, not refused."""
+    path = tmp_path / "fresh.sqlite3"
+    code = (
+        "import os, sys; from jobwidget.engine.store import JobStore; from tests.fakes import make_job\n"
+        "s = JobStore(sys.argv[1]); s.upsert([make_job(1)]); os._exit(0)  # no close: no checkpoint\n"
+    )
+    repo = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-c", code, str(path)], check=True, cwd=repo, timeout=60)
+    assert path.with_name(path.name + "-wal").exists()
+    with JobStore(path) as store:
+        assert store.get("job00001") is not None
+
+
+def test_an_empty_sqlite_file_becomes_a_store(tmp_path: Path):
+    path = tmp_path / "empty.sqlite3"
+    sqlite3.connect(path).close()  # an SQLite file with no tables (0 bytes until something is written)
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version = 0")
+    conn.execute("VACUUM")  # writes a header: a real, empty database
+    conn.close()
+    with JobStore(path) as store:
+        store.upsert([make_job(1)])
+        assert store.count() == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import sqlite3
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 import jobwidget.core.webhooks as webhooks
 import jobwidget.engine.store as store_mod
 from jobwidget.core.errors import ConfigError, WebhookVerificationError
+from jobwidget.core.models import JobStatus
 from jobwidget.core.webhooks import check_headers, decode_secret, sign, verify
 from jobwidget.engine.store import JobStore
 
@@ -197,34 +199,57 @@ def test_property_sign_then_verify_and_any_flipped_byte_fails(body: bytes, msg_i
 # -- deduplication in the store ---------------------------------------------------------------------
 
 
-def test_claim_is_once_per_id_and_survives_a_restart(tmp_path: Path):
+def test_a_delivery_is_applied_once_and_survives_a_restart(tmp_path: Path):
     path = tmp_path / "jobs.sqlite3"
     store = JobStore(path)
-    assert store.claim_webhook("msg_a", job_id="j1") is True
-    assert store.claim_webhook("msg_a", job_id="j1") is False
-    assert store.claim_webhook("msg_b") is True
+    first = store.upsert_delivery("msg_a", [make_job(1)])
+    assert not first.duplicate and [j.job_id for j in first.created] == ["job00001"]
+    again = store.upsert_delivery("msg_a", [make_job(1, "completed")])  # a retry with a later state
+    assert again.duplicate and again.changed == [] and again.rev == first.rev
+    assert store.get("job00001").status is JobStatus.RUNNING  # type: ignore[union-attr]
+    assert not store.upsert_delivery("msg_b", [make_job(2)]).duplicate
     store.close()
-    again = JobStore(path)  # a restarted server (or another process) still knows the delivery
-    assert again.claim_webhook("msg_a") is False
-    again.release_webhook("msg_a")  # a delivery that failed to apply is forgotten, so its retry is taken
-    assert again.claim_webhook("msg_a") is True
-    again.close()
+    reopened = JobStore(path)  # a restarted server (or another process) still knows the delivery
+    assert reopened.upsert_delivery("msg_a", [make_job(1, "completed")]).duplicate
+    assert reopened.delivery_seen("msg_a") and not reopened.delivery_seen("msg_c")
+    reopened.close()
+
+
+def test_a_delivery_whose_update_fails_is_not_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The record and the update commit together: an error between them leaves neither, so the
+    provider's retry of the delivery is applied instead of being taken for a duplicate."""
+    store = JobStore(tmp_path / "jobs.sqlite3")
+    real = store._upsert_in
+
+    def failing(*args: object, **kwargs: object) -> object:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(store, "_upsert_in", failing)
+    with pytest.raises(sqlite3.OperationalError):
+        store.upsert_delivery("msg_fail", [make_job(1)])
+    assert not store.delivery_seen("msg_fail") and store.get("job00001") is None
+    monkeypatch.setattr(store, "_upsert_in", real)
+    retry = store.upsert_delivery("msg_fail", [make_job(1)])
+    assert not retry.duplicate and store.get("job00001") is not None
+    store.close()
 
 
 def test_old_ids_are_pruned_after_the_retention(tmp_path: Path):
     store = JobStore(tmp_path / "jobs.sqlite3")
-    assert store.claim_webhook("old", now=1000.0, keep=60)
-    assert store.claim_webhook("new", now=1100.0, keep=60)  # prunes "old" (100 s > 60 s)
-    assert store.claim_webhook("old", now=1100.0, keep=60) is True
-    assert store.claim_webhook("new", now=1101.0, keep=60) is False
+    t0 = datetime(2026, 11, 1, tzinfo=UTC)
+    assert not store.upsert_delivery("old", [make_job(1)], now=t0, keep=60).duplicate
+    later = t0 + timedelta(seconds=100)
+    assert not store.upsert_delivery("new", [make_job(2)], now=later, keep=60).duplicate  # prunes "old"
+    assert not store.delivery_seen("old")
+    assert store.upsert_delivery("new", [make_job(2)], now=later + timedelta(seconds=1), keep=60).duplicate
     store.close()
 
 
-def test_claims_from_two_connections_agree(tmp_path: Path):
+def test_deliveries_from_two_connections_agree(tmp_path: Path):
     path = tmp_path / "jobs.sqlite3"
     a, b = JobStore(path), JobStore(path)
-    results = [a.claim_webhook("msg_x"), b.claim_webhook("msg_x")]
-    assert sorted(results) == [False, True]
+    results = [a.upsert_delivery("msg_x", [make_job(1)]), b.upsert_delivery("msg_x", [make_job(1)])]
+    assert sorted(r.duplicate for r in results) == [False, True]
     a.close()
     b.close()
 
@@ -241,8 +266,7 @@ def test_a_version_1_store_migrates_to_version_2_keeping_jobs(tmp_path: Path):
     conn.close()
     store = JobStore(path)  # a store written by jobwidget with schema 1 migrates in place
     assert store.get("old1") is not None
-    assert store.claim_webhook("msg_1") is True
-    store.upsert([make_job(1)])
+    assert not store.upsert_delivery("msg_1", [make_job(1)]).duplicate
     store.close()
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == store_mod.SCHEMA_VERSION == 2
@@ -251,5 +275,5 @@ def test_a_version_1_store_migrates_to_version_2_keeping_jobs(tmp_path: Path):
     conn.close()
     again = JobStore(path)
     assert again.get("old1") is not None and again.get("job00001") is not None
-    assert again.claim_webhook("msg_1") is False
+    assert again.delivery_seen("msg_1")
     again.close()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "AuthError",
     "ConfigError",
     "JobNotFound",
     "JobwidgetError",
     "MalformedResponse",
+    "PaginationStopped",
     "ProviderError",
     "ProviderUnavailable",
     "RateLimited",
@@ -71,6 +74,16 @@ class ProviderUnavailable(ProviderError):
 
 class MalformedResponse(ProviderError):
     """The provider answered with a body that is not the JSON we expect."""
+
+
+class PaginationStopped(MalformedResponse):
+    """The provider's job list did not end properly (an empty page linking on, a next-page link seen
+    before in the same walk, or more pages than the budget); `jobs` holds what was read until then."""
+
+    def __init__(self, message: str, *, jobs: list[Any], pages: int) -> None:
+        self.jobs = jobs
+        self.pages = pages
+        super().__init__(message)
 
 
 class WebhookVerificationError(JobwidgetError):

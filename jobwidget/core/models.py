@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from jobwidget.core.redact import redact_tokens
+
 __all__ = [
     "ACTIVE_STATUSES",
     "INLINE",
@@ -111,6 +113,7 @@ _TEXT_FIELDS = (
     "stage",
     "last_log",
 )
+_TRAINING_TEXT = ("error_message", "last_log")
 
 
 def clean_text(value: str) -> str:
@@ -181,6 +184,10 @@ class Job:
             value = getattr(self, name)
             if isinstance(value, str) and not value.isascii():
                 object.__setattr__(self, name, clean_text(value))
+        for name in _TRAINING_TEXT:  # what a training printed may hold a token: never stored as it is
+            value = getattr(self, name)
+            if isinstance(value, str):
+                object.__setattr__(self, name, redact_tokens(value))
         if self.output is not None:
             object.__setattr__(self, "output", _clean(self.output))
         if self.metadata:
@@ -389,7 +396,41 @@ def merge_job(existing: Job | None, incoming: Job) -> Job:
             merged[f.name] = old if old else new
         else:
             merged[f.name] = new if new is not None else old
+    if status is existing.status and _older_log(existing, incoming):
+        # An out-of-order delivery (an older snapshot of the same run): its log fields would move the
+        # card backwards. Everything else it carries is merged as usual.
+        for name in _LOG_FIELDS:
+            merged[name] = getattr(existing, name)
+        for key in _LOG_META:
+            if key in existing.metadata:
+                merged["metadata"][key] = existing.metadata[key]
+            else:
+                merged["metadata"].pop(key, None)
     return settle(Job(**merged), existing)
+
+
+# What a job's log says (read together from one log, so kept or replaced together), and the metadata
+# key recording how long that log was: Replicate's log only grows, so a shorter one is an older snapshot.
+_LOG_FIELDS = ("stage", "progress", "last_log")
+_LOG_META = (INLINE, "log_chars")
+
+
+def _older_log(existing: Job, incoming: Job) -> bool:
+    """Whether `incoming`'s log-derived fields describe an earlier moment than `existing`'s.
+
+    Progress moves forward within one status unless the log shows a new run: the log grew while the
+    progress fell (a restarted run writes on), or the run has another start time.
+    """
+    new_len, old_len = incoming.metadata.get("log_chars"), existing.metadata.get("log_chars")
+    if isinstance(new_len, int) and isinstance(old_len, int) and new_len != old_len:
+        return new_len < old_len
+    if incoming.started_at is not None and existing.started_at not in (None, incoming.started_at):
+        return False
+    return (
+        incoming.progress is not None
+        and existing.progress is not None
+        and incoming.progress < existing.progress
+    )
 
 
 @dataclass(frozen=True, slots=True)

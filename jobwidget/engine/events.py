@@ -18,8 +18,10 @@ log = logging.getLogger("jobwidget.events")
 PUBLIC_EVENTS = frozenset(
     {"job_status_changed", "job_progress", "jobs_discovered", "sync_completed", "poll_error"}
 )
-# "jobs_changed" is internal: it carries the changed Job objects to the panel and the HTTP server.
-EVENT_TYPES = PUBLIC_EVENTS | {"jobs_changed"}
+# Internal: "jobs_changed" carries the changed Job objects (and the store revision holding them) to the
+# panel and the HTTP server; "changes_announced" follows the public events of that write (see
+# `SyncService.announce`), so the event stream can frame one write's events as one unit.
+EVENT_TYPES = PUBLIC_EVENTS | {"jobs_changed", "changes_announced"}
 Callback = Callable[[dict[str, Any]], Awaitable[None] | None]
 
 

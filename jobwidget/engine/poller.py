@@ -17,7 +17,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from jobwidget.core.errors import RateLimited
 from jobwidget.engine.events import EventBus
+from jobwidget.engine.providers.base import MAX_SERVER_WAIT
 from jobwidget.engine.store import JobStore, new_holder_id
 from jobwidget.engine.sync import SyncService
 
@@ -59,6 +61,7 @@ class Poller:
         self.errors = 0  # consecutive failed ticks
         self.last_error: str | None = None
         self.last_success: datetime | None = None  # end of the last round that reached the provider
+        self.waiting = False  # sitting out a pause the provider asked for (Retry-After)
         self.ticks = 0
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -129,26 +132,51 @@ class Poller:
                 self.errors += 1
                 self.last_error = str(exc) or type(exc).__name__
                 delay = min(_MAX_BACKOFF_S, max(1.0, min(self.interval, 30.0)) * 2 ** (self.errors - 1))
+                asked = _asked_wait(exc)
+                if asked is not None:  # the provider said how long: wait at least that, however long
+                    delay = max(delay, asked)
+                    self.last_error = (
+                        f"{self.service.provider.label} asked to pause requests: polling waits "
+                        f"{delay:.0f} s ({self.last_error})"
+                    )
+                self.waiting = asked is not None
                 # Retry sooner than the full interval next time, but not before the backoff.
                 self._next_status = self._next_progress = 0.0
                 log.warning("jobwidget: poll failed (%s); retrying in %.0f s", self.last_error, delay)
                 self.bus.emit(
                     "poll_error",
-                    {"error": self.last_error, "consecutive": self.errors, "retry_in": delay},
+                    {
+                        "error": self.last_error,
+                        "consecutive": self.errors,
+                        "retry_in": delay,
+                        "waiting": self.waiting,
+                    },
                 )
-                self._report()
+                self._report(retry_in=delay)
             self._wake.clear()
+            if self.waiting:  # a panel opening must not send requests the provider asked us to hold
+                await asyncio.sleep(delay)
+                self.waiting = False
+                continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=delay)
 
-    def _report(self) -> None:
+    def _report(self, retry_in: float | None = None) -> None:
         if self.on_state is not None:
+            state: dict[str, Any] = {
+                "error": self.last_error,
+                "errors": self.errors,
+                "leader": self.is_leader,
+                "last_success": self.last_success,
+            }
+            if retry_in is not None:
+                state.update(retry_in=retry_in, waiting=self.waiting)
             with contextlib.suppress(Exception):
-                self.on_state(
-                    {
-                        "error": self.last_error,
-                        "errors": self.errors,
-                        "leader": self.is_leader,
-                        "last_success": self.last_success,
-                    }
-                )
+                self.on_state(state)
+
+
+def _asked_wait(exc: Exception) -> float | None:
+    """The wait a rate-limited provider asked for, bounded by the longest wait honoured."""
+    if isinstance(exc, RateLimited) and exc.retry_after is not None and exc.retry_after > 0:
+        return min(exc.retry_after, MAX_SERVER_WAIT)
+    return None

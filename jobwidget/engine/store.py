@@ -36,6 +36,7 @@ __all__ = ["SCHEMA_VERSION", "JobStore", "Lease", "UpsertResult"]
 SCHEMA_VERSION = 2
 APPLICATION_ID = 0x4A574731  # "JWG1": marks a file as a jobwidget store
 _SQLITE_MAGIC = b"SQLite format 3\x00"
+_HEADER_BYTES = 100  # SQLite's file header: application_id at offset 68
 _LOCK_BUDGET_S = 30.0  # how long a writer waits for another process before the user hears about it
 _BATCH = 500  # SQLite's variable limit is 32766 on modern builds; smaller batches keep each query cheap
 # Webhook ids are kept this long: far beyond the 5-minute timestamp tolerance and Replicate's ~1-minute
@@ -159,6 +160,19 @@ def _row_to_job(row: Sequence[Any]) -> Job:
     return Job(**values)
 
 
+def _fold(jobs: Iterable[Job]) -> dict[str, Job]:
+    """Two updates of one job in one batch: folded in order, as if applied one by one."""
+    incoming: dict[str, Job] = {}
+    for job in jobs:
+        prev = incoming.get(job.job_id)  # kept as sent: None metadata values mark keys to clear
+        incoming[job.job_id] = job if prev is None else merge_job(prev, job)
+    return incoming
+
+
+def _revision(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT value FROM meta WHERE key = 'rev'").fetchone()[0])
+
+
 @dataclass(frozen=True, slots=True)
 class UpsertResult:
     """What an upsert changed: new jobs, and (before, after) pairs for known jobs that changed."""
@@ -167,6 +181,7 @@ class UpsertResult:
     updated: list[tuple[Job, Job]] = field(default_factory=list)
     unchanged: int = 0
     rev: int = 0
+    duplicate: bool = False  # a webhook delivery applied before: nothing was written
 
     @property
     def changed(self) -> list[Job]:
@@ -227,7 +242,12 @@ class JobStore:
     # -- connections -------------------------------------------------------------------------
 
     def _check_file(self) -> None:
-        """Refuse anything at the path that is not an SQLite file, before SQLite writes a byte to it."""
+        """Refuse anything at the path that is not a jobwidget store before a byte of it changes.
+
+        Opening in WAL mode rewrites the header, so the identity (SQLite header, `application_id`,
+        tables) is read first: from the header bytes, and when those cannot tell (an SQLite file without
+        an application id), through a read-only connection that creates no side file.
+        """
         assert isinstance(self.path, Path)
         if not self.path.exists():
             return
@@ -238,11 +258,47 @@ class JobStore:
             )
         try:
             with self.path.open("rb") as fh:
-                head = fh.read(len(_SQLITE_MAGIC))
+                head = fh.read(_HEADER_BYTES)
         except OSError as exc:
             raise StoreError(f"cannot read the job store {self.path}: {exc.strerror or exc}") from None
-        if head and head != _SQLITE_MAGIC:
+        if not head:
+            return  # an empty file: SQLite makes it a new database
+        if not head.startswith(_SQLITE_MAGIC):
             raise self._corrupt("is not an SQLite database")
+        page_size = int.from_bytes(head[16:18], "big")
+        if len(head) < _HEADER_BYTES or head[21:24] != b"\x40\x20\x20" or page_size & (page_size - 1):
+            raise self._corrupt("is a damaged SQLite database (its header is not valid)")
+        app_id = int.from_bytes(head[68:72], "big")
+        if app_id == APPLICATION_ID:
+            return
+        if app_id != 0:
+            raise self._corrupt("is an SQLite database of another application, not a jobwidget store")
+        # No application id in the header: a new store whose first writes are still in its WAL, an empty
+        # database, or another application's file. Only a look inside can tell.
+        app_id, tables = self._inspect_read_only()
+        if app_id != APPLICATION_ID and (app_id != 0 or tables):  # every jobwidget schema sets the id
+            raise self._corrupt("is an SQLite database of another application, not a jobwidget store")
+
+    def _inspect_read_only(self) -> tuple[int, set[str]]:
+        """(application_id, table names) without writing: `immutable` when there is no WAL
+        to read (a read-only WAL reader would otherwise leave -wal and -shm files behind)."""
+        assert isinstance(self.path, Path)
+        wal = self.path.with_name(self.path.name + "-wal")
+        uri = self.path.resolve().as_uri() + ("?mode=ro" if wal.exists() else "?mode=ro&immutable=1")
+        try:
+            conn = sqlite3.connect(uri, uri=True, timeout=_LOCK_BUDGET_S)
+        except sqlite3.Error as exc:
+            raise self._corrupt(f"cannot be opened ({exc})") from None
+        try:
+            app_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.Error as exc:
+            if isinstance(exc, sqlite3.OperationalError) and _is_lock_error(exc):
+                raise StoreError(f"the job store {self.path} is locked by another process: {exc}") from None
+            raise self._corrupt(f"cannot be read as a jobwidget store ({exc})") from None
+        finally:
+            conn.close()
+        return app_id, tables
 
     def _corrupt(self, what: str) -> StoreCorruptError:
         return StoreCorruptError(
@@ -334,7 +390,7 @@ class JobStore:
                 f"the job store {self.path} has schema version {version}, written by a newer jobwidget "
                 f"(this one knows up to {SCHEMA_VERSION}). Upgrade jobwidget, or use another store path."
             )
-        if app_id not in (0, APPLICATION_ID) or (app_id == 0 and tables and version == 0):
+        if app_id not in (0, APPLICATION_ID) or (app_id == 0 and tables):
             raise self._corrupt("is an SQLite database of another application, not a jobwidget store")
         if version == SCHEMA_VERSION:
             return
@@ -351,43 +407,77 @@ class JobStore:
 
     def upsert(self, jobs: Iterable[Job], *, now: datetime | None = None) -> UpsertResult:
         """Insert new jobs and merge updates into known ones, atomically, applying the transition rule."""
-        incoming: dict[str, Job] = {}
-        for job in jobs:
-            # Two updates of one job in one batch: fold them in order, as if applied one by one.
-            prev = incoming.get(job.job_id)  # kept as sent: None metadata values mark keys to clear
-            incoming[job.job_id] = job if prev is None else merge_job(prev, job)
+        incoming = _fold(jobs)
         if not incoming:
             return UpsertResult(rev=self.revision())
+        with self._write() as conn:
+            return self._upsert_in(conn, incoming, now or datetime.now(UTC))
+
+    def upsert_delivery(
+        self,
+        webhook_id: str,
+        jobs: Iterable[Job],
+        *,
+        now: datetime | None = None,
+        keep: float = WEBHOOK_RETENTION_S,
+    ) -> UpsertResult:
+        """Apply webhook delivery `webhook_id` once: its jobs and the record of the id in ONE transaction.
+
+        A retried delivery (an id recorded before) changes nothing (`duplicate=True`). Because the record
+        and the update commit together, a crash or an error anywhere in between leaves neither, and the
+        provider's retry is applied instead of being taken for a duplicate. Ids older than `keep` seconds
+        are pruned in the same transaction, so the table stays small.
+        """
+        incoming = _fold(jobs)
         stamp = now or datetime.now(UTC)
+        t = stamp.timestamp()
+        job_id = next(iter(incoming), None)
+        with self._write() as conn:
+            conn.execute("DELETE FROM webhook_deliveries WHERE received_at < ?", (t - keep,))
+            fresh = conn.execute(
+                "INSERT INTO webhook_deliveries (webhook_id, received_at, job_id) VALUES (?, ?, ?) "
+                "ON CONFLICT (webhook_id) DO NOTHING",
+                (webhook_id, t, job_id),
+            ).rowcount
+            if fresh != 1:
+                return UpsertResult(rev=_revision(conn), duplicate=True)
+            return self._upsert_in(conn, incoming, stamp)
+
+    def delivery_seen(self, webhook_id: str) -> bool:
+        """Whether delivery `webhook_id` was applied (and is still within the retention)."""
+        with self._read() as conn:
+            row = conn.execute("SELECT 1 FROM webhook_deliveries WHERE webhook_id = ?", (webhook_id,))
+            return row.fetchone() is not None
+
+    def _upsert_in(self, conn: sqlite3.Connection, incoming: dict[str, Job], stamp: datetime) -> UpsertResult:
         created: list[Job] = []
         updated: list[tuple[Job, Job]] = []
         unchanged = 0
-        with self._write() as conn:
-            existing = self._fetch_many(conn, list(incoming))
-            rows: list[tuple[Any, ...]] = []
-            for job_id, job in incoming.items():
-                before = existing.get(job_id)
-                after = merge_job(before, job)
-                if before is not None and _content(after) == _content(before):
-                    unchanged += 1
-                    continue
-                after = after.evolve(updated_at=stamp)
-                rows.append(_job_to_row(after))
-                if before is None:
-                    created.append(after)
-                else:
-                    updated.append((before, after))
-            rev = int(conn.execute("SELECT value FROM meta WHERE key = 'rev'").fetchone()[0])
-            if rows:
-                rev += 1
-                conn.execute("UPDATE meta SET value = ? WHERE key = 'rev'", (str(rev),))
-                placeholders = ", ".join("?" * (len(_COLUMNS) + 1))
-                assignments = ", ".join(f"{c} = excluded.{c}" for c in (*_COLUMNS[1:], "rev"))
-                conn.executemany(
-                    f"INSERT INTO jobs ({', '.join(_COLUMNS)}, rev) VALUES ({placeholders}) "
-                    f"ON CONFLICT (job_id) DO UPDATE SET {assignments}",
-                    [(*row, rev) for row in rows],
-                )
+        existing = self._fetch_many(conn, list(incoming))
+        rows: list[tuple[Any, ...]] = []
+        for job_id, job in incoming.items():
+            before = existing.get(job_id)
+            after = merge_job(before, job)
+            if before is not None and _content(after) == _content(before):
+                unchanged += 1
+                continue
+            after = after.evolve(updated_at=stamp)
+            rows.append(_job_to_row(after))
+            if before is None:
+                created.append(after)
+            else:
+                updated.append((before, after))
+        rev = _revision(conn)
+        if rows:
+            rev += 1
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'rev'", (str(rev),))
+            placeholders = ", ".join("?" * (len(_COLUMNS) + 1))
+            assignments = ", ".join(f"{c} = excluded.{c}" for c in (*_COLUMNS[1:], "rev"))
+            conn.executemany(
+                f"INSERT INTO jobs ({', '.join(_COLUMNS)}, rev) VALUES ({placeholders}) "
+                f"ON CONFLICT (job_id) DO UPDATE SET {assignments}",
+                [(*row, rev) for row in rows],
+            )
         return UpsertResult(created=created, updated=updated, unchanged=unchanged, rev=rev)
 
     def _fetch_many(self, conn: sqlite3.Connection, job_ids: list[str]) -> dict[str, Job]:
@@ -501,25 +591,39 @@ class JobStore:
 
     def revision(self) -> int:
         with self._read() as conn:
-            return int(conn.execute("SELECT value FROM meta WHERE key = 'rev'").fetchone()[0])
+            return _revision(conn)
 
     def changes_since(self, rev: int) -> tuple[int, list[Job]]:
         """Jobs written after store revision `rev`, and the current revision (for followers)."""
         with self._read() as conn:
             conn.execute("BEGIN")  # one snapshot for both reads
             try:
-                current = int(conn.execute("SELECT value FROM meta WHERE key = 'rev'").fetchone()[0])
+                current = _revision(conn)
                 rows = conn.execute(f"{_SELECT} WHERE rev > ? {_ORDER}", (rev,)).fetchall()
             finally:
                 conn.execute("COMMIT")
         return current, [_row_to_job(row) for row in rows]
+
+    def changes_in_order(self, rev: int) -> tuple[int, list[tuple[int, Job]]]:
+        """(current revision, [(revision, job)] for jobs written after `rev`, oldest write first): what an
+        event stream replays to a client that last saw revision `rev`."""
+        with self._read() as conn:
+            conn.execute("BEGIN")
+            try:
+                current = _revision(conn)
+                rows = conn.execute(
+                    f"SELECT rev, {', '.join(_COLUMNS)} FROM jobs WHERE rev > ? ORDER BY rev, job_id", (rev,)
+                ).fetchall()
+            finally:
+                conn.execute("COMMIT")
+        return current, [(int(r[0]), _row_to_job(r[1:])) for r in rows]
 
     def states(self) -> tuple[int, dict[str, tuple[JobStatus, str | None, float | None, str | None]]]:
         """(revision, job_id -> (status, stage, progress, last_log)): what a follower starts from."""
         with self._read() as conn:
             conn.execute("BEGIN")
             try:
-                current = int(conn.execute("SELECT value FROM meta WHERE key = 'rev'").fetchone()[0])
+                current = _revision(conn)
                 rows = conn.execute("SELECT job_id, status, stage, progress, last_log FROM jobs").fetchall()
             finally:
                 conn.execute("COMMIT")
@@ -563,35 +667,6 @@ class JobStore:
                 "SELECT name, holder, expires_at, pid, host FROM leases WHERE name = ?", (name,)
             ).fetchone()
         return None if row is None else Lease(*row)
-
-    # -- webhook deliveries (deduplication on webhook-id) ---------------------------------------
-
-    def claim_webhook(
-        self,
-        webhook_id: str,
-        *,
-        job_id: str | None = None,
-        now: float | None = None,
-        keep: float = WEBHOOK_RETENTION_S,
-    ) -> bool:
-        """Record delivery `webhook_id`; False if it was recorded before (a retry: apply nothing).
-
-        Ids older than `keep` seconds are pruned in the same transaction, so the table stays small.
-        """
-        t = time.time() if now is None else now
-        with self._write() as conn:
-            conn.execute("DELETE FROM webhook_deliveries WHERE received_at < ?", (t - keep,))
-            cursor = conn.execute(
-                "INSERT INTO webhook_deliveries (webhook_id, received_at, job_id) VALUES (?, ?, ?) "
-                "ON CONFLICT (webhook_id) DO NOTHING",
-                (webhook_id, t, job_id),
-            )
-            return cursor.rowcount == 1
-
-    def release_webhook(self, webhook_id: str) -> None:
-        """Forget a claimed delivery whose update could not be applied, so the provider's retry is taken."""
-        with self._write() as conn:
-            conn.execute("DELETE FROM webhook_deliveries WHERE webhook_id = ?", (webhook_id,))
 
     # -- lifecycle ---------------------------------------------------------------------------
 

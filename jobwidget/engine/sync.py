@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from jobwidget.core.errors import JobNotFound, ProviderError
+from jobwidget.core.errors import JobNotFound, PaginationStopped, ProviderError
 from jobwidget.core.logparse import parse_logs
 from jobwidget.core.models import (
     INLINE,
@@ -37,6 +37,7 @@ from jobwidget.core.models import (
 )
 from jobwidget.engine.events import EventBus
 from jobwidget.engine.providers.base import JobDetail, Provider
+from jobwidget.engine.shared import Coalesced
 from jobwidget.engine.store import JobStore, UpsertResult
 
 __all__ = ["RefreshResult", "SyncService"]
@@ -108,7 +109,13 @@ class SyncService:
         self.clock = clock
         self._write_lock = asyncio.Lock()
         self._gets = asyncio.Semaphore(max_concurrency)
-        self._inflight: dict[tuple[Any, ...], asyncio.Future[SyncResult]] = {}
+        # One discovery in flight whatever `limit` callers pass (None: every page); see `Coalesced`.
+        self._syncs: Coalesced[int | None, SyncResult] = Coalesced(
+            lambda limit: self._sync(limit=limit, all=limit is None),
+            covers=lambda running, wanted: running is None or (wanted is not None and running >= wanted),
+            merge=lambda a, b: None if a is None or b is None else max(a, b),
+            name="jobwidget-sync",
+        )
         self._log_fetched: dict[str, float] = {}  # job_id -> when its logs were last read
         self._unaddressable: set[str] = set()  # ids the provider refused as invalid: a miss is final
         # What this process last announced per job, so following the store (changes written by other
@@ -120,17 +127,29 @@ class SyncService:
 
     # -- writing -----------------------------------------------------------------------------
 
-    async def apply(self, jobs: Iterable[Job], *, source: str, sighted: bool = True) -> UpsertResult:
+    async def apply(
+        self,
+        jobs: Iterable[Job],
+        *,
+        source: str,
+        sighted: bool = True,
+        delivery_id: str | None = None,
+    ) -> UpsertResult:
         """Upsert and announce what changed. The lock keeps events in commit order.
 
         `sighted`: the jobs come from the provider itself, so any record of it having lost them ends.
+        With `delivery_id` (a webhook's id) the update and the record of the delivery commit together,
+        and a delivery applied before changes nothing (`result.duplicate`).
         """
         batch = [_sighted(job) for job in jobs] if sighted else list(jobs)
         async with self._write_lock:
-            result = await asyncio.to_thread(self.store.upsert, batch)
+            if delivery_id is None:
+                result = await asyncio.to_thread(self.store.upsert, batch)
+            else:
+                result = await asyncio.to_thread(self.store.upsert_delivery, delivery_id, batch)
             changes: list[tuple[_State | None, Job]] = [(None, job) for job in result.created]
             changes += [(_state(before), after) for before, after in result.updated]
-            self.announce(changes, source=source)
+            self.announce(changes, source=source, rev=result.rev)
         return result
 
     async def load_seen(self) -> None:
@@ -144,14 +163,16 @@ class SyncService:
             rev, jobs = await asyncio.to_thread(self.store.changes_since, self._rev)
             self._rev = max(self._rev, rev)
             changes = [(self._seen.get(j.job_id), j) for j in jobs if self._seen.get(j.job_id) != _state(j)]
-            self.announce(changes, source="store")
+            self.announce(changes, source="store", rev=rev)
         return len(changes)
 
-    def announce(self, changes: list[tuple[_State | None, Job]], *, source: str) -> None:
+    def announce(self, changes: list[tuple[_State | None, Job]], *, source: str, rev: int = 0) -> None:
+        """Emit what changed. `rev` is the store revision holding it; the public events of one write are
+        framed by `jobs_changed` and `changes_announced`, so the event stream can keep them together."""
         if not changes:
             return
         self.last_update, self.last_source = datetime.now(UTC), source
-        self.bus.emit("jobs_changed", {"jobs": [after for _, after in changes], "source": source})
+        self.bus.emit("jobs_changed", {"jobs": [after for _, after in changes], "source": source, "rev": rev})
         for before, after in changes:
             self._seen[after.job_id] = _state(after)
             if before is None:
@@ -179,31 +200,24 @@ class SyncService:
                         "last_log": after.last_log,
                     },
                 )
+        self.bus.emit("changes_announced", {"rev": rev})
 
     # -- discovery ---------------------------------------------------------------------------
 
     async def sync(self, *, limit: int | None = 100, all: bool = False) -> SyncResult:
-        """Discover and update the provider's recent jobs. Identical concurrent calls share one sync."""
-        key = ("sync", None if all else limit, all)
-        running = self._inflight.get(key)
-        if running is not None:
-            return await asyncio.shield(running)
-        future: asyncio.Future[SyncResult] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
-        try:
-            result = await self._sync(limit=limit, all=all)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # mark retrieved: waiters re-raise it themselves
-            raise
-        else:
-            future.set_result(result)
-            return result
-        finally:
-            self._inflight.pop(key, None)
+        """Discover and update the provider's recent jobs. Concurrent calls share one provider sync: a
+        caller asking for more than the one in flight waits for it, then shares one that covers all."""
+        return await self._syncs(None if all else limit)
 
     async def _sync(self, *, limit: int | None, all: bool) -> SyncResult:
-        jobs = await self.provider.list_jobs(limit=limit, all=all)
+        try:
+            jobs = await self.provider.list_jobs(limit=limit, all=all)
+        except PaginationStopped as exc:
+            # A list that does not end: keep what was read, say why it stopped, and fail the call.
+            if exc.jobs:
+                await self.apply(exc.jobs, source="sync")
+            self.bus.emit("poll_error", {"error": str(exc), "consecutive": 1, "retry_in": None})
+            raise
         jobs = await self._settle_finishing(jobs)
         result = await self.apply(jobs, source="sync")
         created = [job.job_id for job in result.created]
@@ -410,7 +424,8 @@ class SyncService:
         if detail.logs is None or job.status is not JobStatus.RUNNING:
             return detail
         fields = progress_fields(parse_logs(detail.logs, job_id=job.job_id))
-        fields["metadata"] = {**job.metadata, **fields["metadata"]}
+        # The log's length orders two snapshots of it (it only grows): see `merge_job`.
+        fields["metadata"] = {**job.metadata, **fields["metadata"], "log_chars": len(detail.logs)}
         return JobDetail(job=job.evolve(**fields), logs=detail.logs)
 
     async def refresh_progress(self, *, budget: int | None = None) -> int:
@@ -450,11 +465,17 @@ class SyncService:
         await self.apply([job], source="poll")
         return JobDetail(job=job, logs=None)
 
-    async def ingest(self, payload: object, *, source: str = "webhook") -> UpsertResult:
-        """Apply a job pushed by the provider (a verified webhook body), logs feeding inline progress."""
+    async def ingest(
+        self, payload: object, *, source: str = "webhook", delivery_id: str | None = None
+    ) -> UpsertResult:
+        """Apply a job pushed by the provider (a verified webhook body), logs feeding inline progress.
+
+        `delivery_id` (the webhook-id) makes it exactly-once: applied and recorded in one transaction, a
+        repeat is `result.duplicate` and changes nothing; a delivery that fails is not recorded.
+        """
         detail = self.provider.detail_from_payload(payload)
         job = self._final_read(detail) if detail.job.is_terminal else self._with_progress(detail).job
-        result = await self.apply([job], source=source)
+        result = await self.apply([job], source=source, delivery_id=delivery_id)
         self._announce_discovered(result)  # a job first heard of by webhook is a discovery too
         return result
 

@@ -36,6 +36,16 @@ log = logging.getLogger("jobwidget")
 _LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 < value < 1e6:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -144,7 +154,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="another Host name to answer without a token (e.g. a LAN name); repeatable",
     )
+    serve.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="an origin (e.g. http://localhost:8888) whose pages may POST without a token; repeatable",
+    )
     serve.add_argument("--sse-per-client", type=_positive_int, default=5, help="event streams per address")
+    serve.add_argument("--sse-max-clients", type=_positive_int, default=100, help="event streams in total")
+    serve.add_argument(
+        "--header-timeout", type=_positive_float, default=10.0, help="seconds to send a request's headers"
+    )
+    serve.add_argument(
+        "--body-timeout", type=_positive_float, default=60.0, help="seconds to send a request's body"
+    )
     serve.add_argument(
         "--max-body", type=_positive_int, default=1024 * 1024, help="request body limit (bytes)"
     )
@@ -220,7 +244,11 @@ def _serve(args: argparse.Namespace) -> int:
         max_body=args.max_body,
         webhook_max_body=args.webhook_max_body,
         sse_per_client=args.sse_per_client,
+        sse_max_clients=args.sse_max_clients,
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
         allowed_hosts=tuple(args.allow_host),
+        allowed_origins=tuple(args.allow_origin),
     )
     check_bind(args.host, token)
     settings = _load(args, poll=args.poll)  # refuses a bad provider spec before the store is opened

@@ -1,40 +1,35 @@
-"""The HTTP API, the SSE event stream and the verified webhook receiver over one `Engine` (SPEC §8).
+"""The HTTP API, the SSE event stream and the verified webhook receiver over one `Engine`.
 
-The routes and JSON shapes are the seed's, so its curl and JavaScript examples work unchanged. Why it is
-built this way:
+The routes and JSON shapes follow the reference system's, so its curl and JavaScript examples work
+unchanged. Why it is built this way:
 - One Starlette app over the engine, run by uvicorn on the engine's own loop: `jobwidget serve` starts
   the engine in the app's lifespan; a notebook runs the same app on the controller's loop with
   `start_server(engine, ...)`, so webhooks and SSE see exactly the state the panel shows.
-- Webhooks are verified (Standard Webhooks, `jobwidget.core.webhooks`) before anything is parsed, then
-  deduplicated on `webhook-id` in the store (across restarts and processes), then applied through the
-  sync service with the never-regress rule. Headers are checked before the body is read.
-- SSE: one bounded queue per client; a client that cannot keep up is dropped, never buffered without
-  limit, and the number of streams per client address is capped.
-- Security: loopback by default. Another address needs an API token, and then every route but the
-  (signed) webhook wants `Authorization: Bearer <token>`. Without a token, the Host header must name
-  this machine (DNS-rebinding protection for a browser on the same host). Request bodies are capped.
-  Every error is JSON, never a traceback, and known secrets are masked in everything sent out.
+- The parts live in their own modules: access rules (`http_guard`), what a request may cost
+  (`http_limits`: body size, header and body timeouts, cancelling work whose client left), the event
+  stream (`sse`: a shared byte-bounded log, ids that are store revisions, Last-Event-ID replay) and the
+  webhook receiver (`webhook_receiver`: streamed verification, exactly-once apply). This module holds
+  the routes, the options and the assembly.
+- Concurrent `?sync_active=true` readers share one refresh, and every discovery shares one sync whatever
+  its `limit` (`jobwidget.engine.shared`): twenty readers cost what one does.
+- Loopback by default. Another address needs an API token. Every error is JSON, never a traceback, and
+  known secrets are masked in everything sent out.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import ipaddress
-import json
 import logging
-import math
 import os
 import socket
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
-import anyio
 import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -43,21 +38,23 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.schemas import SchemaGenerator
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from jobwidget.core.errors import (
-    ConfigError,
-    JobNotFound,
-    MalformedResponse,
-    ProviderError,
-    RateLimited,
-    StoreError,
-    WebhookVerificationError,
-)
+from jobwidget.core.errors import ConfigError, JobNotFound, ProviderError, RateLimited, StoreError
 from jobwidget.core.models import JobStatus
-from jobwidget.core.webhooks import DEFAULT_TOLERANCE, check_headers, decode_secret, verify_signature
-from jobwidget.engine.events import PUBLIC_EVENTS, EventBus
+from jobwidget.core.webhooks import DEFAULT_TOLERANCE
 from jobwidget.engine.runtime import Engine
+from jobwidget.engine.shared import Coalesced
+from jobwidget.engine.sync import RefreshResult
+from jobwidget.surfaces.asgi import dumps, error_body
+from jobwidget.surfaces.http_guard import Guard, host_name
+from jobwidget.surfaces.http_limits import (
+    BodyLimit,
+    CancelOnDisconnect,
+    HeaderTimeoutStats,
+    protocol_with_header_timeout,
+)
+from jobwidget.surfaces.sse import EventHub, EventStream, parse_event_id
+from jobwidget.surfaces.webhook_receiver import WebhookReceiver
 
 __all__ = [
     "DEFAULT_HOST",
@@ -80,23 +77,31 @@ DEFAULT_PORT = 8001
 WEBHOOK_PATH = "/api/webhooks/replicate"
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 _MiB = 1024 * 1024
-_REFUSAL_LOG_INTERVAL = 10.0  # seconds between log lines about refused webhooks
 _MIN_SECRET_CHARS = 8  # shorter strings would mask ordinary words, and are no real secret anyway
 
 
 @dataclass(frozen=True)
 class ServerOptions:
-    """Knobs of the HTTP surface. The defaults are the seed's (5 streams per address) or conservative."""
+    """Knobs of the HTTP surface. The defaults are the reference system's (5 streams per address) or
+    conservative."""
 
     api_token: str | None = field(default=None, repr=False)
     max_body: int = 1 * _MiB  # every route but the webhook
     # A Replicate webhook carries the training's whole log, which reaches megabytes on long runs.
     webhook_max_body: int = 32 * _MiB
+    # Body bytes of all webhook deliveries not verified yet, together: bounds memory under a flood.
+    webhook_inflight: int = 64 * _MiB
     webhook_tolerance: float = DEFAULT_TOLERANCE
+    secret_retry: float = 2.0  # first wait before fetching the webhook secret again after a failure
     sse_per_client: int = 5
-    sse_queue: int = 256  # events buffered per SSE client before it counts as too slow and is dropped
+    sse_max_clients: int = 100  # event streams in total
+    sse_buffer: int = 8 * _MiB  # bytes of recent events kept for every stream to read and to resume from
+    sse_stall: float = 5.0  # a stream whose socket took nothing this long when the log passes it is dropped
     heartbeat: float = 15.0  # seconds between SSE comment lines, so proxies keep idle streams open
+    header_timeout: float = 10.0  # seconds to send a request's headers
+    body_timeout: float = 60.0  # seconds to send a request's body
     allowed_hosts: tuple[str, ...] = ()  # Host names accepted without a token, besides loopback's
+    allowed_origins: tuple[str, ...] = ()  # origins (https://host:port) whose pages may POST without a token
     max_list: int = 5000  # largest `limit` of GET /api/cloud/jobs
 
     def __post_init__(self) -> None:
@@ -104,14 +109,28 @@ class ServerOptions:
             not self.api_token.strip() or len(self.api_token) < _MIN_SECRET_CHARS
         ):
             raise ConfigError(f"the API token must be at least {_MIN_SECRET_CHARS} characters")
-        for name in ("max_body", "webhook_max_body", "sse_per_client", "sse_queue", "max_list"):
+        for name in (
+            "max_body",
+            "webhook_max_body",
+            "webhook_inflight",
+            "sse_per_client",
+            "sse_max_clients",
+            "sse_buffer",
+            "max_list",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"server option {name} must be a positive integer, got {value!r}")
-        for name in ("webhook_tolerance", "heartbeat"):
+        for name in ("webhook_tolerance", "heartbeat", "header_timeout", "body_timeout", "secret_retry"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1e6:
                 raise ConfigError(f"server option {name} must be a positive number of seconds, got {value!r}")
+        if (
+            isinstance(self.sse_stall, bool)
+            or not isinstance(self.sse_stall, int | float)
+            or self.sse_stall < 0
+        ):
+            raise ConfigError(f"server option sse_stall must be a number of seconds, got {self.sse_stall!r}")
 
 
 # ------------------------------------------------------------------------------------------- redaction
@@ -138,303 +157,6 @@ class _Redactor:
             if secret in text:
                 text = text.replace(secret, "***")
         return text
-
-
-def _dumps(data: Any) -> str:
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str, allow_nan=False)
-
-
-def _error_body(status: int, detail: str, **extra: Any) -> dict[str, Any]:
-    return {"error": HTTPStatus(status).phrase, "detail": detail, "status": status, **extra}
-
-
-async def _send_json(
-    send: Send, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
-) -> None:
-    """A JSON answer straight from middleware (before any route runs)."""
-    raw = _dumps(body).encode()
-    extra = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(raw)).encode()),
-                *extra,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": raw})
-
-
-# ------------------------------------------------------------------------------------------ middleware
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return value.decode("latin-1")
-    return None
-
-
-def _host_name(host_header: str) -> str:
-    host = host_header.strip().lower()
-    if host.startswith("["):
-        return host[1 : host.find("]")] if "]" in host else host
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-
-
-class _Guard:
-    """Authentication (bearer token) or, without a token, the Host check; the webhook route is exempt."""
-
-    def __init__(self, app: ASGIApp, *, token: str | None, allowed_hosts: frozenset[str]) -> None:
-        self.app = app
-        self.token = token.encode() if token else None
-        self.allowed_hosts = allowed_hosts
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] == WEBHOOK_PATH:
-            await self.app(scope, receive, send)
-            return
-        if self.token is not None:
-            given = _header(scope, b"authorization") or ""
-            scheme, _, credentials = given.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(
-                credentials.strip().encode(), self.token
-            ):
-                detail = (
-                    "this server wants 'Authorization: Bearer <api token>' (the token it was started with)"
-                )
-                await _send_json(send, 401, _error_body(401, detail), {"WWW-Authenticate": "Bearer"})
-                return
-        else:
-            host = _header(scope, b"host")
-            if host is not None and _host_name(host) not in self.allowed_hosts:
-                detail = (
-                    "this server answers only requests addressed to this machine (Host: localhost or "
-                    "127.0.0.1); start it with an API token to serve other names"
-                )
-                await _send_json(send, 403, _error_body(403, detail))
-                return
-        await self.app(scope, receive, send)
-
-
-class _BodyTooLarge(HTTPException):
-    def __init__(self, limit: int) -> None:
-        super().__init__(413, f"request body larger than {limit} bytes")
-
-
-class _BodyLimit:
-    """Refuse bodies over the limit: at once from Content-Length, or while they stream in (chunked)."""
-
-    def __init__(self, app: ASGIApp, *, default: int, per_path: dict[str, int]) -> None:
-        self.app = app
-        self.default = default
-        self.per_path = per_path
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        limit = self.per_path.get(scope["path"], self.default)
-        length = _header(scope, b"content-length")
-        if length is not None and length.strip().isdigit() and int(length) > limit:
-            await _send_json(send, 413, _error_body(413, f"request body larger than {limit} bytes"))
-            return
-        received = 0
-
-        async def limited() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise _BodyTooLarge(limit)
-            return message
-
-        await self.app(scope, limited, send)
-
-
-# ----------------------------------------------------------------------------------------------- SSE
-
-
-class _SseClient:
-    __slots__ = ("cancel_scope", "dropped", "ip", "queue")
-
-    def __init__(self, ip: str, queue_size: int) -> None:
-        self.ip = ip
-        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue(queue_size)
-        self.cancel_scope: anyio.CancelScope | None = None
-        self.dropped = False
-
-
-class EventHub:
-    """Fans the engine's public events out to SSE clients, each through a bounded queue.
-
-    `publish` runs in the event bus's dispatcher and never waits: a client whose queue is full is
-    dropped (its stream is cancelled), so one slow reader can neither stall the others nor grow memory.
-    """
-
-    def __init__(
-        self, bus: EventBus, *, per_client: int, queue_size: int, redact: Callable[[str], str] = str
-    ) -> None:
-        self.bus = bus
-        self.per_client = per_client
-        self.queue_size = queue_size
-        self.redact = redact
-        self._clients: set[_SseClient] = set()
-        self._by_ip: Counter[str] = Counter()
-        self._attached = False
-        self.closing = False
-        self.dropped = 0  # clients dropped for being too slow
-        self.refused = 0  # connections refused over the per-address limit
-        self.published = 0
-
-    @property
-    def clients(self) -> int:
-        return len(self._clients)
-
-    def attach(self) -> None:
-        if not self._attached:
-            for event in sorted(PUBLIC_EVENTS):
-                self.bus.on(event, self.publish)
-            self._attached = True
-
-    def detach(self) -> None:
-        if self._attached:
-            for event in sorted(PUBLIC_EVENTS):
-                self.bus.off(event, self.publish)
-            self._attached = False
-
-    def open(self, ip: str) -> _SseClient | None:
-        """Register a stream for `ip`, or None when that address already has `per_client` streams."""
-        if self.closing or self._by_ip[ip] >= self.per_client:
-            self.refused += 1
-            return None
-        client = _SseClient(ip, self.queue_size)
-        self._clients.add(client)
-        self._by_ip[ip] += 1
-        return client
-
-    def close(self, client: _SseClient) -> None:
-        if client in self._clients:
-            self._clients.discard(client)
-            self._by_ip[client.ip] -= 1
-            if self._by_ip[client.ip] <= 0:
-                del self._by_ip[client.ip]
-
-    def publish(self, event: dict[str, Any]) -> None:
-        if not self._clients:
-            return
-        self.published += 1
-        data = f"data: {self.redact(_dumps(event))}\n\n".encode()
-        for client in list(self._clients):
-            try:
-                client.queue.put_nowait(data)
-            except asyncio.QueueFull:
-                self._drop(client)
-
-    def _drop(self, client: _SseClient) -> None:
-        if client.dropped:
-            return
-        client.dropped = True
-        self.dropped += 1
-        log.warning(
-            "jobwidget: dropped an SSE client at %s: it fell %d events behind", client.ip, self.queue_size
-        )
-        while not client.queue.empty():
-            client.queue.get_nowait()
-        if client.cancel_scope is not None:
-            client.cancel_scope.cancel()
-        self.close(client)
-
-    def shutdown(self) -> None:
-        """End every stream (server stopping): each gets a clean end of response if it can take one."""
-        self.closing = True
-        for client in list(self._clients):
-            try:
-                client.queue.put_nowait(None)
-            except asyncio.QueueFull:
-                self._drop(client)
-
-
-_SSE_HEADERS = [
-    (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-cache"),
-    (b"x-accel-buffering", b"no"),  # nginx: do not buffer the stream
-]
-
-
-class _EventStream(Response):
-    """`text/event-stream` for one client: `data: {json}` per event, a comment line as heartbeat."""
-
-    def __init__(self, hub: EventHub, ip: str, heartbeat: float) -> None:
-        super().__init__(media_type="text/event-stream")
-        self.hub = hub
-        self.ip = ip
-        self.heartbeat = heartbeat
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope.get("method") == "HEAD":  # headers only: a HEAD must not hold a stream slot open
-            await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
-            await send({"type": "http.response.body", "body": b""})
-            return
-        client = self.hub.open(self.ip)
-        if client is None:
-            detail = (
-                f"at most {self.hub.per_client} event streams per client address; close one first"
-                if not self.hub.closing
-                else "the server is shutting down"
-            )
-            status = 503 if self.hub.closing else 429
-            await _send_json(send, status, _error_body(status, detail), {"Retry-After": "5"})
-            return
-        disconnected = False
-        try:
-            await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
-            await send(
-                {"type": "http.response.body", "body": b": connected\nretry: 3000\n\n", "more_body": True}
-            )
-            with anyio.CancelScope() as scope_:
-                client.cancel_scope = scope_
-
-                async def watch() -> None:
-                    nonlocal disconnected
-                    while (await receive())["type"] != "http.disconnect":
-                        pass
-                    disconnected = True
-                    scope_.cancel()
-
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(watch)
-                    await self._pump(client, send)
-                    tg.cancel_scope.cancel()
-            if not disconnected:
-                # A clean end of the response (server shutdown, or a dropped slow client if it can still
-                # take one more chunk); a client that cannot is cut off by the server closing the socket.
-                with anyio.move_on_after(1.0, shield=True):
-                    await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except OSError:
-            pass  # the client went away mid-write
-        finally:
-            self.hub.close(client)
-
-    async def _pump(self, client: _SseClient, send: Send) -> None:
-        while True:
-            with anyio.move_on_after(self.heartbeat) as timer:
-                item = await client.queue.get()
-            if timer.cancelled_caught:
-                await send({"type": "http.response.body", "body": b": ping\n\n", "more_body": True})
-                continue
-            batch = [item]
-            while batch[-1] is not None and not client.queue.empty():
-                batch.append(client.queue.get_nowait())  # what queued meanwhile goes out in one write
-            payload = b"".join(b for b in batch if b is not None)
-            if payload:
-                await send({"type": "http.response.body", "body": payload, "more_body": True})
-            if batch[-1] is None:
-                return
 
 
 # ----------------------------------------------------------------------------------------------- API
@@ -611,26 +333,54 @@ class _Api:
             ]
         )
         self.hub = EventHub(
-            engine.bus, per_client=options.sse_per_client, queue_size=options.sse_queue, redact=self.redact
+            engine.bus,
+            engine.store,
+            per_client=options.sse_per_client,
+            max_clients=options.sse_max_clients,
+            buffer_bytes=options.sse_buffer,
+            stall=options.sse_stall,
+            redact=self.redact,
         )
-        self._key: bytes | None = None
-        self._key_lock = asyncio.Lock()
-        self._claim_lock = asyncio.Lock()
-        self.webhooks = Counter[str]()  # outcome -> count, for /api/health and tests
-        self._refusal_logged_at = -math.inf
-        self._refusals_unlogged = 0
+        self.receiver = WebhookReceiver(
+            engine,
+            json=self.json,
+            redact_add=self.redact.add,
+            tolerance=options.webhook_tolerance,
+            max_body=options.webhook_max_body,
+            inflight_bytes=options.webhook_inflight,
+            secret_retry=options.secret_retry,
+            clock=clock,
+        )
+        # Concurrent `?sync_active=true` readers share one refresh; it stops when they have all left.
+        self.refresh: Coalesced[None, RefreshResult] = Coalesced(
+            lambda _: engine.service.refresh_active(), name="jobwidget-refresh"
+        )
+        self.header_timeouts = HeaderTimeoutStats()
         self.schema = SchemaGenerator(_OPENAPI_BASE)
+
+    @property
+    def webhooks(self) -> dict[str, int]:
+        return self.receiver.counts
+
+    async def start(self) -> None:
+        self.hub.attach(await asyncio.to_thread(self.engine.store.revision))
+        self.receiver.start()
+
+    async def stop(self) -> None:
+        self.hub.detach()
+        self.hub.shutdown()
+        await self.receiver.stop()
 
     # -- responses ---------------------------------------------------------------------------
 
     def json(self, data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-        body = self.redact(_dumps(data)).encode()
+        body = self.redact(dumps(data)).encode()
         return Response(body, status_code=status, media_type="application/json", headers=headers)
 
     def error(
         self, status: int, detail: str, headers: dict[str, str] | None = None, **extra: Any
     ) -> Response:
-        return self.json(_error_body(status, detail, **extra), status, headers)
+        return self.json(error_body(status, detail, **extra), status, headers)
 
     # -- exception handlers ------------------------------------------------------------------
 
@@ -666,7 +416,7 @@ class _Api:
     # -- routes ------------------------------------------------------------------------------
 
     async def list_jobs(self, request: Request) -> Response:
-        """Jobs, newest first (the seed's `GET /jobs`).
+        """Jobs, newest first (the reference system's `GET /jobs`).
         ---
         summary: List jobs, newest first
         parameters:
@@ -700,7 +450,7 @@ class _Api:
         extra: dict[str, Any] = {}
         if _bool_param(request, "sync_active"):
             try:
-                refreshed = await self.engine.service.refresh_active()
+                refreshed = await self.refresh(None)
                 extra["refreshed"] = {"checked": refreshed.checked, "updated": refreshed.updated}
             except ProviderError as exc:  # still answer from the store, and say why it may be stale
                 extra["sync_error"] = f"{self.engine.provider.label}: {exc}"
@@ -728,7 +478,7 @@ class _Api:
         return self.json(job.to_dict())
 
     async def sync(self, request: Request) -> Response:
-        """Discover the provider's recent jobs (the seed's `POST /jobs/sync`).
+        """Discover the provider's recent jobs (the reference system's `POST /jobs/sync`).
         ---
         summary: Discover and update the provider's recent jobs
         parameters:
@@ -751,7 +501,7 @@ class _Api:
         return self.json(result.to_dict())
 
     async def inline_progress(self, request: Request) -> Response:
-        """Compact progress of one job from its log tail (the seed's inline-progress API).
+        """Compact progress of one job from its log tail (the reference system's inline-progress API).
         ---
         summary: Stage, progress and last log line of one job
         parameters:
@@ -796,40 +546,39 @@ class _Api:
                 "polling": self.engine.poller.running,
                 "sse_clients": self.hub.clients,
                 "webhooks": dict(self.webhooks),
+                "webhook_secret": self.receiver.key_state,
             }
         )
 
     async def events(self, request: Request) -> Response:
         """Server-sent events: `data: {json}` lines, each with a `type` (job_status_changed, job_progress,
-        jobs_discovered, sync_completed, poll_error), and `:` comment heartbeats.
+        jobs_discovered, sync_completed, poll_error), `id:` lines (store revisions) and `:` heartbeats.
+        A client sending `Last-Event-ID` (browsers do on reconnect; or `?last_event_id=`) first gets
+        what it missed.
         ---
         summary: Live events (text/event-stream)
+        parameters:
+          - {name: last_event_id, in: query, schema: {type: string, pattern: "^[0-9]+([.][0-9]+)?$"}}
         responses:
           "200":
             description: an endless event stream
             content: {text/event-stream: {schema: {type: string}}}
+          "400": {$ref: "#/components/responses/BadRequest"}
           "429": {$ref: "#/components/responses/TooMany"}
+          "503": {$ref: "#/components/responses/Unavailable"}
         """
         ip = request.client.host if request.client else "unknown"
-        return _EventStream(self.hub, ip, self.options.heartbeat)
+        raw = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
+        last = parse_event_id(raw) if raw else None
+        if raw and last is None:
+            raise _bad_request(f"Last-Event-ID must be an event id this server sent, got {raw[:40]!r}")
+        return EventStream(self.hub, ip, self.options.heartbeat, last, raw)
 
     async def openapi(self, request: Request) -> Response:
         """The OpenAPI description of this server."""
         return self.json(self.schema.get_schema(routes=request.app.routes))
 
     # -- webhooks ----------------------------------------------------------------------------
-
-    async def _webhook_key(self) -> bytes:
-        """The HMAC key: from the settings, or fetched once from the provider (its default webhook secret)."""
-        if self._key is None:
-            async with self._key_lock:
-                if self._key is None:
-                    secret = (
-                        self.engine.settings.webhook_secret or await self.engine.provider.webhook_secret()
-                    )
-                    self.redact.add(secret)
-                    self._key = decode_secret(secret)
-        return self._key
 
     async def webhook(self, request: Request) -> Response:
         """A Replicate webhook delivery (Standard Webhooks signature, 5-minute tolerance, deduplicated
@@ -853,79 +602,7 @@ class _Api:
           "422": {$ref: "#/components/responses/Unprocessable"}
           "503": {$ref: "#/components/responses/Unavailable"}
         """
-        try:
-            # Headers first: a delivery without them, or with a stale timestamp, is refused unread.
-            parsed = check_headers(
-                request.headers, now=self.clock(), tolerance=self.options.webhook_tolerance
-            )
-        except WebhookVerificationError as exc:
-            return self._refused("unverified", 401, str(exc))
-        body = await request.body()
-        try:
-            key = await self._webhook_key()
-        except (ProviderError, NotImplementedError) as exc:
-            self.webhooks["no_secret"] += 1
-            detail = f"cannot verify webhooks yet: the signing secret could not be fetched ({exc})"
-            return self.error(503, detail, {"Retry-After": "30"})
-        except ConfigError as exc:
-            self.webhooks["no_secret"] += 1
-            return self.error(500, f"cannot verify webhooks: {exc}")
-        try:
-            verify_signature(key, parsed, body)
-        except WebhookVerificationError as exc:
-            return self._refused("unverified", 401, str(exc))
-        try:
-            payload = json.loads(body)
-        except (UnicodeDecodeError, ValueError):
-            return self._refused("malformed", 400, "the webhook body is not JSON")
-        job_id = payload.get("id") if isinstance(payload, dict) else None
-        if not isinstance(job_id, str) or not job_id.strip():
-            return self._refused(
-                "malformed", 422, "the webhook body is not a training object (no string 'id')"
-            )
-        async with self._claim_lock:  # one claim at a time: parallel SQLite writers would wait on each other
-            fresh = await asyncio.to_thread(self.engine.store.claim_webhook, parsed.msg_id, job_id=job_id)
-        if not fresh:
-            self.webhooks["duplicate"] += 1
-            return self.json({"received": True, "duplicate": True, "job_id": job_id, "changed": False})
-        try:
-            result = await self.engine.service.ingest(payload)
-        except BaseException as exc:
-            # Not applied: forget the id, so a corrected or retried delivery with it is taken.
-            with contextlib.suppress(Exception):
-                await asyncio.to_thread(self.engine.store.release_webhook, parsed.msg_id)
-            if isinstance(exc, NotImplementedError):
-                return self._refused("malformed", 422, f"{self.engine.provider.label} does not take webhooks")
-            if isinstance(exc, MalformedResponse | ValueError | TypeError):
-                return self._refused("malformed", 422, f"the webhook body is not a training object: {exc}")
-            raise
-        self.webhooks["applied"] += 1
-        changed = result.changed
-        body_out: dict[str, Any] = {
-            "received": True,
-            "duplicate": False,
-            "job_id": job_id,
-            "changed": bool(changed),
-        }
-        if changed:
-            body_out["status"] = changed[-1].status.value
-        return self.json(body_out)
-
-    def _refused(self, outcome: str, status: int, detail: str) -> Response:
-        self.webhooks[outcome] += 1
-        # At most one line per interval: a flood of forged deliveries must not flood the log too.
-        now = time.monotonic()
-        if now - self._refusal_logged_at >= _REFUSAL_LOG_INTERVAL:
-            more = (
-                f" (and {self._refusals_unlogged} more since the last report)"
-                if self._refusals_unlogged
-                else ""
-            )
-            log.warning("jobwidget: webhook refused (%d): %s%s", status, detail, more)
-            self._refusal_logged_at, self._refusals_unlogged = now, 0
-        else:
-            self._refusals_unlogged += 1
-        return self.error(status, detail)
+        return await self.receiver.handle(request)
 
     # -- assembly ----------------------------------------------------------------------------
 
@@ -965,16 +642,15 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if start_engine:
             await engine.start(poll=engine.settings.poll_enabled if poll is None else poll)
-        api.hub.attach()
+        await api.start()
         try:
             yield
         finally:
-            api.hub.detach()
-            api.hub.shutdown()
+            await api.stop()
             if start_engine:
                 await engine.aclose()
 
-    allowed = {*_LOOPBACK_NAMES, _host_name(bind_host), *(h.lower() for h in options.allowed_hosts)}
+    allowed = {*_LOOPBACK_NAMES, host_name(bind_host), *(h.lower() for h in options.allowed_hosts)}
     handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
         HTTPException: api.on_http_error,
         JobNotFound: api.on_not_found,
@@ -985,10 +661,20 @@ def create_app(
     app = Starlette(
         routes=api.routes(),
         middleware=[
-            Middleware(_Guard, token=options.api_token, allowed_hosts=frozenset(allowed)),
             Middleware(
-                _BodyLimit, default=options.max_body, per_path={WEBHOOK_PATH: options.webhook_max_body}
+                Guard,
+                token=options.api_token,
+                allowed_hosts=frozenset(allowed),
+                allowed_origins=frozenset(options.allowed_origins),
+                exempt=frozenset({WEBHOOK_PATH}),
             ),
+            Middleware(
+                BodyLimit,
+                default=options.max_body,
+                per_path={WEBHOOK_PATH: options.webhook_max_body},
+                timeout=options.body_timeout,
+            ),
+            Middleware(CancelOnDisconnect, prefix="/api/cloud/"),
         ],
         exception_handlers=handlers,
         lifespan=lifespan,
@@ -1051,8 +737,10 @@ class _Server(uvicorn.Server):
 def make_server(
     app: Starlette, *, log_level: str = "info", access_log: bool = True, configure_logging: bool = True
 ) -> _Server:
+    api = app.state.api
     config = uvicorn.Config(
         app,
+        http=protocol_with_header_timeout(api.options.header_timeout, api.header_timeouts),
         log_level=log_level,
         access_log=access_log,
         lifespan="on",
@@ -1060,7 +748,7 @@ def make_server(
         server_header=False,
         log_config=uvicorn.config.LOGGING_CONFIG if configure_logging else None,
     )
-    return _Server(config, app.state.api.hub)
+    return _Server(config, api.hub)
 
 
 @dataclass

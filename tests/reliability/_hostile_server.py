@@ -30,6 +30,11 @@ class HostileReplicate:
         self.trainings: list[dict[str, Any]] = list(trainings or [])
         self.raw_bodies: dict[str, bytes] = {}  # id -> GET body served as is (e.g. 100 MB of log)
         self.next_override: str | None = None  # a `next` link to put on the first page
+        # How list pages link on: None (normally), "endless" (every page links to a new cursor, the same
+        # trainings each time), "empty" (pages after the first are empty and still link on), "loop"
+        # (cursor 100 -> 200 -> 100 -> ...).
+        self.pages: str | None = None
+        self.always: tuple[int, dict[str, str], bytes] | None = None  # answer every request with this
         self.requests: list[str] = []  # "METHOD target"
         self.headers: list[dict[str, str]] = []
         self._lock = threading.Lock()
@@ -62,6 +67,15 @@ class HostileReplicate:
                     owner.requests.append(f"{self.command} {self.path}")
                     owner.headers.append(dict(self.headers.items()))
                 path, _, query = self.path.partition("?")
+                if owner.always is not None:
+                    status, headers, raw = owner.always
+                    self.send_response(status)
+                    for name, value in {"Content-Type": "application/json", **headers}.items():
+                        self.send_header(name, value)
+                    self.send_header("Content-Length", str(len(raw)))
+                    self.end_headers()
+                    self.wfile.write(raw)
+                    return
                 if self.command == "GET" and path == "/v1/trainings":
                     start = int(query.split("=")[1]) if query.startswith("cursor=") else 0
                     items = owner.trainings[start : start + PAGE]
@@ -70,6 +84,15 @@ class HostileReplicate:
                         nxt = f"{owner.base_url}/v1/trainings?cursor={start + PAGE}"
                     if start == 0 and owner.next_override is not None:
                         nxt = owner.next_override
+                    if owner.pages == "endless":
+                        items = owner.trainings[:PAGE]
+                        nxt = f"{owner.base_url}/v1/trainings?cursor={start + PAGE}"
+                    elif owner.pages == "empty":
+                        items = owner.trainings[:PAGE] if start == 0 else []
+                        nxt = f"{owner.base_url}/v1/trainings?cursor={start + PAGE}"
+                    elif owner.pages == "loop":
+                        items = owner.trainings[:PAGE]
+                        nxt = f"{owner.base_url}/v1/trainings?cursor={200 if start == 100 else 100}"
                     body = {"next": nxt, "previous": None, "results": [_listed(t) for t in items]}
                     self._send(200, json.dumps(body).encode())
                     return

@@ -40,6 +40,16 @@ FAULTS = [
 ]
 
 
+class OffsetClock:
+    """The provider's monotonic clock, which a test can move on (to end a pause the server asked for)."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.offset
+
+
 def _view_from(panel) -> ReplayedView:
     return ReplayedView().feed(list(panel.comm.messages))
 
@@ -91,7 +101,8 @@ def test_poller_survives_fault_shows_it_and_converges_after(knobs, total, tmp_pa
     cfg = SimConfig(seed=31, fleet_size=250, active=25, arrival_interval=0, time_scale=60)
     store = tmp_path / "jobs.sqlite3"
     with loopback_sim(cfg, clock=clock) as running:
-        provider = provider_for(running, retries=1, timeout=CLIENT_TIMEOUT)
+        mono = OffsetClock()
+        provider = provider_for(running, retries=1, timeout=CLIENT_TIMEOUT, clock=mono)
         with Jobs(provider=provider, store=store, poll_interval=0.2) as jobs:
             jobs.sync(all=True)  # the poller may have discovered the newest page already
             assert jobs.store.count() == 250
@@ -112,8 +123,19 @@ def test_poller_survives_fault_shows_it_and_converges_after(knobs, total, tmp_pa
             clock.advance(59)
             asked = running.sim.stats_snapshot()["total"]
             assert running.sim.stats_snapshot()["fleet"]["active"] < before / 2
-            # the poller tries again after its backoff (and, for a total fault, fails again)
-            wait_until(lambda: running.sim.stats_snapshot()["total"] > asked, 10, "another poll")
+            if knobs.get("rate_limit"):
+                # The storm asks for a pause (Retry-After: the rest of the simulator's minute). It is
+                # honoured: the panel says so and no request goes out while it lasts.
+                wait_until(lambda: "polling waits" in (panel.status.get("error") or ""), 10, "the wait")
+                time.sleep(2.0)
+                assert running.sim.stats_snapshot()["total"] == asked, "a request went out during the pause"
+                running.sim.configure(**OFF)
+                mono.offset += 3600  # the pause is over; polling starts again as it would after it
+                jobs.stop()
+                jobs.start()
+            else:
+                # the poller tries again after its backoff (and, for a total fault, fails again)
+                wait_until(lambda: running.sim.stats_snapshot()["total"] > asked, 10, "another poll")
             running.sim.configure(**OFF)
             wait_until(lambda: not panel.status.get("error"), 30, "the panel's error to clear")
             assert jobs.polling

@@ -9,10 +9,15 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 
+from jobwidget.core.errors import PaginationStopped
 from jobwidget.core.models import Job, ProviderCheck
 from jobwidget.core.pricing import Pricing
 
-__all__ = ["JobDetail", "Page", "Provider", "ProviderStats"]
+__all__ = ["MAX_SERVER_WAIT", "JobDetail", "Page", "Provider", "ProviderStats"]
+
+# The longest pause a provider may ask for (Retry-After and the like). A longer or absurd hint gets this
+# one, and the provider is asked again after it: a typo on its side must not silence polling for a week.
+MAX_SERVER_WAIT = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +44,7 @@ class ProviderStats:
     retries: int = 0
     throttled: int = 0  # 429 answers received
     errors: int = 0  # calls that failed after the retry budget
+    held: int = 0  # calls refused without a request during a pause the server asked for
     by_route: dict[str, int] = field(default_factory=dict)
 
 
@@ -49,6 +55,7 @@ class Provider(abc.ABC):
     label: str = "Replicate"  # shown to people ("Discovered 3 new jobs from Replicate")
     is_demo: bool = False  # True for the simulated provider: the panel labels it as a demo
     page_size: int = 100  # jobs per list page: how the sync plans list pages against single GETs
+    max_pages: int = 1000  # page budget of one walk of the job list (100,000 jobs on Replicate)
     stats: ProviderStats
 
     @abc.abstractmethod
@@ -56,19 +63,41 @@ class Provider(abc.ABC):
         """One page of recent jobs (100 on Replicate), newest first, without logs."""
 
     async def list_jobs(self, *, limit: int | None = 100, all: bool = False) -> list[Job]:
-        """Newest jobs: the first `limit` (following the cursor as needed), or every page with `all`."""
+        """Newest jobs: the first `limit` (following the cursor as needed), or every page with `all`.
+
+        A list that does not end properly (an empty page that links on, a next link already followed in
+        this walk, more than `max_pages` pages) raises `PaginationStopped` saying why, with the jobs read
+        so far, instead of walking without end. Cancelling the caller stops the walk at once.
+        """
         jobs: list[Job] = []
         cursor: str | None = None
         seen_cursors: set[str] = set()
-        while True:
+        for pages in range(1, self.max_pages + 1):
             page = await self.list_page(cursor)
             jobs.extend(page.jobs)
             if not all and limit is not None and len(jobs) >= limit:
                 return jobs[:limit]
             cursor = page.next_cursor
-            if not cursor or cursor in seen_cursors:  # a looping cursor must not loop us forever
+            if not cursor:
                 return jobs
+            why = None
+            if not page.jobs:
+                why = "sent an empty page that links to another"
+            elif cursor in seen_cursors:
+                why = "sent a next-page link it had already sent in this walk (a loop)"
+            if why is not None:
+                raise PaginationStopped(
+                    f"{self.label}'s job list stopped after {pages} pages ({len(jobs)} jobs): it {why}",
+                    jobs=jobs,
+                    pages=pages,
+                )
             seen_cursors.add(cursor)
+        raise PaginationStopped(
+            f"{self.label}'s job list did not end within {self.max_pages} pages ({len(jobs)} jobs read); "
+            "stopped there. If the account really holds more, raise the provider's max_pages",
+            jobs=jobs,
+            pages=self.max_pages,
+        )
 
     @abc.abstractmethod
     async def get_job(self, job_id: str) -> JobDetail:

@@ -54,7 +54,7 @@ from jobwidget.core.replicate_convert import (
     training_to_job,
     validate_training,
 )
-from jobwidget.engine.providers.base import JobDetail, Page, Provider, ProviderStats
+from jobwidget.engine.providers.base import MAX_SERVER_WAIT, JobDetail, Page, Provider, ProviderStats
 
 __all__ = ["DEFAULT_BASE_URL", "RETRY_STATUSES", "RateLimiter", "ReplicateProvider", "RetryPolicy"]
 
@@ -131,6 +131,10 @@ class RateLimiter:
         if seconds > 0:
             self._paused_until = max(self._paused_until, self._clock() + seconds)
 
+    def paused_for(self) -> float:
+        """Seconds left of the server's requested pause (0 when none)."""
+        return max(0.0, self._paused_until - self._clock())
+
 
 # ---------------------------------------------------------------------------------------------- retries
 
@@ -149,32 +153,40 @@ class RetryPolicy:
             raise ConfigError("retry settings must be non-negative")
 
 
+def _seconds(raw: str) -> float | None:
+    """A header's number of seconds, any length (`1e400` or 400 digits is "very long", not unusable)."""
+    try:
+        value = float(raw)
+    except (ValueError, OverflowError):
+        return None
+    return None if math.isnan(value) else value
+
+
 def _server_wait(headers: httpx.Headers, wall_now: float) -> float | None:
-    """Seconds the server asks us to wait: the larger of `Retry-After` (seconds or HTTP date) and
-    `ratelimit-reset` (seconds; a Unix time if it is that large). None when neither is usable."""
+    """Seconds the server asks us to wait: the largest of `Retry-After` (seconds or HTTP date),
+    `ratelimit-reset` and `x-ratelimit-reset` (seconds; a Unix time if that large), clamped to
+    [0, MAX_SERVER_WAIT]. None when no header is usable."""
     waits: list[float] = []
     raw = headers.get("retry-after")
     if raw:
-        raw = raw.strip()
-        try:
-            waits.append(float(raw))
-        except ValueError:
+        raw = raw.strip()[:256]  # an HTTP date is short; digits beyond this are "very long" already
+        value = _seconds(raw)
+        if value is None:
             try:
                 when = email.utils.parsedate_to_datetime(raw)
                 if when.tzinfo is None:
                     when = when.replace(tzinfo=UTC)
-                waits.append(when.timestamp() - wall_now)
+                value = when.timestamp() - wall_now
             except (TypeError, ValueError, IndexError, OverflowError):
                 pass
-    raw = headers.get("ratelimit-reset")
-    if raw:
-        try:
-            reset = float(raw.strip())
-            waits.append(reset - wall_now if reset > 1e9 else reset)
-        except ValueError:
-            pass
-    waits = [w for w in waits if math.isfinite(w)]
-    return max(0.0, *waits) if waits else None
+        if value is not None:
+            waits.append(value)
+    for name in ("ratelimit-reset", "x-ratelimit-reset"):
+        raw = headers.get(name)
+        reset = _seconds(raw.strip()[:256]) if raw else None
+        if reset is not None:
+            waits.append(reset - wall_now if 1e9 < reset < 1e11 else reset)
+    return min(MAX_SERVER_WAIT, max(0.0, *waits)) if waits else None
 
 
 @dataclass(slots=True)
@@ -219,6 +231,7 @@ class ReplicateProvider(Provider):
         rng: random.Random | None = None,
         now: Callable[[], datetime] | None = None,
         burst: int | None = None,
+        max_pages: int = 1000,
     ) -> None:
         token_from = "token (argument)" if token is not None else "REPLICATE_API_TOKEN (environment)"
         token = token if token is not None else os.environ.get("REPLICATE_API_TOKEN")
@@ -240,6 +253,9 @@ class ReplicateProvider(Provider):
         if base.scheme == "http" and base.host not in _LOOPBACK and self._token and not in_process:
             log.warning("sending the Replicate token over plain http to %s", base.host)
         _check_concurrency(max_concurrency)
+        if isinstance(max_pages, bool) or not isinstance(max_pages, int) or max_pages < 1:
+            raise ConfigError(f"max_pages must be a positive whole number, got {max_pages!r}")
+        self.max_pages = max_pages
 
         self.name = name
         self.label = label
@@ -471,6 +487,15 @@ class ReplicateProvider(Provider):
     async def _request_with_retries(
         self, method: str, url: str, route: str, job_id: str | None, policy: RetryPolicy
     ) -> Any:
+        held = self.limiter.paused_for()
+        if held > policy.max_delay:
+            # The server asked for a long pause: no request goes out before it ends, whoever asks.
+            self.stats.held += 1
+            raise RateLimited(
+                f"{self.label} asked for a pause in requests (HTTP 429); {route} is not sent for another "
+                f"{held:.0f} s",
+                retry_after=held,
+            )
         waited = 0.0
         failure: _Failure | None = None
         for attempt in range(policy.max_retries + 1):
@@ -510,6 +535,8 @@ class ReplicateProvider(Provider):
             log.info("%s: %s, retry %d in %.2fs", route, self._redact(failure.detail), attempt + 1, delay)
             await self._sleep(delay)
         assert failure is not None
+        if failure.kind == "throttled" and failure.server_wait:
+            self.limiter.pause(failure.server_wait)  # honoured by every later call, not only this one
         raise self._final_error(failure, route, attempt + 1)
 
     def _outcome(self, response: httpx.Response, route: str, job_id: str | None) -> _Body | _Failure:
