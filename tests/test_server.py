@@ -1015,3 +1015,11 @@ def test_schemathesis_finds_no_server_error(live: LiveServer):
             except Unsatisfiable:
                 assert mode is GenerationMode.NEGATIVE  # nothing to make invalid (no parameters)
     assert calls > 50
+
+
+def test_unknown_filter_values_are_a_400_naming_the_allowed_ones(live: LiveServer):
+    bad_provider = live.get("/api/cloud/jobs", params={"provider": "modal"})
+    assert bad_provider.status_code == 400 and "'replicate'" in bad_provider.text
+    bad_status = live.get("/api/cloud/jobs", params={"status": "running,paused"})
+    assert bad_status.status_code == 400 and "'paused'" in bad_status.text and "running" in bad_status.text
+    assert live.get("/api/cloud/jobs", params={"provider": "replicate"}).status_code == 200

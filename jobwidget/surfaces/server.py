@@ -447,6 +447,10 @@ class _Api:
         limit = _int_param(request, "limit", 50, 1, self.options.max_list)
         statuses = _status_param(request)
         provider = request.query_params.get("provider") or None
+        if provider is not None and provider != self.engine.provider_name:
+            raise _bad_request(
+                f"unknown provider {provider!r}; this server knows {self.engine.provider_name!r} only"
+            )
         extra: dict[str, Any] = {}
         if _bool_param(request, "sync_active"):
             try:
