@@ -35,7 +35,7 @@ _SERVER = textwrap.dedent(
     from jobwidget.engine.config import load_settings
     from jobwidget.engine.providers.replicate import ReplicateProvider
     from jobwidget.engine.runtime import Engine
-    from jobwidget.engine.store import JobStore
+    from jobwidget.engine.stores import JobStore
     from jobwidget.surfaces.server import start_server
 
     async def main():

@@ -17,7 +17,7 @@ import httpx
 from bench._harness import Row, bench
 from jobwidget.engine.events import EventBus
 from jobwidget.engine.providers.replicate import ReplicateProvider
-from jobwidget.engine.store import JobStore
+from jobwidget.engine.stores import JobStore
 from jobwidget.engine.sync import SyncService
 from jobwidget.sim import SimConfig, SimulatedReplicate, start_in_thread
 

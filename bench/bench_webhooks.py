@@ -34,7 +34,7 @@ import httpx
 from bench._harness import Row, bench
 from jobwidget.core.models import Job, JobStatus
 from jobwidget.core.webhooks import sign
-from jobwidget.engine.store import JobStore
+from jobwidget.engine.stores import JobStore
 
 RATE = 200.0  # webhooks per second
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

@@ -170,7 +170,7 @@ def test_close_releases_thread_loop_and_connections(provider: FakeProvider, tmp_
     j.close()
     j.close()  # idempotent
     assert set(threading.enumerate()) <= before and loop.is_closed()  # executor threads too
-    assert j._store._all == []
+    assert j._engine.job_store.sync._all == []  # every SQLite connection closed
     with pytest.raises(jobwidget.JobwidgetError, match="closed"):
         j.sync()
 

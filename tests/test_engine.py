@@ -15,7 +15,7 @@ from jobwidget.core.models import Job, JobStatus
 from jobwidget.engine.config import load_settings
 from jobwidget.engine.events import EventBus
 from jobwidget.engine.runtime import Engine
-from jobwidget.engine.store import JobStore
+from jobwidget.engine.stores import JobStore
 from jobwidget.engine.sync import MISS_LIMIT, SyncService
 from jobwidget.sim import SimConfig
 
@@ -49,7 +49,7 @@ async def test_discovery_counts_and_paging():
         everything = await service.sync(all=True)
         # known jobs seen again count as updated only if something changed (running jobs' cost estimates)
         assert everything.synced == 150 and everything.updated <= 10
-        assert service.store.count() == 250
+        assert service.store.sync.count() == 250
         again = await service.sync(limit=None, all=True)
         assert again.synced == 0
         assert route_count(running, LIST) == 1 + 3 + 3
@@ -74,7 +74,7 @@ async def test_active_refresh_reads_statuses_from_list_pages():
     with loopback_sim(cfg, clock=clock) as running:
         service, _ = await _service(running)
         await service.sync(all=True)
-        was_active = [j.job_id for j in service.store.active()]
+        was_active = [j.job_id for j in service.store.sync.active()]
         assert len(was_active) == 30
         running.sim.reset_stats()
         clock.advance(30 * 60)  # half an hour of wall time: every simulated run has finished
@@ -82,8 +82,8 @@ async def test_active_refresh_reads_statuses_from_list_pages():
         assert result.checked == 30 and result.get_calls == 0 and result.list_calls == 1
         # Statuses came from one list page; each job that finished had its final log read once.
         assert route_count(running, GET) == 30
-        assert service.store.active() == []
-        for job in service.store.get_many(was_active).values():  # settled: the final log, no stage
+        assert service.store.sync.active() == []
+        for job in service.store.sync.get_many(was_active).values():  # settled: the final log, no stage
             assert job.stage is None and job.last_log, job
         # terminal jobs are never polled again
         running.sim.reset_stats()
@@ -100,19 +100,19 @@ async def test_jobs_beyond_recent_pages_and_404s_use_gets_and_stop_being_polled(
         service, _bus = await _service(running)
         service.clock = clock  # the miss backoff runs on the same clock as the simulator
         await service.sync(all=True)
-        old = service.store.list(status="completed", limit=None)[-1]  # deep in history
+        old = service.store.sync.list(status="completed", limit=None)[-1]  # deep in history
         # The store wrongly believes an old job still runs, and knows a job the provider never had.
         ghost = Job(job_id="ghostghostghostghostghost1", provider="replicate", status=JobStatus.RUNNING)
-        service.store.upsert([old.evolve(status=JobStatus.RUNNING), ghost])
+        service.store.sync.upsert([old.evolve(status=JobStatus.RUNNING), ghost])
         # (the transition rule keeps `old` completed; force the stale row as a damaged store would)
-        with service.store._write() as conn:
+        with service.store.sync._write() as conn:
             conn.execute("UPDATE jobs SET status = 'running' WHERE job_id = ?", (old.job_id,))
         clock.advance(3600)
         running.sim.reset_stats()
         result = await service.refresh_active()
         assert result.not_found == 1
-        assert service.store.get(old.job_id).status is JobStatus.COMPLETED
-        missed = service.store.get(ghost.job_id)
+        assert service.store.sync.get(old.job_id).status is JobStatus.COMPLETED
+        missed = service.store.sync.get(ghost.job_id)
         assert missed.metadata["missing"]["count"] == 1 and "poll_stopped" not in missed.metadata
         # Within its backoff the job is not asked for again...
         running.sim.reset_stats()
@@ -122,9 +122,9 @@ async def test_jobs_beyond_recent_pages_and_404s_use_gets_and_stop_being_polled(
         for _ in range(MISS_LIMIT * 3):
             clock.advance(301)
             await service.refresh_active()
-            if service.store.get(ghost.job_id).metadata.get("poll_stopped"):
+            if service.store.sync.get(ghost.job_id).metadata.get("poll_stopped"):
                 break
-        stopped = service.store.get(ghost.job_id)
+        stopped = service.store.sync.get(ghost.job_id)
         assert stopped.status is JobStatus.RUNNING and "404" in stopped.metadata["poll_stopped"]
         assert "missing" not in stopped.metadata
         running.sim.reset_stats()
@@ -139,16 +139,16 @@ async def test_a_404_then_a_sighting_clears_the_misses_and_the_job_ends_correct(
         clock = [1000.0]
         service.clock = lambda: clock[0]
         await service.sync()
-        job = service.store.active()[0]
+        job = service.store.sync.active()[0]
         vanished = job.evolve(job_id="x" + job.job_id[1:])  # an id the provider doesn't know (yet)
-        service.store.upsert([vanished])
+        service.store.sync.upsert([vanished])
         await service.refresh_jobs([vanished.job_id])
         await service.refresh_jobs([vanished.job_id])
-        assert service.store.get(vanished.job_id).metadata["missing"]["count"] == 2
+        assert service.store.sync.get(vanished.job_id).metadata["missing"]["count"] == 2
         # The provider shows it again (a webhook or list page carrying the job): the misses are forgotten.
         sighting = vanished.evolve(status=JobStatus.COMPLETED, metadata={})
         await service.apply([sighting], source="webhook")
-        back = service.store.get(vanished.job_id)
+        back = service.store.sync.get(vanished.job_id)
         assert back.status is JobStatus.COMPLETED and "missing" not in back.metadata
         assert back.stage is None and back.progress == 100.0
 
@@ -158,10 +158,10 @@ async def test_stale_poll_after_terminal_update_leaves_job_terminal():
         service, bus = await _service(running)
         rec = Recorder(bus, "job_status_changed")
         await service.sync()
-        job = service.store.active()[0]
+        job = service.store.sync.active()[0]
         await service.apply([job.evolve(status=JobStatus.COMPLETED, cost_usd=1.0)], source="webhook")
         await service.apply([job.evolve(status=JobStatus.RUNNING, progress=10.0)], source="poll")
-        assert service.store.get(job.job_id).status is JobStatus.COMPLETED
+        assert service.store.sync.get(job.job_id).status is JobStatus.COMPLETED
         await bus.drain()
         assert [(e["previous"], e["status"]) for e in rec.events] == [(job.status.value, "completed")]
 
@@ -186,7 +186,7 @@ async def test_event_sequence_of_one_jobs_whole_life():
             clock.advance(2)
             await service.refresh_active()
             await service.refresh_progress()
-            if service.store.get(job_id).is_terminal:
+            if service.store.sync.get(job_id).is_terminal:
                 break
         await bus.drain()
         mine = [e for e in rec.events if e.get("job_id") == job_id or job_id in e.get("job_ids", ())]
@@ -198,7 +198,7 @@ async def test_event_sequence_of_one_jobs_whole_life():
         assert len(progress) >= 3 and progress == sorted(progress) and progress[-1] == 100.0
         first_run = kinds.index("job_status_changed")
         assert all(k != "job_progress" or i > first_run for i, k in enumerate(kinds))
-        final = service.store.get(job_id)
+        final = service.store.sync.get(job_id)
         assert final.cost_usd and final.cost_usd > 0 and final.completed_at is not None
 
 
@@ -292,14 +292,14 @@ async def _old_active_refresh_calls(k: int) -> tuple[int, int]:
     with loopback_sim(cfg, clock=clock) as running:
         service, _bus = await _service(running)
         await service.sync(all=True)
-        history = service.store.list(limit=None)
+        history = service.store.sync.list(limit=None)
         old = [j.job_id for j in history[1500 : 1500 + 40 * k : 40]]  # pages 16 to 30 and beyond
-        with service.store._write() as conn:  # the store believes these still run
+        with service.store.sync._write() as conn:  # the store believes these still run
             conn.executemany("UPDATE jobs SET status = 'running' WHERE job_id = ?", [(i,) for i in old])
         running.sim.reset_stats()
         result = await service.refresh_active()
         assert result.checked == k
-        assert all(service.store.get(i).is_terminal for i in old), "every job got its true status"
+        assert all(service.store.sync.get(i).is_terminal for i in old), "every job got its true status"
         return route_count(running, LIST), route_count(running, GET)
 
 

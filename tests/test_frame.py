@@ -8,7 +8,7 @@ import pytest
 
 from jobwidget.core.frame import FRAME_COLUMNS, FRAME_DTYPES, jobs_frame
 from jobwidget.core.models import Job, JobStatus
-from jobwidget.engine.store import JobStore
+from jobwidget.engine.stores import JobStore
 
 EXPECTED_COLUMNS = [
     "job_id",

@@ -14,8 +14,8 @@ import pytest
 
 from jobwidget.core.errors import StoreCorruptError, StoreError
 from jobwidget.core.models import Job, JobStatus
-from jobwidget.engine import store as store_mod
-from jobwidget.engine.store import SCHEMA_VERSION, JobStore
+from jobwidget.engine.stores import SCHEMA_VERSION, JobStore
+from jobwidget.engine.stores import sqlite as store_mod
 
 from .fakes import make_job
 
@@ -231,7 +231,7 @@ def test_four_processes_500_concurrent_upserts_each(tmp_path: Path):
 _KILL_SCRIPT = """
 import sys
 from jobwidget.core.models import Job
-from jobwidget.engine.store import JobStore
+from jobwidget.engine.stores import JobStore
 s = JobStore(sys.argv[1])
 print("ready", flush=True)
 i = 0
@@ -332,7 +332,7 @@ def test_a_new_store_killed_before_its_first_checkpoint_still_opens(tmp_path: Pa
     yet) is recognised by looking inside, not refused."""
     path = tmp_path / "fresh.sqlite3"
     code = (
-        "import os, sys; from jobwidget.engine.store import JobStore; from tests.fakes import make_job\n"
+        "import os, sys; from jobwidget.engine.stores import JobStore; from tests.fakes import make_job\n"
         "s = JobStore(sys.argv[1]); s.upsert([make_job(1)]); os._exit(0)  # no close: no checkpoint\n"
     )
     repo = Path(__file__).resolve().parents[1]

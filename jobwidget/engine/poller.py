@@ -20,7 +20,7 @@ from typing import Any
 from jobwidget.core.errors import RateLimited
 from jobwidget.engine.events import EventBus
 from jobwidget.engine.providers.base import MAX_SERVER_WAIT
-from jobwidget.engine.store import JobStore, new_holder_id
+from jobwidget.engine.stores import Store, new_holder_id
 from jobwidget.engine.sync import SyncService
 
 __all__ = ["Poller"]
@@ -35,7 +35,7 @@ class Poller:
     def __init__(
         self,
         service: SyncService,
-        store: JobStore,
+        store: Store,
         bus: EventBus,
         *,
         interval: float,
@@ -86,7 +86,7 @@ class Poller:
                 await task
         if self.is_leader:
             with contextlib.suppress(Exception):
-                await asyncio.to_thread(self.store.release_lease, self.lease_name, self.holder)
+                await self.store.release_lease(self.lease_name, self.holder)
             self.is_leader = False
 
     def poke(self) -> None:
@@ -97,9 +97,7 @@ class Poller:
     async def tick(self) -> float:
         """One round: the lease, then whatever refresh is due. Returns seconds until the next round."""
         now = self.clock()
-        self.is_leader = await asyncio.to_thread(
-            self.store.acquire_lease, self.lease_name, self.holder, self.lease_ttl
-        )
+        self.is_leader = await self.store.acquire_lease(self.lease_name, self.holder, self.lease_ttl)
         if self.is_leader:
             if now >= self._next_status:
                 await self.service.refresh_active()

@@ -22,8 +22,8 @@ from jobwidget.engine.config import Settings
 from jobwidget.engine.events import Callback, EventBus
 from jobwidget.engine.poller import Poller
 from jobwidget.engine.providers.base import Provider
-from jobwidget.engine.store import JobStore
-from jobwidget.engine.sync import SyncService
+from jobwidget.engine.stores import JobStore, Store, UpsertResult, as_store, open_store
+from jobwidget.engine.sync import RefreshResult, SyncService
 
 __all__ = ["Engine", "EngineStatus", "make_provider", "resolve_provider", "wants_demo"]
 
@@ -113,21 +113,21 @@ class Engine:
 
     def __init__(
         self,
-        store: JobStore,
+        store: Store | JobStore,
         provider: Provider,
         settings: Settings,
         *,
         visible: Callable[[], bool] = lambda: False,
         on_poll_state: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
-        self.store = store
+        self.store = as_store(store)
         self.provider = provider
         self.settings = settings
         self.bus = EventBus()
-        self.service = SyncService(store, provider, self.bus, max_concurrency=settings.max_concurrency)
+        self.service = SyncService(self.store, provider, self.bus, max_concurrency=settings.max_concurrency)
         self.poller = Poller(
             self.service,
-            store,
+            self.store,
             self.bus,
             interval=settings.poll_interval,
             progress_interval=settings.progress_interval,
@@ -136,6 +136,7 @@ class Engine:
             on_state=on_poll_state,
         )
         self._follow_task: asyncio.Task[None] | None = None
+        self._owns_store = False
 
     async def start(self, *, poll: bool) -> None:
         self.bus.start()
@@ -154,6 +155,26 @@ class Engine:
             except Exception as exc:  # a locked or vanished store must not end following
                 log.warning("jobwidget: following the store failed: %s", exc)
 
+    @classmethod
+    def open(
+        cls,
+        settings: Settings,
+        provider: Provider,
+        *,
+        visible: Callable[[], bool] = lambda: False,
+        on_poll_state: Callable[[dict[str, Any]], None] | None = None,
+    ) -> Engine:
+        """An engine over the store the settings name (opened here, closed by `aclose`)."""
+        store = open_store(settings.store)
+        engine = cls(store, provider, settings, visible=visible, on_poll_state=on_poll_state)
+        engine._owns_store = True
+        return engine
+
+    @property
+    def job_store(self) -> Store:
+        """The store itself (async), for a surface's blocking view of it (`jobs.store`)."""
+        return self.store
+
     # -- reads ------------------------------------------------------------------------------
 
     async def list_jobs(
@@ -162,24 +183,39 @@ class Engine:
         provider: str | None = None,
         limit: int | None = 50,
     ) -> builtins.list[Job]:
-        return await asyncio.to_thread(self.store.list, status=status, provider=provider, limit=limit)
+        return await self.store.list(status=status, provider=provider, limit=limit)
 
     async def get(self, job_id: str) -> Job:
-        job = await asyncio.to_thread(self.store.get, job_id)
+        """One job from the store; `JobNotFound` if unknown."""
+        job = await self.find(job_id)
         if job is None:
             raise JobNotFound(job_id)
         return job
 
+    async def find(self, job_id: str) -> Job | None:
+        return await self.store.get(job_id)
+
+    async def get_many(self, job_ids: Iterable[str]) -> dict[str, Job]:
+        return await self.store.get_many(job_ids)
+
+    async def active(self) -> builtins.list[Job]:
+        return await self.store.active()
+
+    async def totals(self, search: str | None = None) -> dict[str, dict[str, Any]]:
+        """Counts and cost per status over the whole store, matching `search` (id, name or model)."""
+        return await self.store.totals(search)
+
     async def frame_rows(self) -> builtins.list[tuple[Any, ...]]:
-        return await asyncio.to_thread(self.store.frame_rows)
+        return await self.store.frame_rows()
 
     # -- provider verbs ----------------------------------------------------------------------
 
     async def sync(self, *, limit: int | None = 100, all: bool = False) -> SyncResult:
         return await self.service.sync(limit=limit, all=all)
 
-    async def refresh_active(self) -> None:
-        await self.service.refresh_active()
+    async def refresh_active(self) -> RefreshResult:
+        """Discover new jobs and bring every active one up to date (what a poll does, now)."""
+        return await self.service.refresh_active()
 
     async def refresh_jobs(self, job_ids: Iterable[str]) -> int:
         return await self.service.refresh_jobs(job_ids)
@@ -232,6 +268,51 @@ class Engine:
         return self.provider.label
 
     @property
+    def is_demo(self) -> bool:
+        return self.provider.is_demo
+
+    # -- settings a surface needs -------------------------------------------------------------
+
+    @property
+    def poll_enabled(self) -> bool:
+        """Whether configuration asks for background polling (a webhook URL turns it off by default)."""
+        return self.settings.poll_enabled
+
+    @property
+    def poll_interval(self) -> float:
+        return self.settings.poll_interval
+
+    @property
+    def webhook_url(self) -> str | None:
+        return self.settings.webhook_url
+
+    @property
+    def configured_webhook_secret(self) -> str | None:
+        return self.settings.webhook_secret
+
+    def secrets(self) -> builtins.list[str]:
+        """Every credential this engine holds, for surfaces to mask wherever text could carry one."""
+        held = [*self.provider.secrets(), self.settings.webhook_secret]
+        return [s for s in held if isinstance(s, str) and s]
+
+    # -- webhooks and the change log -----------------------------------------------------------
+
+    async def fetch_webhook_secret(self) -> str:
+        """The provider's webhook signing secret (one provider call)."""
+        return await self.provider.webhook_secret()
+
+    async def ingest(self, payload: object, *, delivery_id: str | None = None) -> UpsertResult:
+        """Apply a verified webhook body exactly once: the delivery id is recorded in the same write."""
+        return await self.service.ingest(payload, delivery_id=delivery_id)
+
+    async def revision(self) -> int:
+        return await self.store.revision()
+
+    async def changes_in_order(self, rev: int) -> tuple[int, builtins.list[tuple[int, Job]]]:
+        """What an event stream replays to a client that last saw revision `rev`."""
+        return await self.store.changes_in_order(rev)
+
+    @property
     def provider_name(self) -> str:
         return self.provider.name
 
@@ -245,3 +326,8 @@ class Engine:
         await self.bus.aclose()
         with contextlib.suppress(Exception):
             await self.provider.aclose()
+
+    async def close_store(self) -> None:
+        """Close the store this engine opened (after `aclose`)."""
+        if self._owns_store:
+            await self.store.aclose()

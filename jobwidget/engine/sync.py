@@ -38,7 +38,7 @@ from jobwidget.core.models import (
 from jobwidget.engine.events import EventBus
 from jobwidget.engine.providers.base import JobDetail, Provider
 from jobwidget.engine.shared import Coalesced
-from jobwidget.engine.store import JobStore, UpsertResult
+from jobwidget.engine.stores import JobStore, Store, UpsertResult, as_store
 
 __all__ = ["RefreshResult", "SyncService"]
 
@@ -96,14 +96,14 @@ class SyncService:
 
     def __init__(
         self,
-        store: JobStore,
+        store: Store | JobStore,
         provider: Provider,
         bus: EventBus,
         *,
         max_concurrency: int = 16,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.store = store
+        self.store = as_store(store)
         self.provider = provider
         self.bus = bus
         self.clock = clock
@@ -144,9 +144,9 @@ class SyncService:
         batch = [_sighted(job) for job in jobs] if sighted else list(jobs)
         async with self._write_lock:
             if delivery_id is None:
-                result = await asyncio.to_thread(self.store.upsert, batch)
+                result = await self.store.upsert(batch)
             else:
-                result = await asyncio.to_thread(self.store.upsert_delivery, delivery_id, batch)
+                result = await self.store.upsert_delivery(delivery_id, batch)
             changes: list[tuple[_State | None, Job]] = [(None, job) for job in result.created]
             changes += [(_state(before), after) for before, after in result.updated]
             self.announce(changes, source=source, rev=result.rev)
@@ -155,12 +155,12 @@ class SyncService:
     async def load_seen(self) -> None:
         """Remember the store's current state, so `follow()` reports only later changes."""
         async with self._write_lock:
-            self._rev, self._seen = await asyncio.to_thread(self.store.states)
+            self._rev, self._seen = await self.store.states()
 
     async def follow(self) -> int:
         """Announce jobs that other processes (another notebook, `jobwidget serve`) changed in the store."""
         async with self._write_lock:
-            rev, jobs = await asyncio.to_thread(self.store.changes_since, self._rev)
+            rev, jobs = await self.store.changes_since(self._rev)
             self._rev = max(self._rev, rev)
             changes = [(self._seen.get(j.job_id), j) for j in jobs if self._seen.get(j.job_id) != _state(j)]
             self.announce(changes, source="store", rev=rev)
@@ -244,7 +244,7 @@ class SyncService:
         if not active:
             return 1
         size = max(1, self.provider.page_size)
-        newer = await asyncio.to_thread(self.store.newer_counts, [j.created_at for j in active])
+        newer = await self.store.newer_counts([j.created_at for j in active])
         page_of = sorted(n // size + 1 for n in newer)  # 1-based page each job is expected on
         best_pages, best_cost = 1, len(page_of) - bisect.bisect_right(page_of, 1) + 1
         for p in dict.fromkeys(page_of):  # each distinct page, ascending
@@ -265,7 +265,7 @@ class SyncService:
 
         The newest page is read on every call: that is where trainings started elsewhere show up.
         """
-        active = self._pollable(await asyncio.to_thread(self.store.active, self.provider.name))
+        active = self._pollable(await self.store.active(self.provider.name))
         missing = {job.job_id: job for job in active}
         pages = await self._plan_pages(active)
         found: list[Job] = []
@@ -312,7 +312,7 @@ class SyncService:
         ids = list(dict.fromkeys(job_ids))
         if not ids:
             return 0
-        stored = await asyncio.to_thread(self.store.get_many, ids)
+        stored = await self.store.get_many(ids)
         wanted = [i for i in ids if i in stored and stored[i].provider == self.provider.name]
         details, not_found, errors = await self._get_many(wanted)
         jobs = await self._settle_finishing([d.job for d in details])
@@ -358,7 +358,7 @@ class SyncService:
         finishing = [j for j in jobs if j.is_terminal and not j.metadata.get(SETTLED)]
         if not finishing:
             return jobs
-        stored = await asyncio.to_thread(self.store.get_many, [j.job_id for j in finishing])
+        stored = await self.store.get_many([j.job_id for j in finishing])
         ids = [j.job_id for j in finishing if (s := stored.get(j.job_id)) is not None and s.is_active]
         if not ids:
             return jobs
@@ -431,9 +431,7 @@ class SyncService:
     async def refresh_progress(self, *, budget: int | None = None) -> int:
         """Read the log tail of running jobs (least recently read first), at most `budget` GETs."""
         running = self._pollable(
-            await asyncio.to_thread(
-                self.store.list, status=JobStatus.RUNNING, provider=self.provider.name, limit=None
-            )
+            await self.store.list(status=JobStatus.RUNNING, provider=self.provider.name, limit=None)
         )
         if not running:
             return 0
@@ -457,7 +455,7 @@ class SyncService:
         try:
             detail = await self._get(job_id)
         except JobNotFound:
-            stored = await asyncio.to_thread(self.store.get, job_id)
+            stored = await self.store.get(job_id)
             if stored is not None and stored.is_active:
                 await self.apply([self._missed(stored)], source="poll", sighted=False)
             raise
@@ -481,7 +479,7 @@ class SyncService:
 
     async def inline_progress(self, job_id: str) -> InlineProgress:
         """Compact progress of one job: fresh from its logs while it runs, from the store otherwise."""
-        stored = await asyncio.to_thread(self.store.get, job_id)
+        stored = await self.store.get(job_id)
         if stored is None:
             raise JobNotFound(job_id)
         job = stored
@@ -489,7 +487,7 @@ class SyncService:
             # Provider trouble or a job it no longer knows (now marked): answer from the store.
             with contextlib.suppress(ProviderError, JobNotFound):
                 detail = await self.fetch(job_id)
-                fresh = await asyncio.to_thread(self.store.get, job_id)
+                fresh = await self.store.get(job_id)
                 job = fresh or detail.job
         inline = job.metadata.get(INLINE) or {}
         return InlineProgress(
@@ -501,13 +499,13 @@ class SyncService:
         )
 
     async def cancel(self, job_id: str) -> Job:
-        stored = await asyncio.to_thread(self.store.get, job_id)
+        stored = await self.store.get(job_id)
         if stored is not None and stored.is_terminal:
             return stored  # nothing to cancel; never turn a finished job into "cancelled"
         job = await self.provider.cancel(job_id)
         (job,) = await self._settle_finishing([job])
         await self.apply([job], source="cancel")
-        return await asyncio.to_thread(self.store.get, job_id) or job
+        return await self.store.get(job_id) or job
 
     async def validate(self) -> ProviderCheck:
         return await self.provider.validate()

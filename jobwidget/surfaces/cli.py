@@ -16,6 +16,7 @@ so they stay out of shell history and `ps`; `--api-token` exists for quick tests
 from __future__ import annotations
 
 import argparse
+import asyncio
 import difflib
 import json
 import logging
@@ -235,7 +236,6 @@ def _load(args: argparse.Namespace, poll: bool | None = None) -> Settings:
 
 def _serve(args: argparse.Namespace) -> int:
     from jobwidget.engine.runtime import Engine, make_provider
-    from jobwidget.engine.store import JobStore
     from jobwidget.surfaces.server import ServerOptions, bind_socket, check_bind, create_app, make_server
 
     token = args.api_token or os.environ.get("JOBWIDGET_API_TOKEN") or None
@@ -252,10 +252,9 @@ def _serve(args: argparse.Namespace) -> int:
     )
     check_bind(args.host, token)
     settings = _load(args, poll=args.poll)  # refuses a bad provider spec before the store is opened
-    store = JobStore(settings.store)
+    provider = make_provider(args.provider, settings)
+    engine = Engine.open(settings, provider)
     try:
-        provider = make_provider(args.provider, settings)
-        engine = Engine(store, provider, settings)
         poll = settings.poll_enabled
         app = create_app(engine, options, start_engine=True, poll=poll, bind_host=args.host)
         sock = bind_socket(args.host, args.port)
@@ -280,7 +279,7 @@ def _serve(args: argparse.Namespace) -> int:
                 log.warning("jobwidget: --poll-interval has no effect while polling is off; add --poll")
         make_server(app, log_level=args.log_level).run(sockets=[sock])
     finally:
-        store.close()
+        asyncio.run(engine.close_store())
     return 0
 
 

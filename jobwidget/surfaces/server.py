@@ -323,18 +323,11 @@ class _Api:
         self.engine = engine
         self.options = options
         self.clock = clock
-        provider_token = getattr(engine.provider, "_token", None)  # masked wherever it could leak
-        self.redact = _Redactor(
-            [
-                options.api_token,
-                provider_token if isinstance(provider_token, str) else None,
-                os.environ.get("REPLICATE_API_TOKEN"),
-                engine.settings.webhook_secret,
-            ]
-        )
+        # Every credential in play is masked wherever text could carry it.
+        self.redact = _Redactor([options.api_token, os.environ.get("REPLICATE_API_TOKEN"), *engine.secrets()])
         self.hub = EventHub(
-            engine.bus,
-            engine.store,
+            engine,
+            engine,
             per_client=options.sse_per_client,
             max_clients=options.sse_max_clients,
             buffer_bytes=options.sse_buffer,
@@ -353,7 +346,7 @@ class _Api:
         )
         # Concurrent `?sync_active=true` readers share one refresh; it stops when they have all left.
         self.refresh: Coalesced[None, RefreshResult] = Coalesced(
-            lambda _: engine.service.refresh_active(), name="jobwidget-refresh"
+            lambda _: engine.refresh_active(), name="jobwidget-refresh"
         )
         self.header_timeouts = HeaderTimeoutStats()
         self.schema = SchemaGenerator(_OPENAPI_BASE)
@@ -363,7 +356,7 @@ class _Api:
         return self.receiver.counts
 
     async def start(self) -> None:
-        self.hub.attach(await asyncio.to_thread(self.engine.store.revision))
+        self.hub.attach(await self.engine.revision())
         self.receiver.start()
 
     async def stop(self) -> None:
@@ -400,7 +393,7 @@ class _Api:
 
     async def on_provider_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ProviderError)
-        label = self.engine.provider.label
+        label = self.engine.provider_label
         if isinstance(exc, RateLimited):
             retry = str(max(1, round(exc.retry_after))) if exc.retry_after else "30"
             return self.error(503, f"{label} is rate limiting us: {exc}", {"Retry-After": retry})
@@ -457,10 +450,8 @@ class _Api:
                 refreshed = await self.refresh(None)
                 extra["refreshed"] = {"checked": refreshed.checked, "updated": refreshed.updated}
             except ProviderError as exc:  # still answer from the store, and say why it may be stale
-                extra["sync_error"] = f"{self.engine.provider.label}: {exc}"
-        jobs = await asyncio.to_thread(
-            self.engine.store.list, status=statuses, provider=provider, limit=limit
-        )
+                extra["sync_error"] = f"{self.engine.provider_label}: {exc}"
+        jobs = await self.engine.list_jobs(status=statuses, provider=provider, limit=limit)
         return self.json({"jobs": [job.to_dict() for job in jobs], "count": len(jobs), **extra})
 
     async def get_job(self, request: Request) -> Response:
@@ -476,10 +467,7 @@ class _Api:
           "404": {$ref: "#/components/responses/NotFound"}
         """
         job_id = request.path_params["job_id"]
-        job = await asyncio.to_thread(self.engine.store.get, job_id)
-        if job is None:
-            raise JobNotFound(job_id)
-        return self.json(job.to_dict())
+        return self.json((await self.engine.get(job_id)).to_dict())
 
     async def sync(self, request: Request) -> Response:
         """Discover the provider's recent jobs (the reference system's `POST /jobs/sync`).
@@ -501,7 +489,7 @@ class _Api:
         """
         limit = _int_param(request, "limit", 100, 1, 100_000)
         everything = _bool_param(request, "all")
-        result = await self.engine.service.sync(limit=limit, all=everything)
+        result = await self.engine.sync(limit=limit, all=everything)
         return self.json(result.to_dict())
 
     async def inline_progress(self, request: Request) -> Response:
@@ -516,7 +504,7 @@ class _Api:
             content: {application/json: {schema: {$ref: "#/components/schemas/InlineProgress"}}}
           "404": {$ref: "#/components/responses/NotFound"}
         """
-        progress = await self.engine.service.inline_progress(request.path_params["job_id"])
+        progress = await self.engine.inline_progress(request.path_params["job_id"])
         return self.json(progress.to_dict())
 
     async def validate(self, request: Request) -> Response:
@@ -528,7 +516,7 @@ class _Api:
             description: the check
             content: {application/json: {schema: {$ref: "#/components/schemas/ProviderCheck"}}}
         """
-        check = await self.engine.service.validate()
+        check = await self.engine.validate()
         return self.json(check.to_dict())
 
     async def health(self, request: Request) -> Response:
@@ -545,9 +533,9 @@ class _Api:
         return self.json(
             {
                 "ok": True,
-                "provider": self.engine.provider.label,
-                "demo": self.engine.provider.is_demo,
-                "polling": self.engine.poller.running,
+                "provider": self.engine.provider_label,
+                "demo": self.engine.is_demo,
+                "polling": self.engine.polling,
                 "sse_clients": self.hub.clients,
                 "webhooks": dict(self.webhooks),
                 "webhook_secret": self.receiver.key_state,
@@ -645,7 +633,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if start_engine:
-            await engine.start(poll=engine.settings.poll_enabled if poll is None else poll)
+            await engine.start(poll=engine.poll_enabled if poll is None else poll)
         await api.start()
         try:
             yield

@@ -28,18 +28,31 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from jobwidget.core.models import Job
-from jobwidget.engine.events import PUBLIC_EVENTS, EventBus
-from jobwidget.engine.store import JobStore
+from jobwidget.engine.events import PUBLIC_EVENTS, Callback
 from jobwidget.surfaces.asgi import dumps, error_body, send_json
 
-__all__ = ["EventHub", "EventStream", "parse_event_id"]
+__all__ = ["ChangeLog", "EventHub", "EventSource", "EventStream", "parse_event_id"]
+
+
+class EventSource(Protocol):
+    """Where events come from (the `Engine`, or an `EventBus` in tests)."""
+
+    def on(self, event: str, callback: Callback) -> None: ...
+    def off(self, event: str, callback: Callback | None = None) -> None: ...
+
+
+class ChangeLog(Protocol):
+    """Where a client that fell behind is replayed from (the `Engine`, or a store in tests)."""
+
+    async def changes_in_order(self, rev: int) -> tuple[int, list[tuple[int, Job]]]: ...
+
 
 log = logging.getLogger("jobwidget.server")
 
@@ -86,8 +99,8 @@ class EventHub:
 
     def __init__(
         self,
-        bus: EventBus,
-        store: JobStore,
+        bus: EventSource,
+        store: ChangeLog,
         *,
         per_client: int,
         max_clients: int,
@@ -303,7 +316,7 @@ class EventHub:
         current state); from then on the client reads the log, skipping the writes the replay covered."""
         since = client.catch_up_from or 0
         client.cursor = self._next_seq  # what is published from here on follows the replay
-        current, changed = await asyncio.to_thread(self.store.changes_in_order, since)
+        current, changed = await self.store.changes_in_order(since)
         client.catch_up_from = None
         client.seen_rev = max(client.seen_rev, current)
         self.caught_up += 1

@@ -101,13 +101,13 @@ class WebhookReceiver:
     def start(self) -> None:
         """Take the configured secret; with a webhook URL configured (deliveries are expected), start
         fetching the provider's at once, in the background, retrying with backoff until it has it."""
-        configured = self.engine.settings.webhook_secret
+        configured = self.engine.configured_webhook_secret
         if configured:
             try:
                 self._key = decode_secret(configured)
             except ConfigError as exc:
                 self._key_error, self._key_final = str(exc), True
-        elif self.engine.settings.webhook_url and self._retrying is None:
+        elif self.engine.webhook_url and self._retrying is None:
             self._retrying = asyncio.get_running_loop().create_task(
                 self._keep_trying(), name="jobwidget-secret"
             )
@@ -127,16 +127,18 @@ class WebhookReceiver:
     async def _fetch_once(self) -> None:
         """Ask the provider for its secret once. A failure sets when the next attempt may be made:
         deliveries never make one sooner, however many arrive."""
-        provider = self.engine.provider
         self.secret_fetches += 1
         try:
-            secret = await provider.webhook_secret()
+            secret = await self.engine.fetch_webhook_secret()
             self.redact_add(secret)
             self._key, self._key_error = decode_secret(secret), None
         except NotImplementedError:
-            self._key_error, self._key_final = f"{provider.label} does not sign webhooks", True
+            self._key_error, self._key_final = f"{self.engine.provider_label} does not sign webhooks", True
         except ConfigError as exc:
-            self._key_error, self._key_final = f"{provider.label} gave an unusable secret: {exc}", True
+            self._key_error, self._key_final = (
+                f"{self.engine.provider_label} gave an unusable secret: {exc}",
+                True,
+            )
         except ProviderError as exc:
             delay = self._secret_delay
             self._secret_delay = min(_SECRET_RETRY_MAX, delay * 2)
@@ -191,9 +193,9 @@ class WebhookReceiver:
                 "malformed", 422, "the webhook body is not a training object (no string 'id')"
             )
         try:
-            result = await self.engine.service.ingest(payload, delivery_id=parsed.msg_id)
+            result = await self.engine.ingest(payload, delivery_id=parsed.msg_id)
         except NotImplementedError:
-            return self._refused("malformed", 422, f"{self.engine.provider.label} does not take webhooks")
+            return self._refused("malformed", 422, f"{self.engine.provider_label} does not take webhooks")
         except (MalformedResponse, ValueError, TypeError) as exc:
             return self._refused("malformed", 422, f"the webhook body is not a training object: {exc}")
         out: dict[str, Any] = {"received": True, "duplicate": result.duplicate, "job_id": job_id}

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from jobwidget.core.models import Job, JobStatus
-from jobwidget.engine.store import JobStore
+from jobwidget.engine.stores import JobStore
 
 from ._lab import SCREENSHOTS, LabServer, PageWatch, run_in_kernel
 

@@ -55,7 +55,7 @@ async def _main(store: str, secret: str, options: dict[str, object]) -> None:
     from jobwidget.engine.config import load_settings
     from jobwidget.engine.providers.replicate import ReplicateProvider
     from jobwidget.engine.runtime import Engine
-    from jobwidget.engine.store import JobStore
+    from jobwidget.engine.stores import JobStore
     from jobwidget.surfaces.server import start_server
 
     job_store = JobStore(store)

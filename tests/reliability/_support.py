@@ -16,7 +16,7 @@ from comm.base_comm import BaseComm
 from jobwidget.core.models import Job
 from jobwidget.core.pricing import Pricing
 from jobwidget.core.replicate_convert import training_to_job
-from jobwidget.engine.store import JobStore
+from jobwidget.engine.stores import JobStore
 
 from ..deadlines import DEADLINE
 

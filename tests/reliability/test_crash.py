@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from jobwidget import Jobs
-from jobwidget.engine.store import JobStore
+from jobwidget.engine.stores import JobStore
 from jobwidget.sim import SimConfig, SimulatedReplicate, start_in_thread
 
 from ..simhelpers import provider_for

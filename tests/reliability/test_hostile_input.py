@@ -26,7 +26,7 @@ import pytest
 from jobwidget import Jobs, JobStatus, ReplicateProvider, parse_logs
 from jobwidget.core.errors import JobNotFound, MalformedResponse
 from jobwidget.engine.events import EventBus
-from jobwidget.engine.store import JobStore
+from jobwidget.engine.stores import JobStore
 from jobwidget.engine.sync import SyncService
 
 from ._hostile_server import hostile_replicate, training
@@ -139,7 +139,7 @@ async def _progress_peak(base_url: str) -> tuple[int, int]:
         after, _ = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert all(j.progress == 75.0 for j in service.store.list(status="running", limit=None))
+    assert all(j.progress == 75.0 for j in await service.store.list(status="running", limit=None))
     await service.provider.aclose()
     await bus.aclose()
     return peak - before, after - before

@@ -20,7 +20,7 @@ import pytest
 from jobwidget import Jobs, ReplicateProvider
 from jobwidget.core.errors import PaginationStopped, RateLimited
 from jobwidget.core.models import Job, JobStatus
-from jobwidget.engine.store import JobStore
+from jobwidget.engine.stores import JobStore
 
 from ._hostile_server import HostileReplicate, hostile_replicate, training
 from ._support import wait_until

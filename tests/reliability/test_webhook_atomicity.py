@@ -31,7 +31,7 @@ MAX_STATEMENTS = 40  # far more than one delivery's transaction(s) hold
 _CHILD = textwrap.dedent(
     """
     import asyncio, os, signal, sys
-    import jobwidget.engine.store as store_mod
+    import jobwidget.engine.stores.sqlite as store_mod
     from jobwidget.engine.config import load_settings
     from jobwidget.engine.providers.replicate import ReplicateProvider
     from jobwidget.engine.runtime import Engine

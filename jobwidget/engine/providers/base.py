@@ -131,5 +131,9 @@ class Provider(abc.ABC):
         Called before the engine sends its first request; providers without prices or limits ignore it.
         """
 
+    def secrets(self) -> tuple[str, ...]:
+        """Credentials this provider holds (its API token): surfaces mask them in anything they show."""
+        return ()
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

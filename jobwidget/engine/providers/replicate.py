@@ -344,6 +344,9 @@ class ReplicateProvider(Provider):
 
     # ------------------------------------------------------------------------------------- API
 
+    def secrets(self) -> tuple[str, ...]:
+        return (self._token,) if self._token else ()
+
     async def list_page(self, cursor: str | None = None) -> Page:
         """One page (100 on Replicate), newest first, no logs; `cursor` is the previous page's `next`."""
         url = self._api_url("trainings") if cursor is None else self._checked_next(cursor)

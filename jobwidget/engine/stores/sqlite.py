@@ -12,6 +12,8 @@ Why SQLite and these choices:
 
 from __future__ import annotations
 
+import asyncio
+import builtins
 import contextlib
 import json
 import os
@@ -20,9 +22,7 @@ import socket
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,8 +30,9 @@ from typing import Any
 from jobwidget.core.columns import ROW_COLUMNS
 from jobwidget.core.errors import StoreCorruptError, StoreError
 from jobwidget.core.models import ACTIVE_STATUSES, Job, JobStatus, merge_job
+from jobwidget.engine.stores.base import JobState, Lease, UpsertResult, fold_updates
 
-__all__ = ["SCHEMA_VERSION", "JobStore", "Lease", "UpsertResult"]
+__all__ = ["SCHEMA_VERSION", "JobStore", "SQLiteStore"]
 
 SCHEMA_VERSION = 2
 APPLICATION_ID = 0x4A574731  # "JWG1": marks a file as a jobwidget store
@@ -160,41 +161,8 @@ def _row_to_job(row: Sequence[Any]) -> Job:
     return Job(**values)
 
 
-def _fold(jobs: Iterable[Job]) -> dict[str, Job]:
-    """Two updates of one job in one batch: folded in order, as if applied one by one."""
-    incoming: dict[str, Job] = {}
-    for job in jobs:
-        prev = incoming.get(job.job_id)  # kept as sent: None metadata values mark keys to clear
-        incoming[job.job_id] = job if prev is None else merge_job(prev, job)
-    return incoming
-
-
 def _revision(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT value FROM meta WHERE key = 'rev'").fetchone()[0])
-
-
-@dataclass(frozen=True, slots=True)
-class UpsertResult:
-    """What an upsert changed: new jobs, and (before, after) pairs for known jobs that changed."""
-
-    created: list[Job] = field(default_factory=list)
-    updated: list[tuple[Job, Job]] = field(default_factory=list)
-    unchanged: int = 0
-    rev: int = 0
-    duplicate: bool = False  # a webhook delivery applied before: nothing was written
-
-    @property
-    def changed(self) -> list[Job]:
-        return self.created + [after for _, after in self.updated]
-
-
-@dataclass(frozen=True, slots=True)
-class Lease:
-    name: str
-    holder: str
-    expires_at: float
-    pid: int | None
-    host: str | None
 
 
 _HOST = socket.gethostname()
@@ -407,7 +375,7 @@ class JobStore:
 
     def upsert(self, jobs: Iterable[Job], *, now: datetime | None = None) -> UpsertResult:
         """Insert new jobs and merge updates into known ones, atomically, applying the transition rule."""
-        incoming = _fold(jobs)
+        incoming = fold_updates(jobs)
         if not incoming:
             return UpsertResult(rev=self.revision())
         with self._write() as conn:
@@ -428,7 +396,7 @@ class JobStore:
         provider's retry is applied instead of being taken for a duplicate. Ids older than `keep` seconds
         are pruned in the same transaction, so the table stays small.
         """
-        incoming = _fold(jobs)
+        incoming = fold_updates(jobs)
         stamp = now or datetime.now(UTC)
         t = stamp.timestamp()
         job_id = next(iter(incoming), None)
@@ -689,6 +657,81 @@ class JobStore:
         return f"JobStore({str(self.path)!r})"
 
 
-def new_holder_id() -> str:
-    """A lease holder id unique to this process and object."""
-    return f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+class SQLiteStore:
+    """The `Store` protocol over a `JobStore`: each call runs on a worker thread, never on the loop.
+
+    SQLite has no async driver worth its cost; its calls take microseconds to milliseconds, and a worker
+    thread keeps even a 100,000-row export off the engine loop. `sync` is the blocking store itself.
+    """
+
+    def __init__(self, store: JobStore) -> None:
+        self.sync = store
+        self.location = str(store.path)
+
+    async def upsert(self, jobs: Iterable[Job], *, now: datetime | None = None) -> UpsertResult:
+        return await asyncio.to_thread(self.sync.upsert, list(jobs), now=now)
+
+    async def upsert_delivery(
+        self, webhook_id: str, jobs: Iterable[Job], *, now: datetime | None = None
+    ) -> UpsertResult:
+        return await asyncio.to_thread(self.sync.upsert_delivery, webhook_id, list(jobs), now=now)
+
+    async def delivery_seen(self, webhook_id: str) -> bool:
+        return await asyncio.to_thread(self.sync.delivery_seen, webhook_id)
+
+    async def get(self, job_id: str) -> Job | None:
+        return await asyncio.to_thread(self.sync.get, job_id)
+
+    async def get_many(self, job_ids: Iterable[str]) -> dict[str, Job]:
+        return await asyncio.to_thread(self.sync.get_many, list(job_ids))
+
+    async def list(
+        self,
+        *,
+        status: str | JobStatus | Iterable[str | JobStatus] | None = None,
+        provider: str | None = None,
+        limit: int | None = 50,
+    ) -> builtins.list[Job]:
+        return await asyncio.to_thread(self.sync.list, status=status, provider=provider, limit=limit)
+
+    async def active(self, provider: str | None = None) -> builtins.list[Job]:
+        return await asyncio.to_thread(self.sync.active, provider)
+
+    async def count(self, *, status: str | JobStatus | Iterable[str | JobStatus] | None = None) -> int:
+        return await asyncio.to_thread(self.sync.count, status=status)
+
+    async def newer_counts(self, created: Iterable[datetime | None]) -> builtins.list[int]:
+        return await asyncio.to_thread(self.sync.newer_counts, list(created))
+
+    async def totals(self, search: str | None = None) -> dict[str, dict[str, Any]]:
+        return await asyncio.to_thread(self.sync.totals, search)
+
+    async def revision(self) -> int:
+        return await asyncio.to_thread(self.sync.revision)
+
+    async def changes_since(self, rev: int) -> tuple[int, builtins.list[Job]]:
+        return await asyncio.to_thread(self.sync.changes_since, rev)
+
+    async def changes_in_order(self, rev: int) -> tuple[int, builtins.list[tuple[int, Job]]]:
+        return await asyncio.to_thread(self.sync.changes_in_order, rev)
+
+    async def states(self) -> tuple[int, dict[str, JobState]]:
+        return await asyncio.to_thread(self.sync.states)
+
+    async def frame_rows(self) -> builtins.list[tuple[Any, ...]]:
+        return await asyncio.to_thread(self.sync.frame_rows)
+
+    async def integrity_check(self) -> str:
+        return await asyncio.to_thread(self.sync.integrity_check)
+
+    async def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
+        return await asyncio.to_thread(self.sync.acquire_lease, name, holder, ttl)
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        await asyncio.to_thread(self.sync.release_lease, name, holder)
+
+    async def lease(self, name: str) -> Lease | None:
+        return await asyncio.to_thread(self.sync.lease, name)
+
+    async def aclose(self) -> None:
+        self.sync.close()
