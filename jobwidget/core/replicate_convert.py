@@ -8,6 +8,7 @@ degrades to None instead of failing the whole job.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -21,6 +22,7 @@ from jobwidget.core.pricing import Pricing
 
 __all__ = [
     "JOB_ID_PATTERN",
+    "MAX_INPUT_BYTES",
     "STATUS_MAP",
     "STATUS_REASONS",
     "UNKNOWN_STATUS_PLACEHOLDER",
@@ -71,6 +73,8 @@ _MODEL_REF = re.compile(
 )
 _MAX_ERROR_CHARS = 4000
 _MAX_URL_CHARS = 2048
+# Inputs are kept whole (a retry must send them back exactly); past this size they are not kept at all.
+MAX_INPUT_BYTES = 256 * 1024
 
 
 def is_valid_job_id(job_id: object) -> bool:
@@ -176,6 +180,26 @@ def _output(value: object) -> Mapping[str, Any] | None:
     return {"value": value}
 
 
+def _inputs(value: object) -> tuple[dict[str, Any] | None, str | None]:
+    """The training's `input` to keep, or (None, why not): not an object, or too large to keep whole."""
+    if value is None:
+        return None, None
+    if not isinstance(value, Mapping):
+        return None, f"its input is a {type(value).__name__}, not an object"
+    try:
+        size = len(
+            json.dumps(value, ensure_ascii=False, allow_nan=False, default=str).encode("utf-8", "replace")
+        )
+    except (TypeError, ValueError, RecursionError):
+        return None, "its input cannot be stored as JSON"
+    if size > MAX_INPUT_BYTES:
+        return (
+            None,
+            f"its input is {size // 1024} KB, more than the {MAX_INPUT_BYTES // 1024} KB kept per job",
+        )
+    return {str(k): v for k, v in value.items()}, None
+
+
 def validate_training(data: object) -> Mapping[str, Any]:
     """The body as a training mapping, or MalformedResponse saying what is wrong with it."""
     if not isinstance(data, Mapping):
@@ -243,6 +267,9 @@ def training_to_job(
         metadata["destination"] = destination
 
     output = _output(data.get("output"))
+    inputs, omitted = _inputs(data.get("input"))
+    if omitted:
+        metadata["inputs_omitted"] = omitted
     return Job(
         job_id=job_id,
         provider=provider,
@@ -260,6 +287,7 @@ def training_to_job(
         web_url=web_url,
         updated_at=now,
         metadata=metadata,
+        inputs=inputs,
     )
 
 

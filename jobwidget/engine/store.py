@@ -30,10 +30,11 @@ from typing import Any
 from jobwidget.core.columns import ROW_COLUMNS
 from jobwidget.core.errors import StoreCorruptError, StoreError
 from jobwidget.core.models import ACTIVE_STATUSES, Job, JobStatus, merge_job
+from jobwidget.engine.store_query import narrowing
 
 __all__ = ["SCHEMA_VERSION", "JobStore", "Lease", "UpsertResult"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 APPLICATION_ID = 0x4A574731  # "JWG1": marks a file as a jobwidget store
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _LOCK_BUDGET_S = 30.0  # how long a writer waits for another process before the user hears about it
@@ -63,7 +64,10 @@ _COLUMNS = (
     "last_log",
     "updated_at",
     "metadata",
+    "inputs",
+    "retry_of",
 )
+_JSON_COLUMNS = frozenset({"output", "metadata", "inputs"})
 _DATETIME_COLUMNS = frozenset({"created_at", "started_at", "completed_at", "updated_at"})
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM jobs"
 _ORDER = "ORDER BY created_at DESC, job_id DESC"  # SQLite sorts NULL lowest: undated jobs come last
@@ -113,6 +117,13 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         """,
         "CREATE INDEX webhook_deliveries_received ON webhook_deliveries (received_at)",
     ),
+    # What each training was started with (to compare and retry runs), the job a retry came from, and
+    # an index for `list(model=...)`: one trainer's runs, newest first, without scanning the table.
+    3: (
+        "ALTER TABLE jobs ADD COLUMN inputs TEXT",
+        "ALTER TABLE jobs ADD COLUMN retry_of TEXT",
+        "CREATE INDEX jobs_model_created ON jobs (model, created_at DESC, job_id DESC)",
+    ),
 }
 
 
@@ -144,7 +155,7 @@ def _job_to_row(job: Job) -> tuple[Any, ...]:
             value = _to_us(value)
         elif name == "status":
             value = value.value
-        elif name in ("output", "metadata"):
+        elif name in _JSON_COLUMNS:
             value = None if value is None else json.dumps(dict(value), ensure_ascii=False, default=str)
         out.append(value)
     return tuple(out)
@@ -156,6 +167,7 @@ def _row_to_job(row: Sequence[Any]) -> Job:
         values[name] = _from_us(values[name])
     values["output"] = None if values["output"] is None else json.loads(values["output"])
     values["metadata"] = json.loads(values["metadata"]) if values["metadata"] else {}
+    values["inputs"] = None if values["inputs"] is None else json.loads(values["inputs"])
     return Job(**values)
 
 
@@ -417,9 +429,19 @@ class JobStore:
         provider: str | None = None,
         limit: int | None = 50,
         offset: int = 0,
+        model: str | Iterable[str] | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        search: str | None = None,
     ) -> list[Job]:
-        """Jobs newest first, filtered by status (one or several) and provider."""
+        """Jobs newest first, filtered by status (one or several), provider, trainer `model` (one or
+        several), creation time (`created_after <= created_at < created_before`; undated jobs are left
+        out when either is given) and `search`, a substring of the id, name or model (as `totals`)."""
         where, params = self._filters(status, provider)
+        more, more_params = narrowing(model, created_after, created_before, search)
+        if more:
+            where = f"{where} AND {more}" if where else f" WHERE {more}"
+            params += more_params
         query = f"{_SELECT}{where} {_ORDER}"
         if limit is not None:
             query += " LIMIT ? OFFSET ?"
@@ -529,6 +551,12 @@ class JobStore:
         """Raw rows for `to_dataframe()` (datetimes as epoch µs), newest first, without building Jobs."""
         with self._read() as conn:
             return conn.execute(f"SELECT {', '.join(ROW_COLUMNS)} FROM jobs {_ORDER}").fetchall()
+
+    def frame_rows_with_inputs(self) -> list[tuple[Any, ...]]:
+        """`frame_rows()` with each job's inputs, output (JSON text) and retry_of appended, in one read."""
+        columns = ", ".join((*ROW_COLUMNS, "inputs", "output", "retry_of"))
+        with self._read() as conn:
+            return conn.execute(f"SELECT {columns} FROM jobs {_ORDER}").fetchall()
 
     def integrity_check(self) -> str:
         with self._read() as conn:
