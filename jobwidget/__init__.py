@@ -4,6 +4,7 @@
     jobs = jobwidget.Jobs()      # Replicate if REPLICATE_API_TOKEN is set, else a simulated demo
     jobs                         # the live panel
     jobs.sync(); jobs.to_dataframe()
+    jobs.create(model="owner/trainer", version="<id>", destination="you/model", input={...})
 
 The public API is exactly what this module exports (`__all__`); everything else is internal.
 """
@@ -15,10 +16,12 @@ from typing import TYPE_CHECKING, Any
 from jobwidget.core.errors import (
     AuthError,
     ConfigError,
+    InvalidRequest,
     JobNotFound,
     JobwidgetError,
     MalformedResponse,
     ProviderError,
+    ProviderRejected,
     ProviderUnavailable,
     RateLimited,
     StoreCorruptError,
@@ -48,6 +51,7 @@ __all__ = [
     "AuthError",
     "ConfigError",
     "InlineProgress",
+    "InvalidRequest",
     "Job",
     "JobNotFound",
     "JobStatus",
@@ -57,6 +61,7 @@ __all__ = [
     "MalformedResponse",
     "ProviderCheck",
     "ProviderError",
+    "ProviderRejected",
     "ProviderUnavailable",
     "RateLimited",
     "ReplicateProvider",

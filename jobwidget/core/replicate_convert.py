@@ -28,6 +28,7 @@ __all__ = [
     "UNKNOWN_STATUS_PLACEHOLDER",
     "WEB_URL_BASE",
     "is_valid_job_id",
+    "job_name",
     "parse_hardware",
     "parse_page",
     "parse_timestamp",
@@ -161,7 +162,7 @@ def _model_name(ref: object) -> str | None:
     return m.group("name") if m else None
 
 
-def _job_name(data: Mapping[str, Any], output: Mapping[str, Any] | None, job_id: str) -> str:
+def job_name(data: Mapping[str, Any], output: Mapping[str, Any] | None, job_id: str) -> str:
     """A label a person recognises: what the training produces (destination, else the output model),
     else which trainer ran, plus a short id because one destination is trained many times."""
     label = _model_name(data.get("destination")) or _model_name(output.get("version") if output else None)
@@ -274,7 +275,7 @@ def training_to_job(
         job_id=job_id,
         provider=provider,
         status=status,
-        name=_job_name(data, output, job_id),
+        name=job_name(data, output, job_id),
         model=model,
         version=_text(data.get("version"), 256),
         hardware=sku,

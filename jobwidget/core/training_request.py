@@ -183,12 +183,12 @@ class TrainingRequest:
             out["webhook_events_filter"] = list(self.webhook_events_filter or DEFAULT_WEBHOOK_EVENTS)
         return out
 
-    def matches(self, training: Mapping[str, Any]) -> bool:
-        """Whether a training object (a list item) is the one this request made: same trainer, version and
-        inputs. Used only for trainings created after the request was sent (see the provider)."""
-        if training.get("model") != self.model or training.get("version") != self.version:
+    def matches(self, job: Job) -> bool:
+        """Whether `job` (as a list page shows it) is a training this request made: same trainer, version
+        and inputs. The caller looks only at trainings created after the request was sent."""
+        if job.model != self.model or job.version != self.version or job.inputs is None:
             return False
-        return _canonical(training.get("input")) == _canonical(self.input)
+        return _canonical(job.inputs) == _canonical(self.input)
 
 
 def _canonical(value: Any) -> str | None:

@@ -28,10 +28,12 @@ from jobwidget.engine.providers.base import Provider
 from jobwidget.engine.runtime import Engine, make_provider, wants_demo
 from jobwidget.engine.store import JobStore
 from jobwidget.engine.sync import POLL_STOPPED
+from jobwidget.surfaces.launching import Launching
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from jobwidget.surfaces.panel_detail import DetailFollower
     from jobwidget.surfaces.server import ServerHandle
     from jobwidget.surfaces.widget import JobsPanel
 
@@ -50,6 +52,34 @@ class JobsTimeout(JobwidgetError, TimeoutError):
     def __init__(self, message: str, pending: list[Job]) -> None:
         super().__init__(message)
         self.pending = pending
+
+
+def _when(value: datetime | str | None, name: str) -> datetime | None:
+    """A filter bound as an aware datetime: ISO text is parsed, and a date or time without a zone is UTC
+    (the zone the store keeps); a naive datetime object is refused, since it could mean any zone."""
+    if value is None or isinstance(value, datetime):
+        return value
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError(f"{name} must be an ISO date or datetime, got {value!r}") from None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    raise TypeError(f"{name} must be a datetime or an ISO string, got {type(value).__name__}")
+
+
+def _narrowing(
+    model: str | Iterable[str] | None,
+    created_after: datetime | str | None,
+    created_before: datetime | str | None,
+    search: str | None,
+) -> dict[str, Any]:
+    return {
+        "model": model,
+        "created_after": _when(created_after, "created_after"),
+        "created_before": _when(created_before, "created_before"),
+        "search": search,
+    }
 
 
 class _LoopThread:
@@ -126,7 +156,7 @@ def _close_all() -> None:
 atexit.register(_close_all)
 
 
-class Jobs:
+class Jobs(Launching):
     """Your fine-tuning jobs: a durable local store kept in step with the provider.
 
     `Jobs(provider=None, store=None, poll_interval=None, config=None, autostart=True)`. `config` is a
@@ -162,6 +192,7 @@ class Jobs:
         self._poll_error_at: datetime | None = None  # the poller's last failed round
         self._status_lock = threading.Lock()
         self._server: ServerHandle | None = None
+        self._detail: DetailFollower | None = None  # the panel's open card details (surfaces/launching.py)
         self._store = JobStore(self.settings.store)
         try:
             self._provider = make_provider(provider, self.settings)
@@ -235,12 +266,24 @@ class Jobs:
         provider: str | None = None,
         limit: int | None = 50,
         sync_active: bool = False,
+        *,
+        model: str | Iterable[str] | None = None,
+        created_after: datetime | str | None = None,
+        created_before: datetime | str | None = None,
+        search: str | None = None,
     ) -> list[Job]:
-        """Jobs newest first; `sync_active=True` refreshes every active job from the provider first."""
+        """Jobs newest first; `sync_active=True` refreshes every active job from the provider first.
+
+        Narrow by trainer `model` ("owner/name", or several), creation time (`created_after <=
+        created_at < created_before`: aware datetimes or ISO strings, "2025-06-01" counts as UTC) and
+        `search`, a substring of the id, name or model. The store does the filtering, indexed by model
+        and time.
+        """
         if sync_active:
             self._run(self._engine.service.refresh_active())
         self._check_open()
-        return self._store.list(status=status, provider=provider, limit=limit)
+        narrowing = _narrowing(model, created_after, created_before, search)
+        return self._store.list(status=status, provider=provider, limit=limit, **narrowing)
 
     async def async_list(
         self,
@@ -248,11 +291,19 @@ class Jobs:
         provider: str | None = None,
         limit: int | None = 50,
         sync_active: bool = False,
+        *,
+        model: str | Iterable[str] | None = None,
+        created_after: datetime | str | None = None,
+        created_before: datetime | str | None = None,
+        search: str | None = None,
     ) -> list[Job]:
         if sync_active:
             await self._arun(self._engine.service.refresh_active())
         self._check_open()
-        return await asyncio.to_thread(self._store.list, status=status, provider=provider, limit=limit)
+        narrowing = _narrowing(model, created_after, created_before, search)
+        return await asyncio.to_thread(
+            self._store.list, status=status, provider=provider, limit=limit, **narrowing
+        )
 
     def get(self, job_id: str) -> Job:
         """One job from the store; `JobNotFound` (a KeyError) if unknown."""
@@ -342,15 +393,23 @@ class Jobs:
 
     # -- analysis ----------------------------------------------------------------------------
 
-    def to_dataframe(self) -> pd.DataFrame:
-        """One row per job with fixed columns and dtypes, straight from the store."""
+    def to_dataframe(self, inputs: bool = False) -> pd.DataFrame:
+        """One row per job with fixed columns and dtypes, straight from the store.
+
+        `inputs=True` adds what runs are compared by: `retry_of`, `output_version`, `weights_url` and one
+        `input.<name>` column per input (`df.groupby("input.lora_rank")["cost_usd"].mean()`).
+        """
+        self._check_open()
+        if inputs:
+            from jobwidget.core.frame_inputs import jobs_frame_with_inputs
+
+            return jobs_frame_with_inputs(self._store.frame_rows_with_inputs())
         from jobwidget.core.frame import jobs_frame  # pandas loads here, not on `import jobwidget`
 
-        self._check_open()
         return jobs_frame(self._store.frame_rows())
 
-    async def async_to_dataframe(self) -> pd.DataFrame:
-        return await asyncio.to_thread(self.to_dataframe)
+    async def async_to_dataframe(self, inputs: bool = False) -> pd.DataFrame:
+        return await asyncio.to_thread(self.to_dataframe, inputs)
 
     # -- events and the poller ---------------------------------------------------------------
 
@@ -399,7 +458,10 @@ class Jobs:
                 on_cancel=self._panel_cancel,
                 on_visible=self._panel_seen,
                 totals=self._panel_totals,
+                on_retry=self._panel_retry,
+                on_detail=self._panel_detail,
             )
+            self._detail = self._make_detail_follower(panel)
             active = self._store.active()
             recent = self._store.list(limit=_PANEL_JOBS)
             panel.set_jobs({j.job_id: j for j in [*recent, *active]}.values())
@@ -558,6 +620,8 @@ class Jobs:
         with contextlib.suppress(Exception):
             if self._server is not None:
                 self._loop.run(self._server.stop(), timeout=10)
+        with contextlib.suppress(Exception):
+            self._loop.run(self._close_detail(), timeout=10)
         with contextlib.suppress(Exception):
             self._loop.run(self._engine.aclose(), timeout=15)
         self._loop.close()

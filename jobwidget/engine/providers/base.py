@@ -9,8 +9,10 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 
+from jobwidget.core.errors import ProviderError
 from jobwidget.core.models import Job, ProviderCheck
 from jobwidget.core.pricing import Pricing
+from jobwidget.core.training_request import TrainingRequest
 
 __all__ = ["JobDetail", "Page", "Provider", "ProviderStats"]
 
@@ -85,6 +87,13 @@ class Provider(abc.ABC):
     def detail_from_payload(self, data: object) -> JobDetail:
         """Turn a pushed payload (a webhook body) into a job; `MalformedResponse` if it is not one."""
         raise NotImplementedError(f"{type(self).__name__} does not take webhooks")
+
+    async def create_training(self, request: TrainingRequest) -> Job:
+        """Start a training; returns it as the provider reports it (usually still starting).
+
+        Raises `ProviderRejected` with the provider's message when it refuses the request.
+        """
+        raise ProviderError(f"{self.label} cannot start trainings from jobwidget")
 
     @abc.abstractmethod
     async def webhook_secret(self) -> str:
