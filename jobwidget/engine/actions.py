@@ -23,7 +23,9 @@ __all__ = ["launch", "read_log", "relaunch"]
 
 async def launch(service: SyncService, request: TrainingRequest) -> Job:
     """Start the training `request` describes; returns it as stored (usually queued)."""
-    job = await service.provider.create_training(request)
+    # The trainer's runs known now: if the provider's answer is lost, none of them is the new one.
+    known = await asyncio.to_thread(service.store.list, model=request.model, limit=1000)
+    job = await service.provider.create_training(request, exclude={j.job_id for j in known})
     named = {"destination": request.destination, "model": job.model}  # Replicate's answer names neither
     job = job.evolve(
         name=job_name(named, job.output, job.job_id),

@@ -7,6 +7,7 @@ so tests and the simulator can stand in for Replicate without touching the sync 
 from __future__ import annotations
 
 import abc
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from jobwidget.core.errors import ProviderError
@@ -88,10 +89,12 @@ class Provider(abc.ABC):
         """Turn a pushed payload (a webhook body) into a job; `MalformedResponse` if it is not one."""
         raise NotImplementedError(f"{type(self).__name__} does not take webhooks")
 
-    async def create_training(self, request: TrainingRequest) -> Job:
+    async def create_training(self, request: TrainingRequest, *, exclude: Collection[str] = ()) -> Job:
         """Start a training; returns it as the provider reports it (usually still starting).
 
-        Raises `ProviderRejected` with the provider's message when it refuses the request.
+        `exclude`: ids of trainings known before this call, which a provider that has to look for the
+        training it made (its answer was lost) must not take for it. Raises `ProviderRejected` with the
+        provider's message when it refuses the request.
         """
         raise ProviderError(f"{self.label} cannot start trainings from jobwidget")
 

@@ -27,7 +27,7 @@ import os
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Self
@@ -365,12 +365,12 @@ class ReplicateProvider(Provider):
         training = self._same_training(body, job_id)
         return training_to_job(training, pricing=self.pricing, now=self._now(), provider=self.name)
 
-    async def create_training(self, request: TrainingRequest) -> Job:
+    async def create_training(self, request: TrainingRequest, *, exclude: Collection[str] = ()) -> Job:
         """Start a training (`POST /v1/models/{owner}/{name}/versions/{version}/trainings`), never twice:
         see `replicate_create` for how a lost answer is resolved."""
         from jobwidget.engine.providers.replicate_create import create_training
 
-        return await create_training(self, request)
+        return await create_training(self, request, exclude)
 
     async def validate(self) -> ProviderCheck:
         """`GET /v1/account` with a short retry budget. Never raises: the answer is in the check."""

@@ -4,13 +4,15 @@
 idempotency key, so the POST is sent again only where it cannot have reached Replicate (429, no
 connection: the client's own rule for requests marked not idempotent). When the outcome is open (a
 timeout after sending, a 5xx, an answer lost or unreadable), the newest list page is read first: it lists
-trainings newest first with their trainer, version and input, so a training this request created since
-it was sent is recognised and adopted. Only when none is there is the POST sent again.
+trainings newest first with their trainer, version and input, so a training this request created is
+recognised and adopted: one with the same trainer, version and input that the caller did not know before
+sending (`exclude`, the ids it had). Creation times are not compared: they are the provider's clock, and
+the machine's may be minutes off. Only when none is there is the POST sent again.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 from jobwidget.core.errors import MalformedResponse, ProviderError, ProviderUnavailable
@@ -23,15 +25,13 @@ if TYPE_CHECKING:
     from jobwidget.engine.providers.replicate import ReplicateProvider
 
 __all__ = ["CREATE_ROUTE", "create_training"]
-# Replicate stamps `created_at` with its own clock: a training counts as this request's if it was created
-# no earlier than this before the request was sent (clock skew), and matches it exactly.
-_SKEW = timedelta(minutes=2)
 
 
-async def create_training(provider: ReplicateProvider, request: TrainingRequest) -> Job:
+async def create_training(
+    provider: ReplicateProvider, request: TrainingRequest, exclude: Collection[str] = ()
+) -> Job:
     """The training `request` started, as Replicate answered it (or as its list shows it)."""
     url = provider._api_url(request.path())
-    sent_at = provider._now()
     policy = provider.retry
     waited = 0.0
     doubt = ""
@@ -45,7 +45,7 @@ async def create_training(provider: ReplicateProvider, request: TrainingRequest)
             )
         except (AmbiguousOutcome, MalformedResponse) as exc:
             doubt = str(exc)
-        found = await _find_created(provider, request, sent_at, doubt)
+        found = await _find_created(provider, request, exclude, doubt)
         if found is not None:
             return found
         delay = policy_delay(policy, attempt, None, provider._rng)
@@ -61,7 +61,7 @@ async def create_training(provider: ReplicateProvider, request: TrainingRequest)
 
 
 async def _find_created(
-    provider: ReplicateProvider, request: TrainingRequest, sent_at: datetime, doubt: str
+    provider: ReplicateProvider, request: TrainingRequest, exclude: Collection[str], doubt: str
 ) -> Job | None:
     """The newest training on the first list page that this request made, or None."""
     try:
@@ -72,8 +72,7 @@ async def _find_created(
             f"to check ({exc}); it was not sent again, so as not to start it twice. jobs.sync() shows it if "
             "it was started"
         ) from None
-    since = sent_at - _SKEW
     for job in page.jobs:  # newest first
-        if job.created_at is not None and job.created_at >= since and request.matches(job):
+        if job.job_id not in exclude and request.matches(job):
             return job
     return None
