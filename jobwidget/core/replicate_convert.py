@@ -33,6 +33,7 @@ __all__ = [
     "parse_page",
     "parse_timestamp",
     "problem_detail",
+    "problem_fields",
     "training_to_job",
     "validate_page",
     "validate_training",
@@ -337,3 +338,17 @@ def problem_detail(body: object) -> str | None:
         if text:
             return text
     return None
+
+
+def problem_fields(body: object) -> tuple[dict[str, str], ...]:
+    """Replicate's per-field complaints in a 422 body (`invalid_fields`: [{"field", "description"}])."""
+    raw = body.get("invalid_fields") if isinstance(body, Mapping) else None
+    if not isinstance(raw, list):
+        return ()
+    out: list[dict[str, str]] = []
+    for item in raw[:50]:
+        if isinstance(item, Mapping) and isinstance(item.get("field"), str):
+            description = item.get("description")
+            text = description[:500] if isinstance(description, str) else ""
+            out.append({"field": item["field"][:200], "description": text})
+    return tuple(out)

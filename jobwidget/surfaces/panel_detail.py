@@ -46,6 +46,7 @@ _MAX_ERROR = 4000
 _MAX_OPEN = 8  # jobs whose detail is open at once, across views (each view opens one at a time)
 _FINAL_CACHE = 16  # finished jobs' final tails kept, so reopening a card costs no GET
 _BACKOFF_MAX_S = 30.0
+_FINISHED_TRIES = 3  # reads of a finished job's log that may fail before its card stops asking
 _REF = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*)/([A-Za-z0-9][A-Za-z0-9._-]*):([A-Za-z0-9]+)")
 _BLOCK_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
 
@@ -154,7 +155,8 @@ class DetailFollower:
 
     def following(self) -> dict[str, int]:
         """job_id -> number of views with it open (a copy; for tests and the panel's stats)."""
-        return {job_id: len(views) for job_id, views in self._views.items()}
+        views = dict(self._views)  # one atomic copy: the loop thread may be changing it
+        return {job_id: len(open_in) for job_id, open_in in views.items()}
 
     # -- on the loop -------------------------------------------------------------------------
 
@@ -209,6 +211,7 @@ class DetailFollower:
         shown: dict[str, Any] | None = None
         unseen_since: float | None = None
         backoff = self.interval
+        failures = 0
         try:
             while job_id in self._views:
                 if not self._visible():
@@ -231,10 +234,13 @@ class DetailFollower:
                     self._send(info)
                 if error is not None:
                     self._send({"type": "log", "job_id": job_id, "status": job.status.value, "error": error})
+                    failures += 1
+                    if job.is_terminal and failures >= _FINISHED_TRIES:
+                        break  # a finished job's log will not come: reopening the card tries again
                     backoff = min(_BACKOFF_MAX_S, backoff * 2)
                     await self._pause(job_id, backoff)
                     continue
-                backoff = self.interval
+                backoff, failures = self.interval, 0
                 assert tail is not None
                 self._send_log(job, tail)
                 if job.is_terminal:

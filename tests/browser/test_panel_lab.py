@@ -400,6 +400,8 @@ def _try_follow(page: Any, job_id: str) -> list[dict[str, Any]]:
     )
     seen: list[dict[str, Any]] = page.evaluate("() => window.__jwDetail")
     assert card.locator(".jw-inputs tr").count() > 0, "the detail shows no inputs"
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    card.screenshot(path=str(SCREENSHOTS / "card-detail.png"), animations="disabled", timeout=T_UI)
     toggle.click(timeout=T_UI)
     detail.wait_for(state="detached", timeout=T_UI)
     assert toggle.get_attribute("aria-expanded") == "false"
@@ -456,7 +458,7 @@ def _check_html_is_text(page: Any, lab: LabServer) -> None:
     rendered = page.locator(".jw-root img, .jw-root b, .jw-root script").count()
     assert rendered == 0, "HTML from job data was rendered as elements"
     log_line = card.locator(".jw-log")
-    assert log_line.is_visible()
+    log_line.wait_for(state="visible", timeout=T_UI)  # cards off screen are laid out once scrolled to
     assert log_line.text_content() == XSS
     assert card.locator(".jw-error").text_content() == f"Traceback ... {XSS}"
     assert card.locator(".jw-name").text_content() == f"html-check {XSS}"
@@ -465,6 +467,11 @@ def _check_html_is_text(page: Any, lab: LabServer) -> None:
 
 
 def _check_toolbar(page: Any) -> None:
+    # JupyterLab skips rendering cells out of view (content-visibility): once scrolled back to the panel,
+    # its text is laid out a frame later, and innerText reads "" until then.
+    page.wait_for_function(
+        "() => document.querySelector('.jw-root .jw-provider').innerText.trim() !== ''", timeout=T_UI
+    )
     assert page.locator(".jw-demo").is_visible(), "demo badge missing on the simulated provider"
     assert "Replicate" in page.locator(".jw-provider").inner_text()
     fresh = page.locator(".jw-fresh").inner_text()

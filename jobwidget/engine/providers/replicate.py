@@ -52,6 +52,7 @@ from jobwidget.core.replicate_convert import (
     parse_hardware,
     parse_page,
     problem_detail,
+    problem_fields,
     training_to_job,
     validate_training,
 )
@@ -604,7 +605,10 @@ class ReplicateProvider(Provider):
 
     def _rejected(self, response: httpx.Response, route: str, detail: str | None) -> ProviderRejected:
         """The provider's refusal of what we sent, in its own words (and its per-field complaints)."""
-        fields = _invalid_fields(response)
+        try:
+            fields = problem_fields(response.json())
+        except (ValueError, RecursionError):
+            fields = ()
         # Replicate lists input complaints one per line ("- input.steps: Must be ..."): one line here.
         said = "; ".join(
             line.strip().removeprefix("- ") for line in (detail or "").splitlines() if line.strip()
@@ -658,28 +662,6 @@ class _Body:
 _REFUSALS = frozenset({400, 404, 409, 413, 422})  # the request's content was refused: resending won't help
 CREATE_ROUTE = "POST /v1/models/{owner}/{name}/versions/{version}/trainings"
 _REQUESTS = {CREATE_ROUTE: "the new training"}  # what a refused request was, in a person's words
-
-
-def _invalid_fields(response: httpx.Response) -> tuple[dict[str, str], ...]:
-    """Replicate's `invalid_fields` ([{"field", "description", ...}]) from a 422 body, if it sends them."""
-    try:
-        body = response.json()
-    except (ValueError, RecursionError):
-        return ()
-    raw = body.get("invalid_fields") if isinstance(body, dict) else None
-    if not isinstance(raw, list):
-        return ()
-    out: list[dict[str, str]] = []
-    for item in raw[:50]:
-        if isinstance(item, dict) and isinstance(item.get("field"), str):
-            description = item.get("description")
-            out.append(
-                {
-                    "field": item["field"][:200],
-                    "description": description[:500] if isinstance(description, str) else "",
-                }
-            )
-    return tuple(out)
 
 
 def _release(response: httpx.Response) -> None:
