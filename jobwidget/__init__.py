@@ -4,6 +4,7 @@
     jobs = jobwidget.Jobs()      # Replicate if REPLICATE_API_TOKEN is set, else a simulated demo
     jobs                         # the live panel
     jobs.sync(); jobs.to_dataframe()
+    jobs.create(model="owner/trainer", version="<id>", destination="you/model", input={...})
 
 The public API is exactly what this module exports (`__all__`); everything else is internal.
 """
@@ -15,11 +16,13 @@ from typing import TYPE_CHECKING, Any
 from jobwidget.core.errors import (
     AuthError,
     ConfigError,
+    InvalidRequest,
     JobNotFound,
     JobwidgetError,
     MalformedResponse,
     PaginationStopped,
     ProviderError,
+    ProviderRejected,
     ProviderUnavailable,
     RateLimited,
     StoreCorruptError,
@@ -49,6 +52,7 @@ __all__ = [
     "AuthError",
     "ConfigError",
     "InlineProgress",
+    "InvalidRequest",
     "Job",
     "JobNotFound",
     "JobStatus",
@@ -59,6 +63,7 @@ __all__ = [
     "PaginationStopped",
     "ProviderCheck",
     "ProviderError",
+    "ProviderRejected",
     "ProviderUnavailable",
     "RateLimited",
     "ReplicateProvider",

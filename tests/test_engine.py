@@ -174,7 +174,7 @@ async def test_event_sequence_of_one_jobs_whole_life():
     with loopback_sim(cfg, clock=clock) as running:
         async with httpx.AsyncClient(base_url=running.base_url) as client:
             created = await client.post(
-                "/v1/models/ostris/flux-dev-lora-trainer/versions/abc/trainings",
+                "/v1/models/ostris/flux-dev-lora-trainer/versions/" + "a" * 64 + "/trainings",
                 headers={"Authorization": "Bearer t"},
                 json={"destination": "me/my-lora", "input": {"steps": 1000}},
             )

@@ -119,13 +119,15 @@ def test_panel_totals_cover_the_whole_store_and_follow_search_and_changes(tmp_pa
         assert len(panel.cards()) < store.count()  # the panel loads the newest 1,000 (+ active)
         header = panel.totals["by_search"][""]
         assert sum(t["n"] for t in header.values()) == 1300
-        # Running jobs' cost estimates grow with every poll: compare once polling has stopped and the
-        # header has caught up with the last write.
+        # Running jobs' cost estimates grow with every poll: compare once polling has stopped.
         jobs.stop()
 
         def costs_agree() -> bool:
             header_cost = sum(t["cost"] for t in panel.totals["by_search"][""].values())
-            return abs(header_cost - float(jobs.to_dataframe()["cost_usd"].sum())) < 1e-3
+            frame_cost = float(jobs.to_dataframe()["cost_usd"].sum())
+            # Within a cent: a running job's estimate moves by fractions of a cent between polls, and a
+            # move too small to change its card does not trigger a recount.
+            return abs(header_cost - frame_cost) < 0.01
 
         wait_for(costs_agree, "the header's total cost to equal the DataFrame's")
         df = jobs.to_dataframe()

@@ -7,11 +7,13 @@ from typing import Any
 __all__ = [
     "AuthError",
     "ConfigError",
+    "InvalidRequest",
     "JobNotFound",
     "JobwidgetError",
     "MalformedResponse",
     "PaginationStopped",
     "ProviderError",
+    "ProviderRejected",
     "ProviderUnavailable",
     "RateLimited",
     "StoreCorruptError",
@@ -88,3 +90,26 @@ class PaginationStopped(MalformedResponse):
 
 class WebhookVerificationError(JobwidgetError):
     """A webhook delivery failed Standard Webhooks verification (forged, stale or malformed)."""
+
+
+class InvalidRequest(JobwidgetError, ValueError):
+    """A training request jobwidget can tell is wrong before sending it (a malformed model, version,
+    destination or input); nothing was sent."""
+
+
+class ProviderRejected(ProviderError):
+    """The provider refused the request as it was given (HTTP 400, 404, 409, 422): `detail` is the
+    provider's own message and `invalid_fields` its per-field complaints, if any. Nothing was created
+    and nothing is retried: sending the same request again gets the same answer."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        detail: str | None = None,
+        invalid_fields: tuple[dict[str, str], ...] = (),
+    ) -> None:
+        self.detail = detail
+        self.invalid_fields = invalid_fields
+        super().__init__(message, status=status)

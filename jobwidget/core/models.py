@@ -112,6 +112,7 @@ _TEXT_FIELDS = (
     "web_url",
     "stage",
     "last_log",
+    "retry_of",
 )
 _TRAINING_TEXT = ("error_message", "last_log")
 
@@ -175,6 +176,9 @@ class Job:
     last_log: str | None = None
     updated_at: datetime | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    # What the training was started with (Replicate's `input`): kept to compare runs and to retry them.
+    inputs: Mapping[str, Any] | None = None
+    retry_of: str | None = None  # the job this one retries or clones (set when started by jobwidget)
 
     def __post_init__(self) -> None:
         if not self.job_id:
@@ -192,6 +196,8 @@ class Job:
             object.__setattr__(self, "output", _clean(self.output))
         if self.metadata:
             object.__setattr__(self, "metadata", _clean(self.metadata))
+        if self.inputs is not None:
+            object.__setattr__(self, "inputs", _clean(self.inputs))
         for name in ("created_at", "started_at", "completed_at", "updated_at"):
             object.__setattr__(self, name, _utc(getattr(self, name)))
         if self.cost_usd is not None:
@@ -285,6 +291,9 @@ class Job:
             ("progress", None if self.progress is None else f"{self.progress:.1f}%"),
             ("last log", self.last_log),
             ("error", self.error_message),
+            ("retry of", self.retry_of),
+            ("trained version", self.trained_version),
+            ("inputs", None if not self.inputs else ", ".join(f"{k}={v!r}" for k, v in self.inputs.items())),
         ]
         body = "".join(
             f"<tr><th style='text-align:left'>{k}</th><td style='text-align:left'>{escape(str(v))}</td></tr>"
@@ -296,7 +305,17 @@ class Job:
 
 # Fields an update may fill in on a job that already finished: billing and output arrive late
 # (predict_time lands after the status flip), but status and log-derived fields never change again.
-_TERMINAL_LATE_FIELDS = ("completed_at", "started_at", "cost_usd", "error_message", "output", "web_url")
+# Inputs too: a job stored before inputs were kept gets them from its next sighting.
+_TERMINAL_LATE_FIELDS = (
+    "completed_at",
+    "started_at",
+    "cost_usd",
+    "error_message",
+    "output",
+    "web_url",
+    "inputs",
+    "retry_of",
+)
 # Inline-progress figures that describe a run in motion; a finished job has none.
 _MOTION_FIGURES = ("eta_seconds", "rate")
 

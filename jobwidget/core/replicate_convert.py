@@ -8,6 +8,7 @@ degrades to None instead of failing the whole job.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -21,15 +22,18 @@ from jobwidget.core.pricing import Pricing
 
 __all__ = [
     "JOB_ID_PATTERN",
+    "MAX_INPUT_BYTES",
     "STATUS_MAP",
     "STATUS_REASONS",
     "UNKNOWN_STATUS_PLACEHOLDER",
     "WEB_URL_BASE",
     "is_valid_job_id",
+    "job_name",
     "parse_hardware",
     "parse_page",
     "parse_timestamp",
     "problem_detail",
+    "problem_fields",
     "training_to_job",
     "validate_page",
     "validate_training",
@@ -71,6 +75,8 @@ _MODEL_REF = re.compile(
 )
 _MAX_ERROR_CHARS = 4000
 _MAX_URL_CHARS = 2048
+# Inputs are kept whole (a retry must send them back exactly); past this size they are not kept at all.
+MAX_INPUT_BYTES = 256 * 1024
 
 
 def is_valid_job_id(job_id: object) -> bool:
@@ -157,7 +163,7 @@ def _model_name(ref: object) -> str | None:
     return m.group("name") if m else None
 
 
-def _job_name(data: Mapping[str, Any], output: Mapping[str, Any] | None, job_id: str) -> str:
+def job_name(data: Mapping[str, Any], output: Mapping[str, Any] | None, job_id: str) -> str:
     """A label a person recognises: what the training produces (destination, else the output model),
     else which trainer ran, plus a short id because one destination is trained many times."""
     label = _model_name(data.get("destination")) or _model_name(output.get("version") if output else None)
@@ -174,6 +180,26 @@ def _output(value: object) -> Mapping[str, Any] | None:
     if isinstance(value, Mapping):
         return {str(k): v for k, v in value.items()}
     return {"value": value}
+
+
+def _inputs(value: object) -> tuple[dict[str, Any] | None, str | None]:
+    """The training's `input` to keep, or (None, why not): not an object, or too large to keep whole."""
+    if value is None:
+        return None, None
+    if not isinstance(value, Mapping):
+        return None, f"its input is a {type(value).__name__}, not an object"
+    try:
+        size = len(
+            json.dumps(value, ensure_ascii=False, allow_nan=False, default=str).encode("utf-8", "replace")
+        )
+    except (TypeError, ValueError, RecursionError):
+        return None, "its input cannot be stored as JSON"
+    if size > MAX_INPUT_BYTES:
+        return (
+            None,
+            f"its input is {size // 1024} KB, more than the {MAX_INPUT_BYTES // 1024} KB kept per job",
+        )
+    return {str(k): v for k, v in value.items()}, None
 
 
 def validate_training(data: object) -> Mapping[str, Any]:
@@ -243,11 +269,14 @@ def training_to_job(
         metadata["destination"] = destination
 
     output = _output(data.get("output"))
+    inputs, omitted = _inputs(data.get("input"))
+    if omitted:
+        metadata["inputs_omitted"] = omitted
     return Job(
         job_id=job_id,
         provider=provider,
         status=status,
-        name=_job_name(data, output, job_id),
+        name=job_name(data, output, job_id),
         model=model,
         version=_text(data.get("version"), 256),
         hardware=sku,
@@ -260,6 +289,7 @@ def training_to_job(
         web_url=web_url,
         updated_at=now,
         metadata=metadata,
+        inputs=inputs,
     )
 
 
@@ -308,3 +338,17 @@ def problem_detail(body: object) -> str | None:
         if text:
             return text
     return None
+
+
+def problem_fields(body: object) -> tuple[dict[str, str], ...]:
+    """Replicate's per-field complaints in a 422 body (`invalid_fields`: [{"field", "description"}])."""
+    raw = body.get("invalid_fields") if isinstance(body, Mapping) else None
+    if not isinstance(raw, list):
+        return ()
+    out: list[dict[str, str]] = []
+    for item in raw[:50]:
+        if isinstance(item, Mapping) and isinstance(item.get("field"), str):
+            description = item.get("description")
+            text = description[:500] if isinstance(description, str) else ""
+            out.append({"field": item["field"][:200], "description": text})
+    return tuple(out)

@@ -17,7 +17,10 @@ from datetime import datetime
 from typing import Any
 
 from jobwidget.core.errors import ConfigError, JobNotFound
+from jobwidget.core.logtail import TAIL_LINES, LogTail
 from jobwidget.core.models import InlineProgress, Job, JobStatus, ProviderCheck, SyncResult
+from jobwidget.core.training_request import TrainingRequest
+from jobwidget.engine.actions import launch, read_log, relaunch
 from jobwidget.engine.config import Settings
 from jobwidget.engine.events import Callback, EventBus
 from jobwidget.engine.poller import Poller
@@ -182,8 +185,10 @@ class Engine:
         status: str | JobStatus | Iterable[str | JobStatus] | None = None,
         provider: str | None = None,
         limit: int | None = 50,
+        **narrowing: Any,
     ) -> builtins.list[Job]:
-        return await self.store.list(status=status, provider=provider, limit=limit)
+        """Newest first; `narrowing`: model, created_after, created_before, search (`JobStore.list`)."""
+        return await self.store.list(status=status, provider=provider, limit=limit, **narrowing)
 
     async def get(self, job_id: str) -> Job:
         """One job from the store; `JobNotFound` if unknown."""
@@ -208,6 +213,9 @@ class Engine:
     async def frame_rows(self) -> builtins.list[tuple[Any, ...]]:
         return await self.store.frame_rows()
 
+    async def frame_rows_with_inputs(self) -> builtins.list[tuple[Any, ...]]:
+        return await self.store.frame_rows_with_inputs()
+
     # -- provider verbs ----------------------------------------------------------------------
 
     async def sync(self, *, limit: int | None = 100, all: bool = False) -> SyncResult:
@@ -228,6 +236,35 @@ class Engine:
 
     async def validate(self) -> ProviderCheck:
         return await self.service.validate()
+
+    # -- starting trainings and reading logs (engine/actions.py) ------------------------------
+
+    async def create(self, request: TrainingRequest) -> Job:
+        """Start a training; it is stored (and on every panel) as soon as the provider accepts it."""
+        return await launch(self.service, request)
+
+    async def retry(
+        self,
+        job_id: str,
+        changes: Mapping[str, Any],
+        *,
+        destination: str | None = None,
+        webhook: str | None = None,
+        webhook_events_filter: Iterable[str] | None = None,
+    ) -> Job:
+        """Start a training like `job_id`, its inputs overridden by `changes`, linked by `retry_of`."""
+        return await relaunch(
+            self.service,
+            job_id,
+            changes,
+            destination=destination,
+            webhook=webhook,
+            webhook_events_filter=webhook_events_filter,
+        )
+
+    async def read_log(self, job_id: str, lines: int = TAIL_LINES) -> tuple[Job, LogTail]:
+        """The job fresh from the provider (and stored) with the last `lines` lines of its log."""
+        return await read_log(self.service, job_id, lines)
 
     # -- events and polling ------------------------------------------------------------------
 

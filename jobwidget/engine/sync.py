@@ -463,6 +463,21 @@ class SyncService:
         await self.apply([job], source="poll")
         return JobDetail(job=job, logs=None)
 
+    async def read(self, job_id: str) -> JobDetail:
+        """GET one job and store it as `fetch` does, handing its whole log to the caller (a log viewer)."""
+        try:
+            async with self._gets:
+                detail = await self.provider.get_job(job_id)
+        except JobNotFound:
+            stored = await self.store.get(job_id)
+            if stored is not None and stored.is_active:
+                await self.apply([self._missed(stored)], source="poll", sighted=False)
+            raise
+        self._log_fetched[job_id] = self.clock()
+        job = self._final_read(detail) if detail.job.is_terminal else self._with_progress(detail).job
+        await self.apply([job], source="poll")
+        return JobDetail(job=job, logs=detail.logs)
+
     async def ingest(
         self, payload: object, *, source: str = "webhook", delivery_id: str | None = None
     ) -> UpsertResult:

@@ -22,6 +22,7 @@ from starlette.types import ASGIApp
 
 from jobwidget.sim.catalog import ACCOUNT
 from jobwidget.sim.config import SimConfig
+from jobwidget.sim.create_checks import check_create
 from jobwidget.sim.fleet import Fleet
 from jobwidget.sim.gate import Gate, SimStats
 from jobwidget.sim.hardware import HARDWARE
@@ -156,27 +157,14 @@ class SimulatedReplicate:
             body = json.loads(await request.body() or b"{}")
         except ValueError:
             return problem(400, "Invalid request body", "The request body is not valid JSON.")
-        if not isinstance(body, dict):
-            return problem(422, "Invalid input", "The request body must be a JSON object.")
-        destination = body.get("destination")
-        if not isinstance(destination, str) or destination.count("/") != 1 or "" in destination.split("/"):
-            return problem(404, "Not found", "The specified training destination does not exist")
-        inputs = body.get("input", {})
-        if not isinstance(inputs, dict):
-            return problem(422, "Invalid input", "input: must be an object")
-        webhook = body.get("webhook")
-        events = body.get("webhook_events_filter")
-        if webhook is not None and (
-            not isinstance(webhook, str) or not webhook.startswith(("http://", "https://"))
-        ):
-            return problem(422, "Invalid input", "webhook: must be an HTTP(S) URL")
-        allowed = {"start", "output", "logs", "completed"}
-        if events is not None and (not isinstance(events, list) or not set(events) <= allowed):
-            return problem(
-                422,
-                "Invalid input",
-                "webhook_events_filter: must be a subset of start, output, logs, completed",
+        refused = check_create(f"{params['owner']}/{params['name']}", params["version"], body)
+        if refused is not None:
+            status, payload = refused
+            return Response(
+                json.dumps(payload).encode(), status_code=status, media_type="application/problem+json"
             )
+        destination, inputs = body["destination"], body.get("input", {})
+        webhook, events = body.get("webhook"), body.get("webhook_events_filter")
         data = self.fleet.create(
             model=f"{params['owner']}/{params['name']}",
             version=params["version"],

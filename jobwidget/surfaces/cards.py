@@ -110,8 +110,8 @@ def job_to_card(job: Job) -> dict[str, Any]:
     """The compact dict the view renders for one job (None fields are left out).
 
     Keys: id, status, name, model, hw, stage, pct, log, step, total, eta, rate, loss, cost, est, created,
-    started, ended, err, url, note. Times are epoch seconds; numbers are rounded for display. Stage, ETA
-    and rate only make sense while a job is active and are dropped once it finishes.
+    started, ended, err, url, note, retry_of. Times are epoch seconds; numbers are rounded for display.
+    Stage, ETA and rate only make sense while a job is active and are dropped once it finishes.
     """
     meta = job.metadata or {}
     inline = meta.get("inline")
@@ -139,6 +139,7 @@ def job_to_card(job: Job) -> dict[str, Any]:
         "err": clip(job.error_message, _MAX_ERROR),
         "url": https_url(job.web_url),
         "note": note(meta),
+        "retry_of": clip(job.retry_of, _MAX_NAME),
     }
     if card["pct"] is not None:
         card["pct"] = min(100.0, max(0.0, card["pct"]))

@@ -17,6 +17,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Coroutine, Iterable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from jobwidget.core.errors import JobNotFound, JobwidgetError, ProviderError
@@ -27,12 +28,15 @@ from jobwidget.engine.providers.base import Provider
 from jobwidget.engine.runtime import Engine, make_provider, wants_demo
 from jobwidget.engine.stores import BlockingStore
 from jobwidget.engine.sync import POLL_STOPPED
+from jobwidget.surfaces.arguments import narrowing
+from jobwidget.surfaces.launching import Launching
 from jobwidget.surfaces.loop_thread import LoopThread
 from jobwidget.surfaces.panel_feed import PanelFeed
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from jobwidget.surfaces.panel_detail import DetailFollower
     from jobwidget.surfaces.server import ServerHandle
     from jobwidget.surfaces.widget import JobsPanel
 
@@ -69,7 +73,7 @@ def _close_all() -> None:
 atexit.register(_close_all)
 
 
-class Jobs:
+class Jobs(Launching):
     """Your fine-tuning jobs: a durable local store kept in step with the provider.
 
     `Jobs(provider=None, store=None, poll_interval=None, config=None, autostart=True)`. `config` is a
@@ -101,9 +105,16 @@ class Jobs:
         self._server: ServerHandle | None = None
         self._provider = make_provider(provider, self.settings)
         self._loop = LoopThread(name=f"jobwidget-engine-{id(self):x}")
+        self._detail: DetailFollower | None = None  # the panel's open card details (surfaces/launching.py)
         try:
             self._engine: Engine = self._loop.run(self._make_engine())
-            self._feed = PanelFeed(self._engine, self._loop)
+            self._feed = PanelFeed(
+                self._engine,
+                self._loop,
+                on_retry=self._panel_retry,
+                on_detail=self._panel_detail,
+                on_open=self._opened,
+            )
             self._loop.run(self._engine.start(poll=autostart and self.settings.poll_enabled))
         except BaseException:
             if hasattr(self, "_engine"):
@@ -170,12 +181,24 @@ class Jobs:
         provider: str | None = None,
         limit: int | None = 50,
         sync_active: bool = False,
+        *,
+        model: str | Iterable[str] | None = None,
+        created_after: datetime | str | None = None,
+        created_before: datetime | str | None = None,
+        search: str | None = None,
     ) -> builtins.list[Job]:
-        """Jobs newest first; `sync_active=True` refreshes every active job from the provider first."""
+        """Jobs newest first; `sync_active=True` refreshes every active job from the provider first.
+
+        Narrow by trainer `model` ("owner/name", or several), creation time (`created_after <=
+        created_at < created_before`: aware datetimes or ISO strings, "2025-06-01" counts as UTC) and
+        `search`, a substring of the id, name or model. The store does the filtering, indexed by model
+        and time.
+        """
         if sync_active:
             self._run(self._engine.refresh_active())
         self._check_open()
-        return self._store.list(status=status, provider=provider, limit=limit)
+        filters = narrowing(model, created_after, created_before, search)
+        return self._store.list(status=status, provider=provider, limit=limit, **filters)
 
     async def async_list(
         self,
@@ -183,11 +206,19 @@ class Jobs:
         provider: str | None = None,
         limit: int | None = 50,
         sync_active: bool = False,
+        *,
+        model: str | Iterable[str] | None = None,
+        created_after: datetime | str | None = None,
+        created_before: datetime | str | None = None,
+        search: str | None = None,
     ) -> builtins.list[Job]:
         if sync_active:
             await self._arun(self._engine.refresh_active())
         self._check_open()
-        return await self._arun(self._engine.list_jobs(status=status, provider=provider, limit=limit))
+        filters = narrowing(model, created_after, created_before, search)
+        return await self._arun(
+            self._engine.list_jobs(status=status, provider=provider, limit=limit, **filters)
+        )
 
     def get(self, job_id: str) -> Job:
         """One job from the store; `JobNotFound` (a KeyError) if unknown."""
@@ -277,14 +308,23 @@ class Jobs:
 
     # -- analysis ----------------------------------------------------------------------------
 
-    def to_dataframe(self) -> pd.DataFrame:
-        """One row per job with fixed columns and dtypes, straight from the store."""
+    def to_dataframe(self, inputs: bool = False) -> pd.DataFrame:
+        """One row per job with fixed columns and dtypes, straight from the store.
+
+        `inputs=True` adds what runs are compared by: `retry_of`, `output_version`, `weights_url` and one
+        `input.<name>` column per input (`df.groupby("input.lora_rank")["cost_usd"].mean()`).
+        """
+        self._check_open()
+        if inputs:
+            from jobwidget.core.frame_inputs import jobs_frame_with_inputs
+
+            return jobs_frame_with_inputs(self._store.frame_rows_with_inputs())
         from jobwidget.core.frame import jobs_frame  # pandas loads here, not on `import jobwidget`
 
         return jobs_frame(self._run(self._engine.frame_rows()))
 
-    async def async_to_dataframe(self) -> pd.DataFrame:
-        return await asyncio.to_thread(self.to_dataframe)
+    async def async_to_dataframe(self, inputs: bool = False) -> pd.DataFrame:
+        return await asyncio.to_thread(self.to_dataframe, inputs)
 
     # -- events and the poller ---------------------------------------------------------------
 
@@ -322,6 +362,13 @@ class Jobs:
         return not self._closed and self._engine.polling
 
     # -- the panel ---------------------------------------------------------------------------
+
+    def _opened(self, panel: JobsPanel) -> None:
+        self._detail = self._make_detail_follower(panel)
+
+    @property
+    def _panel(self) -> JobsPanel | None:  # type: ignore[override]
+        return self._feed.panel if self._feed is not None else None
 
     @property
     def panel(self) -> JobsPanel:
@@ -368,6 +415,8 @@ class Jobs:
         with contextlib.suppress(Exception):
             if self._server is not None:
                 self._loop.run(self._server.stop(), timeout=10)
+        with contextlib.suppress(Exception):
+            self._loop.run(self._close_detail(), timeout=10)
         with contextlib.suppress(Exception):
             self._loop.run(self._engine.aclose(), timeout=15)
         with contextlib.suppress(Exception):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -27,9 +27,20 @@ PANEL_JOBS = 1000  # newest jobs the panel starts with (active ones are always i
 class PanelFeed:
     """One panel, fed from one engine running on `loop`."""
 
-    def __init__(self, engine: Engine, loop: LoopThread) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        loop: LoopThread,
+        *,
+        on_retry: Callable[[str], None] | None = None,
+        on_detail: Callable[[str, bool, str], None] | None = None,
+        on_open: Callable[[JobsPanel], None] | None = None,
+    ) -> None:
         self.engine = engine
         self.loop = loop
+        self._on_retry = on_retry  # the panel's Retry and card details are the controller's (launching.py)
+        self._on_detail = on_detail
+        self._on_open = on_open
         self.panel: JobsPanel | None = None
         self.visible = False
         self.closed = False
@@ -51,7 +62,11 @@ class PanelFeed:
                 on_cancel=self._cancel,
                 on_visible=self._seen,
                 totals=self._totals,
+                on_retry=self._on_retry,
+                on_detail=self._on_detail,
             )
+            if self._on_open is not None:
+                self._on_open(panel)
             jobs = [
                 *self.loop.run(self.engine.list_jobs(limit=PANEL_JOBS)),
                 *self.loop.run(self.engine.active()),

@@ -223,6 +223,8 @@ _OPENAPI_BASE: dict[str, Any] = {
                     "last_log": {"type": "string", "nullable": True},
                     "updated_at": {"type": "string", "format": "date-time", "nullable": True},
                     "metadata": {"type": "object"},
+                    "inputs": {"type": "object", "nullable": True},
+                    "retry_of": {"type": "string", "nullable": True},
                     "trained_version": {"type": "string", "nullable": True},
                     "provider_status": {"type": "string", "nullable": True},
                 },

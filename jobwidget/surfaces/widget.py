@@ -28,6 +28,9 @@ Message protocol (custom comm messages, `content` of anywidget's `model.send` / 
   view -> kernel: {"type": "resync", "seq": n?} | {"type": "sync"} | {"type": "cancel", "job_id": id}
                   {"type": "visible", "visible": bool, "view": str?}
                   {"type": "search", "text": str, "view": str?}  (text "" forgets that view's search)
+                  {"type": "retry", "job_id": id}  (a failed or cancelled card's confirmed Retry)
+                  {"type": "detail", "job_id": id, "open": bool, "view": str?}  (a card opened or closed;
+                   the kernel answers with "detail" and "log" messages: surfaces/panel_detail.py)
 Traits: `snapshot` {"seq", "now", "jobs": [card]}, `status` {provider, demo, source, updated_at, error,
 last_success, polling, now}, `syncing` bool, `totals` {"by_search": {text: {status: {"n", "cost",
 "costed", "est"}}}, "now"}. Times are epoch seconds (compact, and the view corrects for clock skew with
@@ -134,6 +137,8 @@ class JobsPanel(anywidget.AnyWidget):
         on_cancel: Callable[[str], None] | None = None,
         on_visible: Callable[[bool], None] | None = None,
         totals: Callable[[str], Mapping[str, Mapping[str, Any]]] | None = None,
+        on_retry: Callable[[str], None] | None = None,
+        on_detail: Callable[[str, bool, str], None] | None = None,
         max_flush_hz: float = 10.0,
         heartbeat_s: float = _HEARTBEAT_S,
     ) -> None:
@@ -156,6 +161,8 @@ class JobsPanel(anywidget.AnyWidget):
         self.on_sync = on_sync
         self.on_cancel = on_cancel
         self.on_visible = on_visible
+        self.on_retry = on_retry
+        self.on_detail = on_detail
         self.stats = {"patches": 0, "snapshots": 0, "resyncs": 0, "beats": 0, "totals": 0}
         self._totals_source = totals
         self._searches: dict[str, str] = {}  # view id -> its search text, oldest first
@@ -453,6 +460,10 @@ class JobsPanel(anywidget.AnyWidget):
             self._set_view_visible(_view_id(content), bool(content.get("visible")))
         elif kind == "search":
             self._set_search(_view_id(content), content.get("text"))
+        elif kind == "retry":
+            self._handle_retry(content.get("job_id"))
+        elif kind == "detail":
+            self._handle_detail(content)
 
     def _answer_resync(self, view_seq: Any) -> None:
         """Bring a view up to date: a fresh snapshot if it is behind, then a hello with the current seq."""
@@ -499,6 +510,40 @@ class JobsPanel(anywidget.AnyWidget):
             self.toast(f"Could not cancel {label}: {_describe(exc)}", "error", job_id=job_id)
         else:
             self.toast(f"Cancel requested for {label}", job_id=job_id)
+
+    # ----------------------------------------------------------------- retry and card details
+
+    def _handle_retry(self, job_id: Any) -> None:
+        """A confirmed Retry: only for a job that ended without a result (failed, cancelled)."""
+        if not isinstance(job_id, str) or not job_id or len(job_id) > 200:
+            return
+        with self._lock:
+            card = self._cards.get(job_id)
+        label = (card or {}).get("name") or job_id
+        if card is None or card.get("status") not in ("failed", "cancelled"):
+            state = "no such job on this panel" if card is None else f"it is {card.get('status')}"
+            self.toast(f"Cannot retry {label}: {state}", "error", job_id=job_id)
+            return
+        callback = self.on_retry
+        if callback is None:
+            self.toast("Retry is not available: this panel is not connected to a Jobs controller", "error")
+            return
+        exc = _safe_call("retry", callback, job_id)
+        if exc is not None:
+            self.toast(f"Could not retry {label}: {_describe(exc)}", "error", job_id=job_id)
+
+    def _handle_detail(self, content: Mapping[str, Any]) -> None:
+        job_id = content.get("job_id")
+        callback = self.on_detail
+        if not isinstance(job_id, str) or not job_id or len(job_id) > 200 or callback is None:
+            return
+        _safe_call("detail", callback, job_id, bool(content.get("open")), _view_id(content))
+
+    def send_detail(self, content: Mapping[str, Any]) -> None:
+        """Send a card's detail or log message (surfaces/panel_detail.py) to every view; views that do not
+        have that card open ignore it. Never kept in a trait."""
+        with self._lock:
+            self._emit({**content, "now": _now()})
 
     # ----------------------------------------------------------------- heartbeat and totals
 

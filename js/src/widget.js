@@ -11,8 +11,13 @@
 //   msg {type: "hello", seq, now}  - answer to our resync request
 //   msg {type: "toast", level, text, synced?, job_id?}  - an error toast with job_id re-enables that Cancel
 //   msg {type: "beat", seq, now}  - every 2 s while the kernel lives; silence -> "Kernel disconnected"
+//   msg {type: "detail", job_id, status, error, inputs, inputs_note, outputs, retry_of, destination}
+//   msg {type: "log", job_id, status, final, total, partial, (from, append) | (reset, lines) | error}
+//       - the open card's detail and log tail (jobwidget/surfaces/panel_detail.py); never in a trait
 //   we send {type: "resync", seq} | {type: "sync"} | {type: "cancel", job_id} | {type: "visible", visible, view}
 //           {type: "search", text, view}  - debounced; the kernel answers in `totals`
+//           {type: "retry", job_id}  - a failed or cancelled card's confirmed Retry
+//           {type: "detail", job_id, open, view}  - a card's detail opened (or asked again) / closed
 // Data is only ever written with textContent or attributes (never innerHTML): log lines and names come
 // from training scripts and providers.
 
@@ -45,6 +50,8 @@ const DISCONNECT_MS = 7000;
 const LIVENESS_CHECK_MS = 1000;
 const SEARCH_DEBOUNCE_MS = 250;
 const MAX_SEARCH = 200;
+const RETRYABLE = new Set(["failed", "cancelled"]);
+const LOG_LINES = 200; // the kernel sends at most this many; the view keeps no more
 
 // ------------------------------------------------------------------ pure helpers (exported for tests)
 
@@ -161,6 +168,43 @@ export function compareCards(sort) {
   return newest;
 }
 
+/**
+ * The open detail's log after one kernel `log` message: {lines, total, partial, final, status, error,
+ * stale}. `stale` means the message continues a log this view does not have: ask the kernel again.
+ */
+export function applyLogMessage(log, msg) {
+  const cur = log || { lines: [], total: -1, partial: null, final: false, status: null, error: null };
+  if (!msg || typeof msg !== "object") return { ...cur, stale: false };
+  const out = { ...cur, stale: false, status: typeof msg.status === "string" ? msg.status : cur.status };
+  if (typeof msg.error === "string" && msg.error) return { ...out, error: msg.error };
+  const texts = (v) => (Array.isArray(v) ? v.filter((x) => typeof x === "string") : []);
+  if (msg.reset) {
+    out.lines = texts(msg.lines).slice(-LOG_LINES);
+  } else if (Array.isArray(msg.append)) {
+    if (msg.from !== cur.total) return { ...cur, stale: true };
+    out.lines = cur.lines.concat(texts(msg.append)).slice(-LOG_LINES);
+  } else {
+    return out;
+  }
+  out.total = num(msg.total) ?? out.lines.length;
+  out.partial = typeof msg.partial === "string" && msg.partial ? msg.partial : null;
+  out.final = !!msg.final;
+  out.error = null;
+  return out;
+}
+
+/** What the log's header says about it: following, final, waiting, or what went wrong. */
+export function logStateText(log) {
+  if (!log) return "loading…";
+  if (log.error) return `could not read the log: ${log.error}`;
+  if (log.total < 0) return "loading…";
+  if (log.final) return `final log${log.lines.length ? ` · last ${log.lines.length} lines` : " · empty"}`;
+  if (!log.lines.length && !log.partial) {
+    return log.status === "running" ? "no output yet · following" : "waiting for the job to start";
+  }
+  return `following live · last ${log.lines.length} lines`;
+}
+
 // ------------------------------------------------------------------ DOM helpers
 
 function make(doc, tag, className, text) {
@@ -203,7 +247,11 @@ function createPanel(model, el) {
     skewMs: 0, // browser clock minus kernel clock
     syncPending: false,
     confirming: null,
+    confirmAction: "cancel", // what the open in-card confirmation is for: "cancel" | "retry"
     cancelling: new Set(),
+    retrying: new Set(),
+    open: null, // the card whose detail is open in this view (one at a time)
+    detail: null, // {info, log}: the open card's detail, dropped when it closes
     visible: null,
     intersecting: true,
     destroyed: false,
@@ -324,7 +372,13 @@ function createPanel(model, el) {
     n.link.rel = "noopener noreferrer";
     n.cancel = make(doc, "button", "jw-cancel", "Cancel");
     n.cancel.type = "button";
-    top.append(n.name, n.status, n.stage, make(doc, "span", "jw-spacer"), n.link, n.cancel);
+    n.retry = make(doc, "button", "jw-retry", "Retry");
+    n.retry.type = "button";
+    n.retry.title = "Start this training again with the same inputs";
+    n.toggle = make(doc, "button", "jw-toggle", "Details");
+    n.toggle.type = "button";
+    n.toggle.setAttribute("aria-expanded", "false");
+    top.append(n.name, n.status, n.stage, make(doc, "span", "jw-spacer"), n.link, n.retry, n.cancel, n.toggle);
 
     const meta = make(doc, "div", "jw-meta");
     n.model = make(doc, "span", "jw-model");
@@ -360,6 +414,7 @@ function createPanel(model, el) {
     n.confirm.append(n.confirmText, n.confirmYes, n.confirmNo);
 
     n.root.append(top, meta, n.progressRow, n.log, n.error, n.note, n.confirm);
+    n.detail = null; // the detail section, built when the card opens and removed when it closes
     n.hay = "";
     n.matches = true;
     return n;
@@ -384,15 +439,33 @@ function createPanel(model, el) {
     show(n.link, !!url);
 
     const cancelling = state.cancelling.has(c.id);
-    if (!active) {
-      state.cancelling.delete(c.id);
-      if (state.confirming === c.id) state.confirming = null;
-    }
+    const retryable = RETRYABLE.has(c.status);
+    const asking = state.confirming === c.id ? state.confirmAction : null;
+    if ((asking === "cancel" && !active) || (asking === "retry" && !retryable)) state.confirming = null;
+    if (!active) state.cancelling.delete(c.id);
     show(n.cancel, active);
     n.cancel.disabled = cancelling || !state.connected;
     setText(n.cancel, cancelling ? "Cancelling…" : "Cancel");
-    show(n.confirm, active && state.connected && state.confirming === c.id);
-    setText(n.confirmText, `Cancel ${c.name || c.id}?`);
+    const retrying = state.retrying.has(c.id);
+    show(n.retry, retryable);
+    n.retry.disabled = retrying || !state.connected;
+    setText(n.retry, retrying ? "Retrying…" : "Retry");
+    const confirming = state.connected && state.confirming === c.id;
+    show(n.confirm, confirming);
+    if (confirming && state.confirmAction === "retry") {
+      setText(n.confirmText, `Retry ${c.name || c.id} with the same inputs?`);
+      setText(n.confirmYes, "Start retry");
+      setText(n.confirmNo, "Don't retry");
+    } else {
+      setText(n.confirmText, `Cancel ${c.name || c.id}?`);
+      setText(n.confirmYes, "Cancel job");
+      setText(n.confirmNo, "Keep running");
+    }
+    n.confirm.dataset.action = confirming ? state.confirmAction : "";
+    const open = state.open === c.id;
+    setAttr(n.toggle, "aria-expanded", open ? "true" : "false");
+    setText(n.toggle, open ? "Hide details" : "Details");
+    n.root.classList.toggle("jw-open", open);
 
     const modelText = [c.model, c.hw].filter(Boolean).join(" · ");
     setText(n.model, modelText);
@@ -483,7 +556,158 @@ function createPanel(model, el) {
     state.nodes.delete(id);
     state.cards.delete(id);
     state.cancelling.delete(id);
+    state.retrying.delete(id);
     if (state.confirming === id) state.confirming = null;
+    if (state.open === id) closeDetail(); // the kernel stops following its log
+  }
+
+  // ---- a card's detail: opened in place, filled by the kernel's `detail` and `log` messages, and gone
+  //      (DOM and data) when it closes. Nothing of it is ever written to the model.
+
+  function buildDetail(id) {
+    const d = {};
+    d.root = make(doc, "section", "jw-detail");
+    d.root.setAttribute("role", "region");
+    d.errorBox = make(doc, "div", "jw-detail-block jw-detail-error");
+    d.errorBox.append(make(doc, "div", "jw-detail-label", "Error"));
+    d.errorText = make(doc, "pre", "jw-detail-errtext");
+    d.errorBox.append(d.errorText);
+    d.outputs = make(doc, "div", "jw-detail-block jw-detail-outputs");
+    d.facts = make(doc, "div", "jw-detail-block jw-detail-facts");
+    d.inputsBox = make(doc, "div", "jw-detail-block jw-detail-inputs");
+    d.inputsBox.append(make(doc, "div", "jw-detail-label", "Inputs"));
+    d.inputs = make(doc, "table", "jw-inputs");
+    d.inputsBody = make(doc, "tbody");
+    d.inputs.append(d.inputsBody);
+    d.inputsNote = make(doc, "div", "jw-detail-note");
+    d.inputsBox.append(d.inputs, d.inputsNote);
+    const head = make(doc, "div", "jw-detail-loghead");
+    head.append(make(doc, "span", "jw-detail-label", "Log"));
+    d.logState = make(doc, "span", "jw-detail-logstate", "loading…");
+    head.append(d.logState);
+    d.logText = make(doc, "pre", "jw-logtext");
+    d.logText.tabIndex = 0;
+    d.logText.setAttribute("aria-label", `Training log of ${id}`);
+    d.logText.setAttribute("aria-live", "off");
+    d.root.append(d.errorBox, d.outputs, d.facts, d.inputsBox, head, d.logText);
+    for (const box of [d.errorBox, d.outputs, d.facts, d.inputsBox]) box.hidden = true;
+    return d;
+  }
+
+  function openDetail(id) {
+    if (state.open === id) return;
+    if (state.open !== null) closeDetail();
+    const n = state.nodes.get(id);
+    if (!n) return;
+    state.open = id;
+    state.detail = { info: null, log: null };
+    n.detail = buildDetail(id);
+    const c = state.cards.get(id) || {};
+    n.detail.root.setAttribute("aria-label", `Details of ${c.name || id}`);
+    n.detail.root.id = `jw-detail-${viewId}`;
+    n.toggle.setAttribute("aria-controls", n.detail.root.id);
+    n.root.append(n.detail.root);
+    updateCard(n, state.cards.get(id));
+    send({ type: "detail", job_id: id, open: true, view: viewId });
+  }
+
+  function closeDetail(tell = true) {
+    const id = state.open;
+    if (id === null) return;
+    state.open = null;
+    state.detail = null;
+    const n = state.nodes.get(id);
+    if (n) {
+      if (n.detail) n.detail.root.remove();
+      n.detail = null;
+      n.toggle.removeAttribute("aria-controls");
+      updateCard(n, state.cards.get(id));
+    }
+    if (tell) send({ type: "detail", job_id: id, open: false, view: viewId });
+  }
+
+  function renderDetailInfo(d, info) {
+    const error = typeof info.error === "string" ? info.error : "";
+    setText(d.errorText, error);
+    show(d.errorBox, !!error);
+
+    d.outputs.replaceChildren();
+    const outputs = Array.isArray(info.outputs) ? info.outputs : [];
+    for (const o of outputs) {
+      if (!o || typeof o.text !== "string") continue;
+      const row = make(doc, "div", "jw-detail-row");
+      row.append(make(doc, "span", "jw-detail-label", o.label || "Output"));
+      const url = safeHttpsUrl(o.url);
+      if (url) {
+        const a = make(doc, "a", "jw-detail-link", o.text);
+        a.href = url;
+        a.target = "_blank";
+        a.rel = "noopener noreferrer";
+        row.append(a);
+      } else {
+        row.append(make(doc, "span", "jw-detail-value", o.text));
+      }
+      d.outputs.append(row);
+    }
+    show(d.outputs, d.outputs.childElementCount > 0);
+
+    d.facts.replaceChildren();
+    for (const [label, value] of [
+      ["Retry of", info.retry_of],
+      ["Destination", info.destination],
+    ]) {
+      if (typeof value !== "string" || !value) continue;
+      const row = make(doc, "div", "jw-detail-row");
+      row.append(make(doc, "span", "jw-detail-label", label), make(doc, "span", "jw-detail-value", value));
+      d.facts.append(row);
+    }
+    show(d.facts, d.facts.childElementCount > 0);
+
+    d.inputsBody.replaceChildren();
+    const rows = Array.isArray(info.inputs) ? info.inputs : [];
+    for (const pair of rows) {
+      if (!Array.isArray(pair) || pair.length !== 2) continue;
+      const tr = make(doc, "tr");
+      const th = make(doc, "th", null, pair[0]);
+      th.scope = "row";
+      tr.append(th, make(doc, "td", null, pair[1]));
+      d.inputsBody.append(tr);
+    }
+    const note = typeof info.inputs_note === "string" ? `Inputs not kept: ${info.inputs_note}` : "";
+    setText(d.inputsNote, note || (info.inputs === null ? "The provider did not report this job's inputs." : ""));
+    show(d.inputsNote, !!d.inputsNote.textContent);
+    show(d.inputs, d.inputsBody.childElementCount > 0);
+    show(d.inputsBox, d.inputsBody.childElementCount > 0 || !!d.inputsNote.textContent);
+  }
+
+  function renderDetailLog(d, log) {
+    setText(d.logState, logStateText(log));
+    d.logState.classList.toggle("jw-detail-logerror", !!(log && log.error));
+    if (!log || log.total < 0) return;
+    const pre = d.logText;
+    const atEnd = pre.scrollHeight - pre.scrollTop - pre.clientHeight < 8;
+    const text = log.lines.join("\n") + (log.partial ? `${log.lines.length ? "\n" : ""}${log.partial}` : "");
+    setText(pre, text); // text, never HTML: log lines come from training scripts
+    if (atEnd) pre.scrollTop = pre.scrollHeight; // follow the end unless the reader scrolled up
+  }
+
+  function onDetailMsg(msg) {
+    if (msg.job_id !== state.open || !state.detail) return;
+    const n = state.nodes.get(state.open);
+    state.detail.info = msg;
+    if (n && n.detail) renderDetailInfo(n.detail, msg);
+  }
+
+  function onLogMsg(msg) {
+    if (msg.job_id !== state.open || !state.detail) return;
+    const next = applyLogMessage(state.detail.log, msg);
+    if (next.stale) {
+      send({ type: "detail", job_id: state.open, open: true, view: viewId }); // out of step: whole tail again
+      return;
+    }
+    state.detail.log = next;
+    const n = state.nodes.get(state.open);
+    if (n && n.detail) renderDetailLog(n.detail, next);
   }
 
   // ---- layout: filter, sort, counts (cheap with 1,000 cards; DOM nodes move only when out of place)
@@ -753,6 +977,7 @@ function createPanel(model, el) {
     if (connected) {
       requestResync(true); // catch up on anything missed while silent
       if (state.sentSearch) send({ type: "search", text: state.sentSearch, view: viewId });
+      if (state.open !== null) send({ type: "detail", job_id: state.open, open: true, view: viewId });
     }
   }
 
@@ -813,7 +1038,15 @@ function createPanel(model, el) {
         const n = state.nodes.get(msg.job_id);
         if (n) updateCard(n, state.cards.get(msg.job_id)); // the cancel failed: the button comes back
       }
+      if (typeof msg.job_id === "string" && state.retrying.delete(msg.job_id)) {
+        const n = state.nodes.get(msg.job_id);
+        if (n) updateCard(n, state.cards.get(msg.job_id)); // the retry started or failed: the button is back
+      }
       if ((msg.level === "error" || typeof msg.synced === "number") && !model.get("syncing")) endSyncPending();
+    } else if (msg.type === "detail") {
+      onDetailMsg(msg);
+    } else if (msg.type === "log") {
+      onLogMsg(msg);
     }
   }
   const onSnapshot = () => {
@@ -867,6 +1100,44 @@ function createPanel(model, el) {
     state.sort = sortSel.value || "newest";
     layout();
   });
+  function askConfirm(n, c, action) {
+    const id = c.id;
+    const previous = state.confirming;
+    const same = previous === id && state.confirmAction === action;
+    state.confirming = same ? null : id;
+    state.confirmAction = action;
+    if (previous && previous !== id && state.nodes.has(previous)) {
+      updateCard(state.nodes.get(previous), state.cards.get(previous));
+    }
+    updateCard(n, c);
+    if (state.confirming === id) n.confirmNo.focus?.();
+  }
+
+  function confirmed(n, c) {
+    const id = c.id;
+    const action = state.confirmAction;
+    state.confirming = null;
+    const pending = action === "retry" ? state.retrying : state.cancelling;
+    const allowed = action === "retry" ? RETRYABLE.has(c.status) : ACTIVE.has(c.status);
+    if (allowed && !pending.has(id)) {
+      pending.add(id);
+      send({ type: action === "retry" ? "retry" : "cancel", job_id: id });
+      later(() => {
+        // no answer in time (kernel busy, message lost): let the user try again
+        if (pending.delete(id) && state.nodes.has(id)) updateCard(state.nodes.get(id), state.cards.get(id));
+      }, CANCEL_TIMEOUT_MS);
+    }
+    updateCard(n, c);
+  }
+
+  // A click on the card itself (not a control, not inside the open detail, not ending a text selection)
+  // opens or closes its detail, as the Details button does.
+  function togglesDetail(target) {
+    if (target.closest("button, a, input, select, textarea, .jw-detail, .jw-confirm")) return false;
+    const selection = win.getSelection ? win.getSelection() : null;
+    return !(selection && !selection.isCollapsed && String(selection).trim());
+  }
+
   list.addEventListener("click", (ev) => {
     const target = ev.target && ev.target.closest ? ev.target : null;
     if (!target) return;
@@ -876,31 +1147,25 @@ function createPanel(model, el) {
     const c = state.cards.get(id);
     const n = state.nodes.get(id);
     if (!c || !n) return;
+    if (target.closest(".jw-toggle") || togglesDetail(target)) {
+      if (state.open === id) closeDetail();
+      else if (state.connected) openDetail(id);
+      return;
+    }
     if (!state.connected) return; // the buttons are disabled; nothing would answer
     if (target.closest(".jw-cancel")) {
       if (!ACTIVE.has(c.status) || state.cancelling.has(id)) return;
-      const previous = state.confirming;
-      state.confirming = previous === id ? null : id;
-      if (previous && previous !== id && state.nodes.has(previous)) {
-        updateCard(state.nodes.get(previous), state.cards.get(previous));
-      }
-      updateCard(n, c);
-      if (state.confirming === id) n.confirmNo.focus?.();
+      askConfirm(n, c, "cancel");
+    } else if (target.closest(".jw-retry")) {
+      if (!RETRYABLE.has(c.status) || state.retrying.has(id)) return;
+      askConfirm(n, c, "retry");
     } else if (target.closest(".jw-confirm-yes")) {
-      state.confirming = null;
-      if (ACTIVE.has(c.status)) {
-        state.cancelling.add(id);
-        send({ type: "cancel", job_id: id });
-        later(() => {
-          // no answer in time (kernel busy, cancel lost): let the user try again
-          if (state.cancelling.delete(id) && state.nodes.has(id)) updateCard(state.nodes.get(id), state.cards.get(id));
-        }, CANCEL_TIMEOUT_MS);
-      }
-      updateCard(n, c);
+      confirmed(n, c);
     } else if (target.closest(".jw-confirm-no")) {
+      const action = state.confirmAction;
       state.confirming = null;
       updateCard(n, c);
-      n.cancel.focus?.();
+      (action === "retry" ? n.retry : n.cancel).focus?.();
     }
   });
   root.addEventListener("keydown", (ev) => {
@@ -908,6 +1173,10 @@ function createPanel(model, el) {
       const id = state.confirming;
       state.confirming = null;
       if (state.nodes.has(id)) updateCard(state.nodes.get(id), state.cards.get(id));
+    } else if (ev.key === "Escape" && state.open !== null) {
+      const n = state.nodes.get(state.open);
+      closeDetail();
+      n?.toggle.focus?.();
     }
   });
 
@@ -925,6 +1194,8 @@ function createPanel(model, el) {
     if (visible !== state.visible) {
       state.visible = visible;
       send({ type: "visible", visible, view: viewId });
+      // the kernel stops following a log nobody sees for long: on screen again, ask for it again
+      if (visible && state.open !== null) send({ type: "detail", job_id: state.open, open: true, view: viewId });
     }
   }
   let observer = null;
@@ -972,6 +1243,7 @@ function createPanel(model, el) {
       if (state.destroyed) return;
       if (state.visible) send({ type: "visible", visible: false, view: viewId });
       if (state.sentSearch) send({ type: "search", text: "", view: viewId }); // the kernel forgets it
+      if (state.open !== null) closeDetail(); // the kernel stops following its log
       state.destroyed = true;
       model.off("msg:custom", onCustom);
       model.off("change:snapshot", onSnapshot);

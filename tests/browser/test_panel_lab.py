@@ -3,11 +3,11 @@
 One test walks the panel the way a user does, in order, because each step builds on the state the
 previous one left (the cards Sync found are the ones the filter counts and the cancel picks from):
 run all cells -> cards -> progress moves while the kernel is idle -> Sync and its toast's N -> filters
--> search (the header's store totals follow it) -> cancel through the in-widget confirmation -> a log
-line with HTML shown as text -> light and dark screenshots -> the provider rejects the token: an error
-banner that outlasts a failed Sync and clears when the provider answers again -> the kernel restarts:
-the panel says it is disconnected and its buttons stop. Every wait is bounded; any dialog, page error
-or request off loopback fails it.
+-> search (the header's store totals follow it) -> cancel through the in-widget confirmation -> a running
+card's detail, whose log tail follows the job live -> a log line with HTML shown as text -> light and
+dark screenshots -> the provider rejects the token: an error banner that outlasts a failed Sync and
+clears when the provider answers again -> the kernel restarts: the panel says it is disconnected and its
+buttons stop. Every wait is bounded; any dialog, page error or request off loopback fails it.
 """
 
 from __future__ import annotations
@@ -356,6 +356,83 @@ def _check_cancel(page: Any) -> str:
     raise AssertionError(f"no job ended up cancelled: {outcomes}")
 
 
+# Records what an open detail shows each time it changes: the card's status, the log's state line, and the
+# log text's length and end (the view writes it as text; an element inside it would be HTML rendered).
+_JS_WATCH_DETAIL = """(id) => {
+  const card = document.querySelector(`.jw-card[data-job-id="${id}"]`);
+  const detail = card.querySelector(".jw-detail");
+  const look = () => {
+    const pre = detail.querySelector(".jw-logtext");
+    return {
+      status: card.dataset.status,
+      state: detail.querySelector(".jw-detail-logstate").textContent,
+      lines: pre.textContent ? pre.textContent.split("\\n").length : 0,
+      end: pre.textContent.slice(-160),
+      elements: pre.children.length,
+    };
+  };
+  window.__jwDetail = [look()];
+  new MutationObserver(() => window.__jwDetail.push(look())).observe(
+    detail, {subtree: true, childList: true, characterData: true});
+}"""
+
+
+def _try_follow(page: Any, job_id: str) -> list[dict[str, Any]]:
+    """Open `job_id`'s detail, record it until its log has changed while the job runs (or it ended),
+    then close it; returns what was seen."""
+    card = page.locator(f'.jw-card[data-job-id="{job_id}"]')
+    card.scroll_into_view_if_needed()
+    toggle = card.locator(".jw-toggle")
+    toggle.click(timeout=T_UI)
+    detail = card.locator(".jw-detail")
+    detail.wait_for(state="visible", timeout=T_UI)
+    assert toggle.get_attribute("aria-expanded") == "true"
+    page.evaluate(_JS_WATCH_DETAIL, job_id)
+    page.wait_for_function(
+        """() => {
+          const live = window.__jwDetail.filter(
+            (e) => e.status === "running" && e.state.startsWith("following live") && e.lines > 0);
+          return new Set(live.map((e) => `${e.lines}|${e.end}`)).size >= 2
+            || window.__jwDetail.some((e) => e.state.startsWith("final log"));
+        }""",
+        timeout=T_PROGRESS,
+        polling=200,
+    )
+    seen: list[dict[str, Any]] = page.evaluate("() => window.__jwDetail")
+    assert card.locator(".jw-inputs tr").count() > 0, "the detail shows no inputs"
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    card.screenshot(path=str(SCREENSHOTS / "card-detail.png"), animations="disabled", timeout=T_UI)
+    toggle.click(timeout=T_UI)
+    detail.wait_for(state="detached", timeout=T_UI)
+    assert toggle.get_attribute("aria-expanded") == "false"
+    return seen
+
+
+def _check_detail_follows(page: Any) -> str:
+    """Open a running card's detail: its log tail arrives and grows while the job runs ("following
+    live"), as text; closing it leaves nothing. Simulated jobs are short: a job that ends before its log
+    changed twice is no proof, so the next longest-running one is tried (at most three)."""
+    candidates = sorted(
+        (c for c in _cards(page) if c["status"] == "running" and not c["hidden"]),
+        key=lambda c: (-_eta_seconds(c["eta"]), c["pct"] or 0),
+    )
+    assert candidates, f"no running job to open: {_cards(page)}"
+    tried = []
+    for c in candidates[:3]:
+        seen = _try_follow(page, c["id"])
+        assert all(e["elements"] == 0 for e in seen), "the log was rendered as HTML"
+        live = {
+            (e["lines"], e["end"])
+            for e in seen
+            if e["status"] == "running" and e["lines"] > 0 and e["state"].startswith("following live")
+        }
+        tried.append((c["id"], len(live), seen[-1]["state"] if seen else None))
+        if len(live) >= 2:
+            assert max(n for n, _ in live) <= 201, "more than the last 200 lines (and the line being written)"
+            return c["id"]
+    raise AssertionError(f"no open card's log was seen to follow its running job: {tried}")
+
+
 def _check_html_is_text(page: Any, lab: LabServer) -> None:
     """A job another process wrote to the store, with HTML in its log, error and name: text, never markup."""
     now = datetime.now(UTC)
@@ -381,7 +458,7 @@ def _check_html_is_text(page: Any, lab: LabServer) -> None:
     rendered = page.locator(".jw-root img, .jw-root b, .jw-root script").count()
     assert rendered == 0, "HTML from job data was rendered as elements"
     log_line = card.locator(".jw-log")
-    assert log_line.is_visible()
+    log_line.wait_for(state="visible", timeout=T_UI)  # cards off screen are laid out once scrolled to
     assert log_line.text_content() == XSS
     assert card.locator(".jw-error").text_content() == f"Traceback ... {XSS}"
     assert card.locator(".jw-name").text_content() == f"html-check {XSS}"
@@ -390,6 +467,11 @@ def _check_html_is_text(page: Any, lab: LabServer) -> None:
 
 
 def _check_toolbar(page: Any) -> None:
+    # JupyterLab skips rendering cells out of view (content-visibility): once scrolled back to the panel,
+    # its text is laid out a frame later, and innerText reads "" until then.
+    page.wait_for_function(
+        "() => document.querySelector('.jw-root .jw-provider').innerText.trim() !== ''", timeout=T_UI
+    )
     assert page.locator(".jw-demo").is_visible(), "demo badge missing on the simulated provider"
     assert "Replicate" in page.locator(".jw-provider").inner_text()
     fresh = page.locator(".jw-fresh").inner_text()
@@ -521,6 +603,8 @@ def test_quickstart_panel_in_jupyterlab(
             _check_search(page)
         with step("cancel through the confirmation", timings):
             cancelled = _check_cancel(page)
+        with step("a running card's detail follows its log", timings):
+            followed = _check_detail_follows(page)
         with step("HTML in a log line is shown as text", timings):
             _check_html_is_text(page, lab)
         with step("screenshots", timings):
@@ -547,8 +631,8 @@ def test_quickstart_panel_in_jupyterlab(
 
     with capsys.disabled():  # shown in a plain `pytest tests` run too: where to look at the screenshots
         print(
-            f"\n[browser] Sync found {n} new jobs; cancelled {cancelled}; screenshots:\n  "
-            + "\n  ".join(files)
+            f"\n[browser] Sync found {n} new jobs; cancelled {cancelled}; followed the log of {followed}; "
+            "screenshots:\n  " + "\n  ".join(files)
         )
         if watch.console_errors:
             print(

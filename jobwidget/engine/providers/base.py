@@ -7,11 +7,13 @@ so tests and the simulator can stand in for Replicate without touching the sync 
 from __future__ import annotations
 
 import abc
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
-from jobwidget.core.errors import PaginationStopped
+from jobwidget.core.errors import PaginationStopped, ProviderError
 from jobwidget.core.models import Job, ProviderCheck
 from jobwidget.core.pricing import Pricing
+from jobwidget.core.training_request import TrainingRequest
 
 __all__ = ["MAX_SERVER_WAIT", "JobDetail", "Page", "Provider", "ProviderStats"]
 
@@ -114,6 +116,15 @@ class Provider(abc.ABC):
     def detail_from_payload(self, data: object) -> JobDetail:
         """Turn a pushed payload (a webhook body) into a job; `MalformedResponse` if it is not one."""
         raise NotImplementedError(f"{type(self).__name__} does not take webhooks")
+
+    async def create_training(self, request: TrainingRequest, *, exclude: Collection[str] = ()) -> Job:
+        """Start a training; returns it as the provider reports it (usually still starting).
+
+        `exclude`: ids of trainings known before this call, which a provider that has to look for the
+        training it made (its answer was lost) must not take for it. Raises `ProviderRejected` with the
+        provider's message when it refuses the request.
+        """
+        raise ProviderError(f"{self.label} cannot start trainings from jobwidget")
 
     @abc.abstractmethod
     async def webhook_secret(self) -> str:

@@ -27,7 +27,7 @@ import os
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Self
@@ -41,6 +41,7 @@ from jobwidget.core.errors import (
     JobNotFound,
     MalformedResponse,
     ProviderError,
+    ProviderRejected,
     ProviderUnavailable,
     RateLimited,
 )
@@ -51,9 +52,11 @@ from jobwidget.core.replicate_convert import (
     parse_hardware,
     parse_page,
     problem_detail,
+    problem_fields,
     training_to_job,
     validate_training,
 )
+from jobwidget.core.training_request import TrainingRequest
 from jobwidget.engine.providers.base import MAX_SERVER_WAIT, JobDetail, Page, Provider, ProviderStats
 
 __all__ = ["DEFAULT_BASE_URL", "RETRY_STATUSES", "RateLimiter", "ReplicateProvider", "RetryPolicy"]
@@ -197,6 +200,14 @@ class _Failure:
     detail: str
     status: int | None = None
     server_wait: float | None = None
+    # False when the request cannot have reached the server (no connection): only then is a request
+    # that must not run twice (creating a training) safe to send again.
+    sent: bool = True
+
+
+class AmbiguousOutcome(ProviderError):
+    """A request that must not run twice failed in a way that leaves open whether the server acted on it
+    (a timeout after sending, a 5xx, a lost or unreadable answer). The caller finds out before retrying."""
 
 
 # ---------------------------------------------------------------------------------------------- provider
@@ -374,6 +385,13 @@ class ReplicateProvider(Provider):
         training = self._same_training(body, job_id)
         return training_to_job(training, pricing=self.pricing, now=self._now(), provider=self.name)
 
+    async def create_training(self, request: TrainingRequest, *, exclude: Collection[str] = ()) -> Job:
+        """Start a training (`POST /v1/models/{owner}/{name}/versions/{version}/trainings`), never twice:
+        see `replicate_create` for how a lost answer is resolved."""
+        from jobwidget.engine.providers.replicate_create import create_training
+
+        return await create_training(self, request, exclude)
+
     async def validate(self) -> ProviderCheck:
         """`GET /v1/account` with a short retry budget. Never raises: the answer is in the check."""
         started = time.perf_counter()
@@ -459,7 +477,7 @@ class ReplicateProvider(Provider):
             ok=ok, message=self._redact(message), provider=self.name, account=account, latency_ms=latency
         )
 
-    async def _send_once(self, method: str, url: str, route: str) -> httpx.Response:
+    async def _send_once(self, method: str, url: str, route: str, body: Any = None) -> httpx.Response:
         """One attempt: concurrency slot, then rate slot, then send (so limiter times are send times)."""
         if self._closed:
             raise ProviderError(f"this {type(self).__name__} is closed")
@@ -467,7 +485,7 @@ class ReplicateProvider(Provider):
             await self.limiter.acquire()
             self.stats.requests += 1
             self.stats.by_route[route] = self.stats.by_route.get(route, 0) + 1
-            return await self._client.request(method, url)
+            return await self._client.request(method, url, json=body)
 
     async def _request(
         self,
@@ -477,10 +495,19 @@ class ReplicateProvider(Provider):
         route: str,
         job_id: str | None = None,
         policy: RetryPolicy | None = None,
+        body: Any = None,
+        idempotent: bool = True,
     ) -> Any:
-        """Send with retries; returns the decoded JSON body or raises a jobwidget `ProviderError`."""
+        """Send with retries; returns the decoded JSON body or raises a jobwidget `ProviderError`.
+
+        A request with `idempotent=False` is retried only where it cannot have been acted on (429, no
+        connection); any other failure raises `AmbiguousOutcome` at once, and a 4xx refusal of its
+        content raises `ProviderRejected` with the provider's own message.
+        """
         try:
-            return await self._request_with_retries(method, url, route, job_id, policy or self.retry)
+            return await self._request_with_retries(
+                method, url, route, job_id, policy or self.retry, body, idempotent
+            )
         except JobNotFound:
             raise
         except ProviderError:
@@ -488,7 +515,14 @@ class ReplicateProvider(Provider):
             raise
 
     async def _request_with_retries(
-        self, method: str, url: str, route: str, job_id: str | None, policy: RetryPolicy
+        self,
+        method: str,
+        url: str,
+        route: str,
+        job_id: str | None,
+        policy: RetryPolicy,
+        body: Any = None,
+        idempotent: bool = True,
     ) -> Any:
         held = self.limiter.paused_for()
         if held > policy.max_delay:
@@ -507,23 +541,32 @@ class ReplicateProvider(Provider):
             fatal: str | None = None
             response: httpx.Response | None = None
             try:
-                response = await self._send_once(method, url, route)
+                response = await self._send_once(method, url, route, body)
             except httpx.TimeoutException as exc:
-                failure = _Failure("timeout", type(exc).__name__)
+                unsent = isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout)
+                failure = _Failure("timeout", type(exc).__name__, sent=not unsent)
             except (httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:  # our fault: no retry helps
                 fatal = f"{self.label}: {route} could not be sent ({type(exc).__name__})"
             except httpx.RequestError as exc:  # connect/read/protocol errors, bad encodings
-                failure = _Failure("network", self._redact(f"{type(exc).__name__}: {exc}")[:300])
+                unsent = isinstance(exc, httpx.ConnectError)
+                failure = _Failure(
+                    "network", self._redact(f"{type(exc).__name__}: {exc}")[:300], sent=not unsent
+                )
             if fatal is not None:
                 raise ProviderError(self._redact(fatal))
             if response is not None:
                 try:
-                    outcome = self._outcome(response, route, job_id)
+                    outcome = self._outcome(response, route, job_id, rejects=not idempotent)
                 finally:
                     _release(response)
                 if not isinstance(outcome, _Failure):
                     return outcome.value
                 failure = outcome
+            assert failure is not None
+            if not idempotent and failure.sent and failure.kind != "throttled":
+                raise AmbiguousOutcome(
+                    self._redact(f"{self.label}: {route} failed ({failure.detail})"), status=failure.status
+                )
 
             if attempt >= policy.max_retries:
                 break
@@ -542,7 +585,9 @@ class ReplicateProvider(Provider):
             self.limiter.pause(failure.server_wait)  # honoured by every later call, not only this one
         raise self._final_error(failure, route, attempt + 1)
 
-    def _outcome(self, response: httpx.Response, route: str, job_id: str | None) -> _Body | _Failure:
+    def _outcome(
+        self, response: httpx.Response, route: str, job_id: str | None, *, rejects: bool = False
+    ) -> _Body | _Failure:
         """Classify one answer: a decoded body, a retryable failure, or raise a final error."""
         status = response.status_code
         if 200 <= status < 300:
@@ -568,6 +613,8 @@ class ReplicateProvider(Provider):
             raise AuthError(
                 self._redact(f"the Replicate token was rejected (HTTP {status}{extra}); {why}"), status=status
             )
+        if rejects and status in _REFUSALS:
+            raise self._rejected(response, route, detail)
         if status == 404 and job_id is not None:
             raise JobNotFound(job_id, self.label)
         if status == 404:
@@ -584,6 +631,27 @@ class ReplicateProvider(Provider):
                 f"{self.label} answered {route} with HTTP {status}: {detail or response.reason_phrase}"
             ),
             status=status,
+        )
+
+    def _rejected(self, response: httpx.Response, route: str, detail: str | None) -> ProviderRejected:
+        """The provider's refusal of what we sent, in its own words (and its per-field complaints)."""
+        try:
+            fields = problem_fields(response.json())
+        except (ValueError, RecursionError):
+            fields = ()
+        # Replicate lists input complaints one per line ("- input.steps: Must be ..."): one line here.
+        said = "; ".join(
+            line.strip().removeprefix("- ") for line in (detail or "").splitlines() if line.strip()
+        )
+        said = said or response.reason_phrase or "refused"
+        if fields and all(f["field"] not in said for f in fields):
+            said += " (" + "; ".join(f"{f['field']}: {f['description']}" for f in fields) + ")"
+        what = _REQUESTS.get(route, route)
+        return ProviderRejected(
+            self._redact(f"{self.label} refused {what} (HTTP {response.status_code}): {said}"),
+            status=response.status_code,
+            detail=self._redact(detail) if detail else None,
+            invalid_fields=tuple({k: self._redact(v) for k, v in f.items()} for f in fields),
         )
 
     def _problem(self, response: httpx.Response) -> str | None:
@@ -619,6 +687,11 @@ class ReplicateProvider(Provider):
 @dataclass(frozen=True, slots=True)
 class _Body:
     value: Any
+
+
+_REFUSALS = frozenset({400, 404, 409, 413, 422})  # the request's content was refused: resending won't help
+CREATE_ROUTE = "POST /v1/models/{owner}/{name}/versions/{version}/trainings"
+_REQUESTS = {CREATE_ROUTE: "the new training"}  # what a refused request was, in a person's words
 
 
 def _release(response: httpx.Response) -> None:

@@ -22,19 +22,20 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from jobwidget.core.columns import ROW_COLUMNS
 from jobwidget.core.errors import StoreCorruptError, StoreError
 from jobwidget.core.models import ACTIVE_STATUSES, Job, JobStatus, merge_job
 from jobwidget.engine.stores.base import JobState, Lease, UpsertResult, fold_updates
+from jobwidget.engine.stores.query import narrowing
 
 __all__ = ["SCHEMA_VERSION", "JobStore", "SQLiteStore"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 APPLICATION_ID = 0x4A574731  # "JWG1": marks a file as a jobwidget store
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _HEADER_BYTES = 100  # SQLite's file header: application_id at offset 68
@@ -65,7 +66,10 @@ _COLUMNS = (
     "last_log",
     "updated_at",
     "metadata",
+    "inputs",
+    "retry_of",
 )
+_JSON_COLUMNS = frozenset({"output", "metadata", "inputs"})
 _DATETIME_COLUMNS = frozenset({"created_at", "started_at", "completed_at", "updated_at"})
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM jobs"
 _ORDER = "ORDER BY created_at DESC, job_id DESC"  # SQLite sorts NULL lowest: undated jobs come last
@@ -115,6 +119,13 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         """,
         "CREATE INDEX webhook_deliveries_received ON webhook_deliveries (received_at)",
     ),
+    # What each training was started with (to compare and retry runs), the job a retry came from, and
+    # an index for `list(model=...)`: one trainer's runs, newest first, without scanning the table.
+    3: (
+        "ALTER TABLE jobs ADD COLUMN inputs TEXT",
+        "ALTER TABLE jobs ADD COLUMN retry_of TEXT",
+        "CREATE INDEX jobs_model_created ON jobs (model, created_at DESC, job_id DESC)",
+    ),
 }
 
 
@@ -146,7 +157,7 @@ def _job_to_row(job: Job) -> tuple[Any, ...]:
             value = _to_us(value)
         elif name == "status":
             value = value.value
-        elif name in ("output", "metadata"):
+        elif name in _JSON_COLUMNS:
             value = None if value is None else json.dumps(dict(value), ensure_ascii=False, default=str)
         out.append(value)
     return tuple(out)
@@ -158,6 +169,7 @@ def _row_to_job(row: Sequence[Any]) -> Job:
         values[name] = _from_us(values[name])
     values["output"] = None if values["output"] is None else json.loads(values["output"])
     values["metadata"] = json.loads(values["metadata"]) if values["metadata"] else {}
+    values["inputs"] = None if values["inputs"] is None else json.loads(values["inputs"])
     return Job(**values)
 
 
@@ -475,9 +487,19 @@ class JobStore:
         provider: str | None = None,
         limit: int | None = 50,
         offset: int = 0,
+        model: str | Iterable[str] | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        search: str | None = None,
     ) -> list[Job]:
-        """Jobs newest first, filtered by status (one or several) and provider."""
+        """Jobs newest first, filtered by status (one or several), provider, trainer `model` (one or
+        several), creation time (`created_after <= created_at < created_before`; undated jobs are left
+        out when either is given) and `search`, a substring of the id, name or model (as `totals`)."""
         where, params = self._filters(status, provider)
+        more, more_params = narrowing(model, created_after, created_before, search)
+        if more:
+            where = f"{where} AND {more}" if where else f" WHERE {more}"
+            params += more_params
         query = f"{_SELECT}{where} {_ORDER}"
         if limit is not None:
             query += " LIMIT ? OFFSET ?"
@@ -602,6 +624,12 @@ class JobStore:
         with self._read() as conn:
             return conn.execute(f"SELECT {', '.join(ROW_COLUMNS)} FROM jobs {_ORDER}").fetchall()
 
+    def frame_rows_with_inputs(self) -> list[tuple[Any, ...]]:
+        """`frame_rows()` with each job's inputs, output (JSON text) and retry_of appended, in one read."""
+        columns = ", ".join((*ROW_COLUMNS, "inputs", "output", "retry_of"))
+        with self._read() as conn:
+            return conn.execute(f"SELECT {columns} FROM jobs {_ORDER}").fetchall()
+
     def integrity_check(self) -> str:
         with self._read() as conn:
             return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
@@ -657,6 +685,10 @@ class JobStore:
         return f"JobStore({str(self.path)!r})"
 
 
+T = TypeVar("T")
+_CLOSE_WAIT_S = 30.0  # bounded: a call stuck longer than this is not waited for
+
+
 class SQLiteStore:
     """The `Store` protocol over a `JobStore`: each call runs on a worker thread, never on the loop.
 
@@ -667,23 +699,38 @@ class SQLiteStore:
     def __init__(self, store: JobStore) -> None:
         self.sync = store
         self.location = str(store.path)
+        self._busy = 0  # calls running on worker threads: closing waits for them
+        self._idle = threading.Condition()
+
+    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        def run() -> T:
+            with self._idle:
+                self._busy += 1
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                with self._idle:
+                    self._busy -= 1
+                    self._idle.notify_all()
+
+        return await asyncio.to_thread(run)
 
     async def upsert(self, jobs: Iterable[Job], *, now: datetime | None = None) -> UpsertResult:
-        return await asyncio.to_thread(self.sync.upsert, list(jobs), now=now)
+        return await self._call(self.sync.upsert, list(jobs), now=now)
 
     async def upsert_delivery(
         self, webhook_id: str, jobs: Iterable[Job], *, now: datetime | None = None
     ) -> UpsertResult:
-        return await asyncio.to_thread(self.sync.upsert_delivery, webhook_id, list(jobs), now=now)
+        return await self._call(self.sync.upsert_delivery, webhook_id, list(jobs), now=now)
 
     async def delivery_seen(self, webhook_id: str) -> bool:
-        return await asyncio.to_thread(self.sync.delivery_seen, webhook_id)
+        return await self._call(self.sync.delivery_seen, webhook_id)
 
     async def get(self, job_id: str) -> Job | None:
-        return await asyncio.to_thread(self.sync.get, job_id)
+        return await self._call(self.sync.get, job_id)
 
     async def get_many(self, job_ids: Iterable[str]) -> dict[str, Job]:
-        return await asyncio.to_thread(self.sync.get_many, list(job_ids))
+        return await self._call(self.sync.get_many, list(job_ids))
 
     async def list(
         self,
@@ -691,47 +738,58 @@ class SQLiteStore:
         status: str | JobStatus | Iterable[str | JobStatus] | None = None,
         provider: str | None = None,
         limit: int | None = 50,
+        **narrowing: Any,
     ) -> builtins.list[Job]:
-        return await asyncio.to_thread(self.sync.list, status=status, provider=provider, limit=limit)
+        return await self._call(self.sync.list, status=status, provider=provider, limit=limit, **narrowing)
 
     async def active(self, provider: str | None = None) -> builtins.list[Job]:
-        return await asyncio.to_thread(self.sync.active, provider)
+        return await self._call(self.sync.active, provider)
 
     async def count(self, *, status: str | JobStatus | Iterable[str | JobStatus] | None = None) -> int:
-        return await asyncio.to_thread(self.sync.count, status=status)
+        return await self._call(self.sync.count, status=status)
 
     async def newer_counts(self, created: Iterable[datetime | None]) -> builtins.list[int]:
-        return await asyncio.to_thread(self.sync.newer_counts, list(created))
+        return await self._call(self.sync.newer_counts, list(created))
 
     async def totals(self, search: str | None = None) -> dict[str, dict[str, Any]]:
-        return await asyncio.to_thread(self.sync.totals, search)
+        return await self._call(self.sync.totals, search)
 
     async def revision(self) -> int:
-        return await asyncio.to_thread(self.sync.revision)
+        return await self._call(self.sync.revision)
 
     async def changes_since(self, rev: int) -> tuple[int, builtins.list[Job]]:
-        return await asyncio.to_thread(self.sync.changes_since, rev)
+        return await self._call(self.sync.changes_since, rev)
 
     async def changes_in_order(self, rev: int) -> tuple[int, builtins.list[tuple[int, Job]]]:
-        return await asyncio.to_thread(self.sync.changes_in_order, rev)
+        return await self._call(self.sync.changes_in_order, rev)
 
     async def states(self) -> tuple[int, dict[str, JobState]]:
-        return await asyncio.to_thread(self.sync.states)
+        return await self._call(self.sync.states)
 
     async def frame_rows(self) -> builtins.list[tuple[Any, ...]]:
-        return await asyncio.to_thread(self.sync.frame_rows)
+        return await self._call(self.sync.frame_rows)
+
+    async def frame_rows_with_inputs(self) -> builtins.list[tuple[Any, ...]]:
+        return await self._call(self.sync.frame_rows_with_inputs)
 
     async def integrity_check(self) -> str:
-        return await asyncio.to_thread(self.sync.integrity_check)
+        return await self._call(self.sync.integrity_check)
 
     async def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
-        return await asyncio.to_thread(self.sync.acquire_lease, name, holder, ttl)
+        return await self._call(self.sync.acquire_lease, name, holder, ttl)
 
     async def release_lease(self, name: str, holder: str) -> None:
-        await asyncio.to_thread(self.sync.release_lease, name, holder)
+        await self._call(self.sync.release_lease, name, holder)
 
     async def lease(self, name: str) -> Lease | None:
-        return await asyncio.to_thread(self.sync.lease, name)
+        return await self._call(self.sync.lease, name)
 
     async def aclose(self) -> None:
-        self.sync.close()
+        """Close once no call is still running on a worker thread (a cancelled caller's call may be)."""
+
+        def close() -> None:
+            with self._idle:
+                self._idle.wait_for(lambda: self._busy == 0, timeout=_CLOSE_WAIT_S)
+            self.sync.close()
+
+        await asyncio.to_thread(close)
