@@ -16,7 +16,15 @@ __all__ = ["EVENT_TYPES", "PUBLIC_EVENTS", "EventBus"]
 log = logging.getLogger("jobwidget.events")
 
 PUBLIC_EVENTS = frozenset(
-    {"job_status_changed", "job_progress", "jobs_discovered", "sync_completed", "poll_error"}
+    {
+        "job_status_changed",
+        "job_progress",
+        "jobs_discovered",
+        "sync_completed",
+        "poll_error",
+        "job_flagged",
+        "guard_action",
+    }
 )
 # "jobs_changed" is internal: it carries the changed Job objects to the panel and the HTTP server.
 EVENT_TYPES = PUBLIC_EVENTS | {"jobs_changed"}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import random
 import socket
@@ -21,19 +22,20 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from jobwidget.core.columns import ROW_COLUMNS
+from jobwidget.core.columns import HEALTH_COLUMNS, ROW_COLUMNS
 from jobwidget.core.errors import StoreCorruptError, StoreError
+from jobwidget.core.health import HISTORY_POINTS, Sample, add_sample
 from jobwidget.core.models import ACTIVE_STATUSES, Job, JobStatus, merge_job
 
 __all__ = ["SCHEMA_VERSION", "JobStore", "Lease", "UpsertResult"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 APPLICATION_ID = 0x4A574731  # "JWG1": marks a file as a jobwidget store
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _LOCK_BUDGET_S = 30.0  # how long a writer waits for another process before the user hears about it
@@ -112,6 +114,21 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         )
         """,
         "CREATE INDEX webhook_deliveries_received ON webhook_deliveries (received_at)",
+    ),
+    # Run health: each job's progress reads (time, step, total, loss, rate), downsampled to a few
+    # hundred per job (core/health.py). SQLite stores a NaN REAL as NULL, so a NaN loss is its own bit.
+    3: (
+        """
+        CREATE TABLE health_samples (
+            job_id TEXT NOT NULL,
+            idx INTEGER NOT NULL,
+            t REAL NOT NULL,
+            step INTEGER, total INTEGER, loss REAL,
+            loss_nan INTEGER NOT NULL DEFAULT 0,
+            rate REAL,
+            PRIMARY KEY (job_id, idx)
+        ) WITHOUT ROWID
+        """,
     ),
 }
 
@@ -528,11 +545,58 @@ class JobStore:
     def frame_rows(self) -> list[tuple[Any, ...]]:
         """Raw rows for `to_dataframe()` (datetimes as epoch µs), newest first, without building Jobs."""
         with self._read() as conn:
-            return conn.execute(f"SELECT {', '.join(ROW_COLUMNS)} FROM jobs {_ORDER}").fetchall()
+            columns = ", ".join([*ROW_COLUMNS, *HEALTH_COLUMNS.values()])
+            return conn.execute(f"SELECT {columns} FROM jobs {_ORDER}").fetchall()
 
     def integrity_check(self) -> str:
         with self._read() as conn:
             return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
+
+    # -- run health: each job's downsampled progress history ---------------------------------------
+
+    @staticmethod
+    def _samples(conn: sqlite3.Connection, job_id: str) -> list[Sample]:
+        rows = conn.execute(
+            "SELECT t, step, total, loss, loss_nan, rate FROM health_samples WHERE job_id = ? ORDER BY idx",
+            (job_id,),
+        ).fetchall()
+        return [
+            Sample(t, step, total, math.nan if nan else loss, rate)
+            for t, step, total, loss, nan, rate in rows
+        ]
+
+    def history(self, job_id: str) -> list[Sample]:
+        """The job's progress history, oldest first (empty if it was never read while running)."""
+        with self._read() as conn:
+            return self._samples(conn, job_id)
+
+    def add_samples(
+        self, samples: Mapping[str, Sample], *, limit: int = HISTORY_POINTS
+    ) -> dict[str, list[Sample]]:
+        """Append one sample per job (downsampled, see `core.health.add_sample`) in one transaction; the
+        histories as they now stand. Only rows from the first one that changed are rewritten."""
+        out: dict[str, list[Sample]] = {}
+        if not samples:
+            return out
+        with self._write() as conn:
+            for job_id, sample in samples.items():
+                old = self._samples(conn, job_id)
+                new = add_sample(old, sample, limit)
+                same = 0
+                while same < min(len(old), len(new)) and _same_sample(old[same], new[same]):
+                    same += 1
+                if same < len(old):
+                    conn.execute("DELETE FROM health_samples WHERE job_id = ? AND idx >= ?", (job_id, same))
+                conn.executemany(
+                    "INSERT INTO health_samples (job_id, idx, t, step, total, loss, loss_nan, rate) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (job_id, i, s.t, s.step, s.total, None if s.nan else s.loss, int(s.nan), s.rate)
+                        for i, s in enumerate(new[same:], start=same)
+                    ],
+                )
+                out[job_id] = new
+        return out
 
     # -- the poll lease (one poller per store across processes) --------------------------------
 
@@ -612,6 +676,12 @@ class JobStore:
 
     def __repr__(self) -> str:
         return f"JobStore({str(self.path)!r})"
+
+
+def _same_sample(a: Sample, b: Sample) -> bool:
+    return (a.t, a.step, a.total, a.rate, a.nan) == (b.t, b.step, b.total, b.rate, b.nan) and (
+        a.nan or a.loss == b.loss
+    )
 
 
 def new_holder_id() -> str:
