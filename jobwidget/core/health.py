@@ -74,7 +74,7 @@ def _merge(a: Sample, b: Sample) -> Sample:
 
 def _same_read(a: Sample, b: Sample) -> bool:
     """Two reads that tell nothing apart (the same step, both NaN or the same loss)."""
-    return a.step == b.step and a.total == b.total and (a.nan and b.nan or a.loss == b.loss)
+    return a.step == b.step and a.total == b.total and ((a.nan and b.nan) or a.loss == b.loss)
 
 
 def add_sample(history: Sequence[Sample], sample: Sample, limit: int = HISTORY_POINTS) -> list[Sample]:
@@ -227,7 +227,7 @@ class _Keep:
 
 KEEP: Any = _Keep()  # a rule's answer when this update cannot tell: the flag stays as it was
 _WAITING = ("pending", "uploading", "queued")
-Check = Callable[[HealthInput], "str | None | _Keep"]
+Check = Callable[[HealthInput], "str | _Keep | None"]
 
 
 def _fmt_min(seconds: float) -> str:
@@ -240,14 +240,14 @@ def _at_step(s: Sample) -> str:
     return f" at step {s.step}" + (f"/{s.total}" if s.total else "")
 
 
-def _nan_loss(h: HealthInput) -> str | None | _Keep:
+def _nan_loss(h: HealthInput) -> str | _Keep | None:
     if not h.fresh or not h.history:
         return KEEP
     last = h.history[-1]
     return f"loss NaN{_at_step(last)}" if last.nan else KEEP
 
 
-def _stalled(h: HealthInput) -> str | None | _Keep:
+def _stalled(h: HealthInput) -> str | _Keep | None:
     if h.status != "running":
         return None
     if not h.fresh:
@@ -266,7 +266,7 @@ def _stalled(h: HealthInput) -> str | None | _Keep:
     return None
 
 
-def _diverging(h: HealthInput) -> str | None | _Keep:
+def _diverging(h: HealthInput) -> str | _Keep | None:
     if not h.fresh:
         return KEEP
     losses = [s.loss for s in h.history if s.loss is not None and not s.nan]
@@ -280,7 +280,7 @@ def _diverging(h: HealthInput) -> str | None | _Keep:
     return None
 
 
-def _slow_start(h: HealthInput) -> str | None | _Keep:
+def _slow_start(h: HealthInput) -> str | _Keep | None:
     if h.status not in _WAITING or h.created_at is None:
         return None
     waited = h.now - h.created_at

@@ -47,6 +47,7 @@ from jobwidget.sim.catalog import (
     token,
 )
 from jobwidget.sim.config import FLEET_FIELDS, SimConfig
+from jobwidget.sim.health_faults import apply_to_script, apply_to_training, draw_fault, parse_fault
 from jobwidget.sim.logs import FAIL_KINDS, Script, build_script, plan_for, with_failure
 from jobwidget.sim.timeline import ArrivalSchedule, TimeMap, arrival_id, arrival_index, format_timestamp
 from jobwidget.sim.training import ACTIVE, TERMINAL, Training, render
@@ -225,8 +226,11 @@ class Fleet:
         steps: int | None = None,
         outcome: str | None = None,
         abort_after: float | None = None,
+        fault: object = None,
     ) -> Training:
-        """A new training with a seeded plan and an outcome: `outcome`, else drawn from the mix."""
+        """A new training with a seeded plan and an outcome: `outcome`, else drawn from the mix.
+
+        A run-health `fault` (health_faults.py) is given, or drawn apart from the other draws."""
         trainer = trainer or rng.choices(TRAINERS, weights=WEIGHTS)[0]
         if steps is None and input:
             steps = requested_steps(input)
@@ -249,7 +253,7 @@ class Fleet:
             run = 0.0
         dest = destination or f"{ACCOUNT}/{rng.choice(ADJ)}-{rng.choice(NOUN)}-{rng.randint(1, 99)}"
         digits = (rng.choice((6, 6, 6, 7, 8, 9)), rng.choice((6, 6, 7, 9)), rng.choice((6, 6, 8, 9)))
-        return Training(
+        tr = Training(
             idx=-1,
             id=tid or self._new_id(rng),
             model=model or trainer.model,
@@ -264,6 +268,14 @@ class Fleet:
             outcome=outcome,
             digits=digits,
         )
+        if outcome == "succeeded":
+            tr.health = (
+                parse_fault(fault, plan)
+                if fault is not None
+                else draw_fault(self.config.seed, tr.id, plan, self.config.health_fault_rate)
+            )
+            apply_to_training(tr, tr.health)
+        return tr
 
     def _make_active(self, rng: random.Random, t0: float) -> Training:
         """A training caught mid-flight at t0: still queued, or part-way through its run."""
@@ -583,15 +595,21 @@ class Fleet:
         outcome: str | None = None,
         queue: float | None = None,
         source: str = "web",
+        fault: object = None,
     ) -> Training:
         """A training started elsewhere (the web, another script), `starting` from now on.
 
         `model`: a trainer (None: drawn from the mix); `steps`: its length; `outcome`: how it ends (None:
         drawn from the configured mix); `queue`: nominal seconds in `starting` before it runs, or before
-        it is given up if the outcome is `aborted` (None: drawn).
+        it is given up if the outcome is `aborted` (None: drawn). `fault`: a run-health fault for a run
+        that succeeds (health_faults.py: "nan_loss", "stall", "cold_boot", "diverging", or a mapping).
         """
         if outcome is not None and outcome not in TERMINAL:
             raise ValueError(f"outcome must be one of {', '.join(TERMINAL)} or None, got {outcome!r}")
+        if fault is not None:
+            if outcome not in (None, "succeeded"):
+                raise ValueError(f"a run-health fault needs a run that succeeds, not outcome={outcome!r}")
+            outcome = "succeeded"
         if model is not None and (not isinstance(model, str) or model.count("/") != 1):
             raise ValueError(f"model must be 'owner/name', got {model!r}")
         if steps is not None and (
@@ -617,6 +635,7 @@ class Fleet:
                 steps=steps,
                 outcome=outcome,
                 abort_after=None if queue is None else float(queue),
+                fault=fault,
             )
             self._add(tr, v)
             return tr
@@ -668,7 +687,7 @@ class Fleet:
             self._scripts.move_to_end(key)
             return script
         tm, started = self.tm, tr.started_v
-        script = build_script(tr.plan, lambda t: tm.wall(started + t))
+        script = apply_to_script(build_script(tr.plan, lambda t: tm.wall(started + t)), tr.plan, tr.health)
         older = None if past else self._scripts.get((tr.id, tm.version - 1))
         if older is not None:  # re-timed mid-run: what it printed at the old pace stays as printed
             script = older.spliced(script, tm.last_change - started)
