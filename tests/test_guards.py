@@ -154,6 +154,6 @@ def test_guard_settings_are_checked():
         ConfigError, match=r"guards \(Jobs\(config=\{\.\.\.\}\)\): guards: unknown key\(s\) on_nann"
     ):
         load_settings(config={"guards": {"on_nann": "cancel"}}, env={})
-    with pytest.raises(ConfigError, match="guards.jobs.x"):
+    with pytest.raises(ConfigError, match=r"guards\.jobs\.x"):
         load_settings(config={"guards": {"jobs": {"x": {"on_nan": "maybe"}}}}, env={})
     assert load_settings(config={}, env={}).guards == ()
