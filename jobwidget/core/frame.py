@@ -106,6 +106,7 @@ HISTORY_DTYPES: dict[str, Any] = {
     "loss": _FLOAT,  # NaN both when the loss was NaN and when the read had none: see `loss_nan`
     "loss_nan": np.dtype("bool"),
     "rate": _FLOAT,
+    "reads": pd.Int64Dtype(),  # progress reads the row stands for (older rows are merged neighbours)
 }
 
 
@@ -120,6 +121,7 @@ def history_frame(samples: Sequence[Sample]) -> pd.DataFrame:
             "loss": np.array([np.nan if s.loss is None else s.loss for s in samples], dtype="float64"),
             "loss_nan": np.array([s.nan for s in samples], dtype="bool"),
             "rate": np.array([np.nan if s.rate is None else s.rate for s in samples], dtype="float64"),
+            "reads": pd.array([s.n for s in samples], dtype=pd.Int64Dtype()),
         }
     )
     for name, dtype in HISTORY_DTYPES.items():

@@ -1,10 +1,11 @@
 """Run health, pure: a job's loss history at a bounded size, projections from it, and the flag rules.
 
 - **History.** Each progress read is a `Sample` (time, step, total, loss, rate). A job keeps every sample
-  until `HISTORY_POINTS`, then neighbours are merged pairwise (all but the newest few), so a run of any
-  length costs a few hundred points and the whole run stays drawn at an even resolution (within 2x). A
-  merged pair keeps the later time and step; its loss is their mean, or NaN if either was NaN: a NaN is
-  marked, never averaged away. Reads that repeat the last step (a stall) keep the first and latest only.
+  until `HISTORY_POINTS`, then neighbours are merged pairwise and later reads are folded in at the same
+  stride (all but the newest few), so a run of any length costs a few hundred points and the whole run
+  stays drawn at an even resolution. A merged point keeps the later time and step; its loss is the mean,
+  or NaN if any read in it was NaN: a NaN is marked, never averaged away. Reads that repeat the last
+  step (a stall) keep the first and latest only.
 - **Projections.** The rate is the step rate over the recent half of the training span (at least 10
   min, or all of it): long enough to average validation passes and checkpoint saves, so the figure is
   steady instead of following each tqdm frame. No projection without enough evidence (see `project`).
@@ -57,6 +58,7 @@ class Sample:
     total: int | None = None
     loss: float | None = None
     rate: float | None = None
+    n: int = 1  # reads this point stands for (merged neighbours: their mean loss, the later time)
 
     @property
     def nan(self) -> bool:
@@ -66,10 +68,12 @@ class Sample:
 def _merge(a: Sample, b: Sample) -> Sample:
     if a.nan or b.nan:
         loss: float | None = math.nan
+    elif a.loss is not None and b.loss is not None:
+        loss = (a.loss * a.n + b.loss * b.n) / (a.n + b.n)
     else:
-        losses = [x for x in (a.loss, b.loss) if x is not None]
-        loss = sum(losses) / len(losses) if losses else None
-    return Sample(b.t, b.step, b.total if b.total is not None else a.total, loss, b.rate)
+        loss = b.loss if b.loss is not None else a.loss
+    total = b.total if b.total is not None else a.total
+    return Sample(b.t, b.step, total, loss, b.rate if b.rate is not None else a.rate, a.n + b.n)
 
 
 def _same_read(a: Sample, b: Sample) -> bool:
@@ -78,8 +82,12 @@ def _same_read(a: Sample, b: Sample) -> bool:
 
 
 def add_sample(history: Sequence[Sample], sample: Sample, limit: int = HISTORY_POINTS) -> list[Sample]:
-    """`history` with `sample` appended, downsampled to at most `limit` points (see the module doc).
+    """`history` with `sample` appended, at most `limit` points (see the module doc).
 
+    The newest reads stay as they are; older ones form a body in which every point stands for the same
+    number of reads (`Sample.n`, the stride): a read leaving the raw tail is folded into the body's
+    newest point until that one holds a stride's worth, and a full body merges neighbours pairwise
+    (the stride doubles). So the body is always evenly spread and the whole run stays drawn.
     A sample older than the newest is dropped (a late answer): the history stays in time order.
     """
     out = list(history)
@@ -89,14 +97,19 @@ def add_sample(history: Sequence[Sample], sample: Sample, limit: int = HISTORY_P
         out[-1] = sample  # a repeated read: keep when it was first seen and the latest, not every one
         return out
     out.append(sample)
-    if len(out) > max(limit, _KEEP_RAW + 2):
-        keep = min(_KEEP_RAW, len(out) // 4)
-        head, tail = out[: len(out) - keep], out[len(out) - keep :]
-        merged = [_merge(head[i], head[i + 1]) for i in range(0, len(head) - 1, 2)]
-        if len(head) % 2:
-            merged.append(head[-1])
-        out = merged + tail
-    return out
+    keep = min(_KEEP_RAW, max(0, limit // 4))
+    if len(out) <= keep + 1:
+        return out
+    body, tail = out[: len(out) - keep], out[len(out) - keep :]
+    stride = max(s.n for s in body)
+    if len(body) >= 2 and body[-2].n + body[-1].n <= stride:
+        body[-2:] = [_merge(body[-2], body[-1])]
+    if len(body) + len(tail) > limit:
+        merged = [_merge(body[i], body[i + 1]) for i in range(0, len(body) - 1, 2)]
+        if len(body) % 2:
+            merged.append(body[-1])
+        body = merged
+    return body + tail
 
 
 def sparkline(history: Sequence[Sample], points: int = SPARK_POINTS) -> list[list[Any]]:

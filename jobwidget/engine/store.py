@@ -126,6 +126,7 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             step INTEGER, total INTEGER, loss REAL,
             loss_nan INTEGER NOT NULL DEFAULT 0,
             rate REAL,
+            n INTEGER NOT NULL DEFAULT 1,
             PRIMARY KEY (job_id, idx)
         ) WITHOUT ROWID
         """,
@@ -557,12 +558,13 @@ class JobStore:
     @staticmethod
     def _samples(conn: sqlite3.Connection, job_id: str) -> list[Sample]:
         rows = conn.execute(
-            "SELECT t, step, total, loss, loss_nan, rate FROM health_samples WHERE job_id = ? ORDER BY idx",
+            "SELECT t, step, total, loss, loss_nan, rate, n FROM health_samples "
+            "WHERE job_id = ? ORDER BY idx",
             (job_id,),
         ).fetchall()
         return [
-            Sample(t, step, total, math.nan if nan else loss, rate)
-            for t, step, total, loss, nan, rate in rows
+            Sample(t, step, total, math.nan if nan else loss, rate, n)
+            for t, step, total, loss, nan, rate, n in rows
         ]
 
     def history(self, job_id: str) -> list[Sample]:
@@ -588,10 +590,10 @@ class JobStore:
                 if same < len(old):
                     conn.execute("DELETE FROM health_samples WHERE job_id = ? AND idx >= ?", (job_id, same))
                 conn.executemany(
-                    "INSERT INTO health_samples (job_id, idx, t, step, total, loss, loss_nan, rate) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO health_samples (job_id, idx, t, step, total, loss, loss_nan, rate, n) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [
-                        (job_id, i, s.t, s.step, s.total, None if s.nan else s.loss, int(s.nan), s.rate)
+                        (job_id, i, s.t, s.step, s.total, None if s.nan else s.loss, int(s.nan), s.rate, s.n)
                         for i, s in enumerate(new[same:], start=same)
                     ],
                 )
@@ -679,7 +681,7 @@ class JobStore:
 
 
 def _same_sample(a: Sample, b: Sample) -> bool:
-    return (a.t, a.step, a.total, a.rate, a.nan) == (b.t, b.step, b.total, b.rate, b.nan) and (
+    return (a.t, a.step, a.total, a.rate, a.nan, a.n) == (b.t, b.step, b.total, b.rate, b.nan, b.n) and (
         a.nan or a.loss == b.loss
     )
 

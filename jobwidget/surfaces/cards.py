@@ -133,10 +133,10 @@ def _spark(job: Job) -> list[list[Any]] | None:
     for item in raw[-SPARK_POINTS:]:
         if not isinstance(item, list | tuple) or len(item) != 2:
             continue
-        step = int_or_none(item[0])
-        if step is None:
-            continue
-        points.append([step, None if item[1] is None else sig(item[1], 4)])
+        step, loss = int_or_none(item[0]), None if item[1] is None else sig(item[1], 4)
+        if step is None or (loss is None and item[1] is not None):
+            continue  # not a number: left out (only a real NaN, sent as None, is drawn as one)
+        points.append([step, loss])
     return points if len(points) >= 2 else None
 
 
