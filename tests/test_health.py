@@ -265,6 +265,7 @@ def test_history_frame_and_jobs_frame_columns():
 
 
 def test_importing_jobwidget_still_does_not_load_pandas():
-    code = "import sys, jobwidget, jobwidget.engine.health, jobwidget.engine.guards; print('pandas' in sys.modules)"
+    modules = "jobwidget, jobwidget.engine.health, jobwidget.engine.guards"
+    code = f"import sys, {modules}; print('pandas' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
