@@ -44,7 +44,7 @@ HISTORY_POINTS = 300  # samples kept per job, whatever the run's length
 SPARK_POINTS = 40  # points a card's sparkline carries (a few hundred bytes)
 _KEEP_RAW = 16  # the newest samples are never merged: the rules and projections read them
 _MIN_SAMPLES = 4  # projections: distinct training reads in the window...
-_MIN_SPAN_S = 60.0  # ...spanning at least this long...
+_MIN_SPAN_S = 20.0  # ...spanning at least this long...
 _MIN_PROGRESS = 0.02  # ...and this share of the run's steps
 _WINDOW_FLOOR_S = 600.0  # the rate window is the recent half of the training span, at least this long
 
@@ -150,7 +150,7 @@ def project(
 ) -> Projection | None:
     """Finish time and final cost from the step rate over the recent half of the training span.
 
-    None without enough evidence: fewer than 4 reads with a known step and total, less than a minute or
+    None without enough evidence: fewer than 4 reads with a known step and total, less than 20 s or
     2 % of the run between them, or no progress. Cost is `price_per_s` x (finish - `started_at`); without
     a price, `cost_so_far` (usd, at epoch seconds) is scaled to the projected duration.
     """

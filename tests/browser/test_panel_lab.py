@@ -396,7 +396,7 @@ _JS_FLAGGED_CARD = """() => {
     const svg = c.querySelector("svg.jw-spark");
     const box = c.querySelector(".jw-spark-box");
     const flags = (c.dataset.flags || "").split(" ");
-    if (flags.includes("nan_loss") && svg && box && !box.hidden && Number(svg.dataset.nan) >= 1
+    if (!c.hidden && flags.includes("nan_loss") && svg && box && !box.hidden && Number(svg.dataset.nan) >= 1
         && Number(svg.dataset.points) >= 3) return c.dataset.jobId;
   }
   return null;
@@ -420,20 +420,21 @@ def _check_health(page: Any, timings: dict[str, float]) -> list[str]:
     card = page.locator(f'.jw-card[data-job-id="{job_id}"]')
     card.scroll_into_view_if_needed()
     badge = card.locator('.jw-flag[data-flag="nan_loss"]')
-    assert badge.inner_text() == "NaN loss"
+    badge.wait_for(state="visible", timeout=T_UI)
+    assert badge.text_content() == "NaN loss", badge.text_content()
     assert re.match(
         r"^loss NaN at step \d+/3000 \(since \d\d:\d\d:\d\d\)$", badge.get_attribute("title") or ""
     )
     assert card.locator("path.jw-spark-line").get_attribute("d"), "the sparkline has no line"
     assert card.locator(".jw-spark-nan circle").count() >= 1, "the NaN point is not marked"
-    assert "loss NaN" in card.locator(".jw-step").inner_text()
+    assert "loss NaN" in (card.locator(".jw-step").text_content() or "")
     svg = card.locator("svg.jw-spark")
     box = svg.bounding_box()
     assert box is not None
     svg.hover(position={"x": 3, "y": box["height"] / 2})
     tip = card.locator(".jw-spark-tip")
     tip.wait_for(state="visible", timeout=T_UI)
-    assert re.match(r"^step \d+ · loss (\d|NaN)", tip.inner_text()), tip.inner_text()
+    assert re.match(r"^step \d+ · loss (\d|NaN)", tip.text_content() or ""), tip.text_content()
     notify = page.locator(".jw-notify")
     assert notify.is_visible() and notify.get_attribute("aria-pressed") == "false"  # opt-in: off by default
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
