@@ -269,3 +269,31 @@ def test_importing_jobwidget_still_does_not_load_pandas():
     code = f"import sys, {modules}; print('pandas' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_jobs_facade_history_and_guards(tmp_path):
+    from jobwidget import Jobs
+    from jobwidget.core.errors import JobNotFound
+    from jobwidget.core.frame import HISTORY_DTYPES
+    from jobwidget.sim import SimConfig
+
+    from .simhelpers import loopback_sim, provider_for
+
+    with (
+        loopback_sim(SimConfig(seed=4, fleet_size=20, active=5, arrival_interval=0)) as running,
+        Jobs(provider=provider_for(running), store=tmp_path / "jobs.sqlite3", autostart=False) as jobs,
+    ):
+        jobs.sync()
+        job = jobs.list(status="running")[0]
+        jobs.inline_progress(job.job_id)  # one progress read
+        frame = jobs.history(job.job_id)
+        assert list(frame.columns) == list(HISTORY_DTYPES) and len(frame) == 1
+        with pytest.raises(JobNotFound):
+            jobs.history("no-such-job")
+        with pytest.raises(JobNotFound):
+            jobs.guard(on_nan="cancel", job_id="no-such-job")
+        assert jobs.guards == []
+        guard = jobs.guard(on_nan="notify", on_stall="cancel", dry_run=True)
+        assert jobs.guards == [guard] and "dry_run=True" in repr(guard)
+        assert jobs.unguard(guard) == [guard] and jobs.guards == []
+        assert jobs.guard_actions() == []
