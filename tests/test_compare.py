@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from jobwidget import InvalidRequest
+from jobwidget.core.columns import HEALTH_COLUMNS, ROW_COLUMNS
 from jobwidget.core.frame import FRAME_COLUMNS
 from jobwidget.core.frame_inputs import OUTPUT_COLUMNS, jobs_frame_with_inputs
 from jobwidget.core.models import merge_job
@@ -189,6 +190,6 @@ def test_inputs_frame_has_a_column_per_input_with_the_narrowest_dtype(tmp_path: 
 
 
 def test_inputs_frame_survives_odd_stored_json() -> None:
-    row = ("j1", "replicate", "completed", None, None, None, None, None, None, None, None, None, None, None)
+    row = ("j1", "replicate", "completed", *([None] * (len(ROW_COLUMNS) + len(HEALTH_COLUMNS) - 3)))
     df = jobs_frame_with_inputs([(*row, "{broken", json.dumps([1, 2]), None)])
     assert len(df) == 1 and pd.isna(df.loc[0, "output_version"])

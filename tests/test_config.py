@@ -154,6 +154,8 @@ _BAD: dict[str, Any] = {
     "max_requests_per_minute": "0",
     "max_concurrency": "2.5",
     "pricing": "cheap",
+    "health": {"stall_minutes": -5},
+    "guards": {"on_nan": "explode"},
 }
 _CASES = [
     (row.name, kind, name)

@@ -27,6 +27,9 @@ EXPECTED_COLUMNS = [
     "cost_usd",
     "error_message",
     "last_log",
+    "projected_finish_at",
+    "projected_cost_usd",
+    "flags",
 ]
 
 
@@ -34,9 +37,9 @@ def _check_dtypes(df: pd.DataFrame) -> None:
     assert list(df.columns) == EXPECTED_COLUMNS == list(FRAME_COLUMNS)
     assert isinstance(df["status"].dtype, pd.CategoricalDtype)
     assert list(df["status"].cat.categories) == [s.value for s in JobStatus]
-    for col in ("created_at", "started_at", "completed_at"):
+    for col in ("created_at", "started_at", "completed_at", "projected_finish_at"):
         assert isinstance(df[col].dtype, pd.DatetimeTZDtype) and str(df[col].dt.tz) == "UTC"
-    for col in ("queue_seconds", "duration_seconds", "cost_usd", "progress"):
+    for col in ("queue_seconds", "duration_seconds", "cost_usd", "progress", "projected_cost_usd"):
         assert df[col].dtype == np.float64
     assert dict(df.dtypes) == FRAME_DTYPES
 

@@ -709,7 +709,8 @@ def test_list_filters_limits_and_job_shape(live: LiveServer):
     assert set(synced) == {"synced", "updated", "message"} and type(synced["synced"]) is int
     all_jobs = live.get("/api/cloud/jobs", params={"limit": 1000}).json()
     assert all_jobs["count"] == len(all_jobs["jobs"]) == synced["synced"]
-    fields = set(Job.__dataclass_fields__) | {"trained_version", "provider_status"}
+    derived = {"trained_version", "provider_status", "projected_finish_at", "projected_cost_usd", "flags"}
+    fields = set(Job.__dataclass_fields__) | derived | {"guard_reason"}
     assert all(set(j) == fields for j in all_jobs["jobs"])
     created = [j["created_at"] for j in all_jobs["jobs"]]
     assert created == sorted(created, reverse=True)  # newest first
@@ -740,6 +741,22 @@ def test_inline_progress_for_running_and_unknown_jobs(live: LiveServer):
         "status": 404,
         "job_id": "no-such-job",
     }
+
+
+def test_job_history_and_health_fields_over_http(live: LiveServer):
+    httpx.post(f"{live.url}/api/cloud/jobs/sync")
+    running = live.get("/api/cloud/jobs", params={"status": "running"}).json()["jobs"]
+    job_id = running[0]["job_id"]
+    assert {"projected_finish_at", "projected_cost_usd", "flags", "guard_reason"} <= set(running[0])
+    live.get(f"/api/cloud/jobs/{job_id}/inline-progress")  # a progress read: one sample in the history
+    body = live.get(f"/api/cloud/jobs/{job_id}/history").json()
+    assert body["job_id"] == job_id and len(body["samples"]) == 1
+    sample = body["samples"][0]
+    assert set(sample) == {"t", "step", "total_steps", "loss", "loss_nan", "rate", "reads"}
+    assert sample["reads"] == 1 and sample["loss_nan"] is False and isinstance(sample["t"], float)
+    assert live.get("/api/cloud/jobs/no-such-job/history").status_code == 404
+    schema = live.get("/openapi.json").json()
+    assert "/api/cloud/jobs/{job_id}/history" in schema["paths"]
 
 
 @pytest.mark.parametrize(

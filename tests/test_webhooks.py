@@ -254,7 +254,7 @@ def test_deliveries_from_two_connections_agree(tmp_path: Path):
     b.close()
 
 
-def test_a_version_1_store_migrates_to_version_2_keeping_jobs(tmp_path: Path):
+def test_a_version_1_store_migrates_to_the_current_version_keeping_jobs(tmp_path: Path):
     path = tmp_path / "v1.sqlite3"
     conn = sqlite3.connect(path)
     for statement in store_mod._MIGRATIONS[1]:

@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ROW_COLUMNS"]
+__all__ = ["HEALTH_COLUMNS", "ROW_COLUMNS"]
 
 # The columns `JobStore.frame_rows()` selects, in this order.
 ROW_COLUMNS = (
@@ -23,3 +23,11 @@ ROW_COLUMNS = (
     "error_message",
     "last_log",
 )
+
+# Run-health columns, read from the job's health metadata (SQL expressions the store selects after
+# ROW_COLUMNS): the projection as epoch seconds and USD, the raised flags as a JSON object.
+HEALTH_COLUMNS = {
+    "projected_finish_at": "json_extract(metadata, '$.health.finish_at')",
+    "projected_cost_usd": "json_extract(metadata, '$.health.cost')",
+    "flags": "json_extract(metadata, '$.health.flags')",
+}

@@ -7,16 +7,18 @@ show the zeros.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from jobwidget.core.columns import ROW_COLUMNS
+from jobwidget.core.columns import HEALTH_COLUMNS, ROW_COLUMNS
+from jobwidget.core.health import FLAG_NAMES, Sample
 from jobwidget.core.models import JobStatus
 
-__all__ = ["FRAME_COLUMNS", "FRAME_DTYPES", "ROW_COLUMNS", "jobs_frame"]
+__all__ = ["FRAME_COLUMNS", "FRAME_DTYPES", "HISTORY_DTYPES", "ROW_COLUMNS", "history_frame", "jobs_frame"]
 
 STATUS_DTYPE = pd.CategoricalDtype([s.value for s in JobStatus], ordered=False)
 _TEXT = pd.StringDtype("python")
@@ -40,6 +42,9 @@ FRAME_DTYPES: dict[str, Any] = {
     "cost_usd": _FLOAT,
     "error_message": _TEXT,
     "last_log": _TEXT,
+    "projected_finish_at": _TIME,
+    "projected_cost_usd": _FLOAT,
+    "flags": _TEXT,  # raised health flags, comma-separated ("nan_loss,stalled"); "" when none
 }
 FRAME_COLUMNS: tuple[str, ...] = tuple(FRAME_DTYPES)
 
@@ -55,23 +60,71 @@ def _times(values: Sequence[Any]) -> tuple[pd.Series, np.ndarray]:
     return series.astype(_TIME), us / 1e6
 
 
+def _flag_names(value: Any) -> str:
+    """The flags JSON object as "a,b" in the rules' order (unknown names after them)."""
+    if not value:
+        return ""
+    try:
+        names = list(json.loads(value)) if isinstance(value, str) else list(value)
+    except (TypeError, ValueError):
+        return ""
+    return ",".join(
+        sorted(map(str, names), key=lambda n: (FLAG_NAMES.index(n) if n in FLAG_NAMES else 99, n))
+    )
+
+
 def jobs_frame(rows: Sequence[Sequence[Any]]) -> pd.DataFrame:
-    """Build the export frame from `JobStore.frame_rows()` output."""
-    columns = list(zip(*rows, strict=True)) if rows else [() for _ in ROW_COLUMNS]
-    raw = dict(zip(ROW_COLUMNS, columns, strict=True))
+    """Build the export frame from `JobStore.frame_rows()` output (ROW_COLUMNS, then HEALTH_COLUMNS)."""
+    names = (*ROW_COLUMNS, *HEALTH_COLUMNS)
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
+    raw = dict(zip(names, columns, strict=True))
     data: dict[str, Any] = {}
     seconds: dict[str, np.ndarray] = {}
     for name in _TIME_COLUMNS:
         data[name], seconds[name] = _times(raw[name])
     data["queue_seconds"] = np.clip(seconds["started_at"] - seconds["created_at"], 0, None)
     data["duration_seconds"] = np.clip(seconds["completed_at"] - seconds["started_at"], 0, None)
-    for name in ("progress", "cost_usd"):
+    finish = [None if v is None else round(float(v) * 1e6) for v in raw["projected_finish_at"]]
+    data["projected_finish_at"] = _times(finish)[0]
+    for name in ("progress", "cost_usd", "projected_cost_usd"):
         data[name] = np.array([np.nan if v is None else v for v in raw[name]], dtype="float64")
+    data["flags"] = pd.array([_flag_names(v) for v in raw["flags"]], dtype=_TEXT)
     for name in ("job_id", "provider", "stage", "name", "model", "hardware", "error_message", "last_log"):
         data[name] = pd.array(raw[name], dtype=_TEXT)
     data["status"] = pd.Categorical(raw["status"], dtype=STATUS_DTYPE)
     frame = pd.DataFrame({name: data[name] for name in FRAME_COLUMNS})
     for name, dtype in FRAME_DTYPES.items():
+        if frame[name].dtype != dtype:
+            frame[name] = frame[name].astype(dtype)
+    return frame
+
+
+HISTORY_DTYPES: dict[str, Any] = {
+    "time": _TIME,
+    "step": pd.Int64Dtype(),
+    "total_steps": pd.Int64Dtype(),
+    "loss": _FLOAT,  # NaN both when the loss was NaN and when the read had none: see `loss_nan`
+    "loss_nan": np.dtype("bool"),
+    "rate": _FLOAT,
+    "reads": pd.Int64Dtype(),  # progress reads the row stands for (older rows are merged neighbours)
+}
+
+
+def history_frame(samples: Sequence[Sample]) -> pd.DataFrame:
+    """One row per kept progress read, oldest first, with fixed columns and dtypes (`HISTORY_DTYPES`)."""
+    time, _ = _times([round(s.t * 1e6) for s in samples])
+    frame = pd.DataFrame(
+        {
+            "time": time,
+            "step": pd.array([s.step for s in samples], dtype=pd.Int64Dtype()),
+            "total_steps": pd.array([s.total for s in samples], dtype=pd.Int64Dtype()),
+            "loss": np.array([np.nan if s.loss is None else s.loss for s in samples], dtype="float64"),
+            "loss_nan": np.array([s.nan for s in samples], dtype="bool"),
+            "rate": np.array([np.nan if s.rate is None else s.rate for s in samples], dtype="float64"),
+            "reads": pd.array([s.n for s in samples], dtype=pd.Int64Dtype()),
+        }
+    )
+    for name, dtype in HISTORY_DTYPES.items():
         if frame[name].dtype != dtype:
             frame[name] = frame[name].astype(dtype)
     return frame

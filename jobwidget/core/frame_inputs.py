@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from jobwidget.core.columns import ROW_COLUMNS
+from jobwidget.core.columns import HEALTH_COLUMNS, ROW_COLUMNS
 from jobwidget.core.frame import jobs_frame
 
 __all__ = ["INPUT_PREFIX", "OUTPUT_COLUMNS", "jobs_frame_with_inputs"]
@@ -64,7 +64,7 @@ def _text(value: Any) -> str | None:
 def jobs_frame_with_inputs(rows: Sequence[Sequence[Any]]) -> pd.DataFrame:
     """Build the frame from `JobStore.frame_rows_with_inputs()` rows (ROW_COLUMNS, inputs, output,
     retry_of): the fixed columns first, then `OUTPUT_COLUMNS`, then the input columns by name."""
-    n = len(ROW_COLUMNS)
+    n = len(ROW_COLUMNS) + len(HEALTH_COLUMNS)
     base = jobs_frame([row[:n] for row in rows])
     inputs = [_loads(row[n]) for row in rows]
     outputs = [_loads(row[n + 1]) for row in rows]

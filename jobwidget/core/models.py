@@ -18,6 +18,8 @@ from jobwidget.core.redact import redact_tokens
 
 __all__ = [
     "ACTIVE_STATUSES",
+    "GUARD",
+    "HEALTH",
     "INLINE",
     "PROVIDER_STATUS",
     "SETTLED",
@@ -67,6 +69,9 @@ TERMINAL_STATUSES: frozenset[JobStatus] = frozenset(
 INLINE = "inline"  # the last progress read: step, total_steps, rate, eta_seconds, loss
 SETTLED = "settled"  # the final log of a finished job has been read
 PROVIDER_STATUS = "provider_status"  # the provider's raw status word
+# Run health (engine/health.py): {"flags": {name: {"reason", "raised_at"}}, "finish_at", "cost", "spark"}
+HEALTH = "health"
+GUARD = "guard"  # what a guard did to the job: {"reason", "at", "action", "dry_run"} (engine/guards.py)
 
 _ACTIVE_RANK = {JobStatus.PENDING: 0, JobStatus.UPLOADING: 1, JobStatus.QUEUED: 2, JobStatus.RUNNING: 3}
 
@@ -245,6 +250,44 @@ class Job:
         raw = self.metadata.get(PROVIDER_STATUS)
         return raw if isinstance(raw, str) else None
 
+    # -- run health (derived from metadata the engine's health monitor writes) ----------------------
+
+    def _health(self) -> Mapping[str, Any]:
+        health = self.metadata.get(HEALTH)
+        return health if isinstance(health, Mapping) else {}
+
+    @property
+    def flags(self) -> dict[str, dict[str, Any]]:
+        """Health flags now raised: name (nan_loss, stalled, diverging, slow_start) -> reason, raised_at
+        (epoch seconds)."""
+        flags = self._health().get("flags")
+        if not isinstance(flags, Mapping):
+            return {}
+        return {str(k): dict(v) for k, v in flags.items() if isinstance(v, Mapping)}
+
+    @property
+    def projected_finish_at(self) -> datetime | None:
+        """When the run will end at its recent step rate; None when finished or without enough evidence."""
+        at = self._health().get("finish_at")
+        if self.is_terminal or isinstance(at, bool) or not isinstance(at, int | float):
+            return None
+        return datetime.fromtimestamp(at, UTC)
+
+    @property
+    def projected_cost_usd(self) -> float | None:
+        """What the run will have cost when it ends at its recent step rate (same conditions)."""
+        cost = self._health().get("cost")
+        if self.is_terminal or isinstance(cost, bool) or not isinstance(cost, int | float):
+            return None
+        return float(cost)
+
+    @property
+    def guard_reason(self) -> str | None:
+        """Why a guard cancelled (or, in a dry run, would have cancelled) this job."""
+        guard = self.metadata.get(GUARD)
+        reason = guard.get("reason") if isinstance(guard, Mapping) else None
+        return reason if isinstance(reason, str) else None
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (ISO datetimes), the shape of the HTTP API (docs/compatibility.md)."""
         out: dict[str, Any] = {}
@@ -261,6 +304,11 @@ class Job:
             out[f.name] = value
         out["trained_version"] = self.trained_version
         out["provider_status"] = self.provider_status
+        finish = self.projected_finish_at
+        out["projected_finish_at"] = finish.isoformat().replace("+00:00", "Z") if finish else None
+        out["projected_cost_usd"] = self.projected_cost_usd
+        out["flags"] = self.flags
+        out["guard_reason"] = self.guard_reason
         return out
 
     def __repr__(self) -> str:
@@ -465,6 +513,7 @@ class InlineProgress:
     rate: float | None = None
     eta_seconds: float | None = None
     loss: float | None = None
+    loss_nan: bool = False  # the newest loss was NaN or inf (then `loss` is None): the run diverged
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -481,6 +530,8 @@ class InlineProgress:
             bits.append(f"eta={self.eta_seconds:.0f}s")
         if self.loss is not None:
             bits.append(f"loss={self.loss:.4g}")
+        elif self.loss_nan:
+            bits.append("loss=nan")
         bits.append(f"last_log={self.last_log!r}")
         return f"InlineProgress({', '.join(bits)})"
 

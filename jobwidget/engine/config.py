@@ -16,6 +16,8 @@ YAML shape (the reference system's enterprise config, plus jobwidget's own keys)
     replicate: {webhook_secret: whsec_..., max_requests_per_minute: 3000, max_concurrency: 16}
     pricing: {prices: {gpu-h100: 0.001525}, trainers: {owner/name: gpu-h100}, default_sku: gpu-l40s}
     store: ~/path/to/jobs.sqlite3
+    health: {stall_minutes: 15, slow_start_minutes: 10, diverging_factor: 3, diverging_window: 12}
+    guards: {max_cost_usd: 25, on_nan: cancel, on_stall: notify, dry_run: false, jobs: {<id>: {...}}}
 """
 
 from __future__ import annotations
@@ -32,8 +34,10 @@ from urllib.parse import urlsplit
 import platformdirs
 
 from jobwidget.core.errors import ConfigError
+from jobwidget.core.health import Thresholds
 from jobwidget.core.pricing import Pricing
 from jobwidget.engine.configfile import ConfigDocument, find_config
+from jobwidget.engine.guards import Guard, parse_guards
 
 __all__ = ["SETTINGS", "Setting", "Settings", "default_store_path", "load_settings", "parse_seconds"]
 
@@ -116,6 +120,24 @@ def _pricing(value: Any, label: str) -> Pricing:
         return Pricing.from_config(value)
     except ValueError as exc:  # its messages name the key below pricing; the label adds the file
         raise ConfigError(f"{exc} {label.split(' ', 1)[1]}") from None
+
+
+def _thresholds(value: Any, label: str) -> Thresholds:
+    if not isinstance(value, Mapping):
+        raise ConfigError(
+            f"{label} must be a mapping (stall_minutes, slow_start_minutes, ...), got {value!r}"
+        )
+    try:
+        return Thresholds.from_mapping(value)
+    except ValueError as exc:
+        raise ConfigError(f"{label}: {exc}") from None
+
+
+def _guards(value: Any, label: str) -> tuple[Guard, ...]:
+    try:
+        return parse_guards(value)
+    except ValueError as exc:
+        raise ConfigError(f"{label}: {exc}") from None
 
 
 # -------------------------------------------------------------------------------------------- the table
@@ -231,6 +253,20 @@ SETTINGS: tuple[Setting, ...] = (
         free_form=("prices", "trainers", "default_sku"),
         derive=lambda ctx: (Pricing(), "default"),
     ),
+    Setting(
+        "health",
+        "when run-health flags are raised (stall, slow start, diverging loss)",
+        _thresholds,
+        yaml=("health",),
+        derive=lambda ctx: (Thresholds(), "default"),
+    ),
+    Setting(
+        "guards",
+        "opt-in guards that cancel or report jobs (NaN loss, stall, cost limit); none by default",
+        _guards,
+        (),
+        yaml=("guards",),
+    ),
 )
 
 
@@ -251,6 +287,8 @@ class Settings:
     max_requests_per_minute: float = 3000.0
     max_concurrency: int = 16
     pricing: Pricing = field(default_factory=Pricing)
+    health: Thresholds = field(default_factory=Thresholds)
+    guards: tuple[Guard, ...] = ()
     config_path: Path | None = None
     config_origin: str = "none"  # how the file was found ("found in the working directory", ...)
     sources: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
@@ -296,6 +334,13 @@ def _shown(row: Setting, value: Any) -> str:
     if isinstance(value, Pricing):
         default = f", default_sku {value.default_sku}" if value.default_sku else ""
         return f"{len(value.prices)} prices, {len(value.trainers)} trainers{default}"
+    if isinstance(value, Thresholds):
+        return (
+            f"stall {value.stall_minutes:g} min, slow start {value.slow_start_minutes:g} min, "
+            f"diverging x{value.diverging_factor:g}"
+        )
+    if row.name == "guards":
+        return "none" if not value else "; ".join(repr(g) for g in value)
     return str(value)
 
 

@@ -16,7 +16,15 @@ __all__ = ["EVENT_TYPES", "PUBLIC_EVENTS", "EventBus"]
 log = logging.getLogger("jobwidget.events")
 
 PUBLIC_EVENTS = frozenset(
-    {"job_status_changed", "job_progress", "jobs_discovered", "sync_completed", "poll_error"}
+    {
+        "job_status_changed",
+        "job_progress",
+        "jobs_discovered",
+        "sync_completed",
+        "poll_error",
+        "job_flagged",
+        "guard_action",
+    }
 )
 # Internal: "jobs_changed" carries the changed Job objects (and the store revision holding them) to the
 # panel and the HTTP server; "changes_announced" follows the public events of that write (see

@@ -17,12 +17,15 @@ from datetime import datetime
 from typing import Any
 
 from jobwidget.core.errors import ConfigError, JobNotFound
+from jobwidget.core.health import Sample
 from jobwidget.core.logtail import TAIL_LINES, LogTail
 from jobwidget.core.models import InlineProgress, Job, JobStatus, ProviderCheck, SyncResult
 from jobwidget.core.training_request import TrainingRequest
 from jobwidget.engine.actions import launch, read_log, relaunch
 from jobwidget.engine.config import Settings
 from jobwidget.engine.events import Callback, EventBus
+from jobwidget.engine.guards import Guard, GuardAction, GuardKeeper
+from jobwidget.engine.health import HealthMonitor
 from jobwidget.engine.poller import Poller
 from jobwidget.engine.providers.base import Provider
 from jobwidget.engine.stores import JobStore, Store, UpsertResult, as_store, open_store
@@ -128,6 +131,7 @@ class Engine:
         self.settings = settings
         self.bus = EventBus()
         self.service = SyncService(self.store, provider, self.bus, max_concurrency=settings.max_concurrency)
+        self._attach_health()
         self.poller = Poller(
             self.service,
             self.store,
@@ -135,11 +139,33 @@ class Engine:
             interval=settings.poll_interval,
             progress_interval=settings.progress_interval,
             max_requests_per_minute=settings.max_requests_per_minute,
-            visible=visible,
+            # Guards that read health flags need log reads even when no panel is on screen.
+            visible=lambda: visible() or self.guard_keeper.needs_logs,
             on_state=on_poll_state,
         )
         self._follow_task: asyncio.Task[None] | None = None
         self._owns_store = False
+
+    def _attach_health(self) -> None:
+        """Run health on every write (flags, projections, history) and the guards after it."""
+        pricing = getattr(self.provider, "pricing", None)
+
+        def price(job: Job) -> float | None:
+            return pricing.price_per_second(job.hardware) if pricing is not None else None
+
+        service = self.service
+        service.health = HealthMonitor(
+            self.store, thresholds=self.settings.health, price_per_s=price, clock=lambda: service.clock()
+        )
+        self.guard_keeper = GuardKeeper(
+            cancel=lambda job_id, meta: service.cancel(job_id, metadata=meta),
+            record=lambda job: service.apply([job], source="guard", sighted=False),
+            emit=self.bus.emit,
+            clock=lambda: service.clock(),
+        )
+        for guard in self.settings.guards:
+            self.guard_keeper.add(guard)
+        service.after_apply = self.guard_keeper.check
 
     async def start(self, *, poll: bool) -> None:
         self.bus.start()
@@ -215,6 +241,35 @@ class Engine:
 
     async def frame_rows_with_inputs(self) -> builtins.list[tuple[Any, ...]]:
         return await self.store.frame_rows_with_inputs()
+
+    async def history(self, job_id: str) -> builtins.list[Sample]:
+        """The job's progress history (downsampled), oldest first; `JobNotFound` for an unknown job."""
+        if await self.store.get(job_id) is None:
+            raise JobNotFound(job_id)
+        return await self.store.history(job_id)
+
+    # -- guards (opt-in: nothing is cancelled unless one was added) ------------------------------
+
+    async def add_guard(self, guard: Guard) -> Guard:
+        """Watch with `guard` from now on; jobs it already applies to are checked at once."""
+        self.guard_keeper.add(guard)
+        if guard.needs_logs:
+            self.poller.poke()  # log reads start now, not at the next panel view
+        active = await self.store.active()
+        self.guard_keeper.check([j for j in active if guard.applies(j)])
+        return guard
+
+    def remove_guards(self, guard_id: int | None = None) -> builtins.list[Guard]:
+        return self.guard_keeper.remove(guard_id)
+
+    def guards(self) -> builtins.list[Guard]:
+        return self.guard_keeper.guards
+
+    def guard_actions(self) -> builtins.list[GuardAction]:
+        return builtins.list(self.guard_keeper.actions)
+
+    async def drain_guards(self) -> None:
+        await self.guard_keeper.drain()
 
     # -- provider verbs ----------------------------------------------------------------------
 
@@ -355,6 +410,7 @@ class Engine:
 
     async def aclose(self) -> None:
         await self.poller.stop()
+        await self.guard_keeper.aclose()
         if self._follow_task is not None:
             self._follow_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

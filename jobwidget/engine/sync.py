@@ -36,6 +36,7 @@ from jobwidget.core.models import (
     SyncResult,
 )
 from jobwidget.engine.events import EventBus
+from jobwidget.engine.health import HealthMonitor
 from jobwidget.engine.providers.base import JobDetail, Provider
 from jobwidget.engine.shared import Coalesced
 from jobwidget.engine.stores import JobStore, Store, UpsertResult, as_store
@@ -83,6 +84,8 @@ def _plural(n: int, word: str) -> str:
 def progress_fields(progress: InlineProgress) -> dict[str, Any]:
     """Job fields (and the `inline` metadata cards show) from a parsed log tail."""
     inline = {k: getattr(progress, k) for k in _INLINE_FIELDS if getattr(progress, k) is not None}
+    if progress.loss_nan:
+        inline["loss_nan"] = True  # the loss is None because it was NaN: the health flags need to know
     return {
         "stage": progress.stage,
         "progress": progress.progress,
@@ -124,6 +127,10 @@ class SyncService:
         self._rev = 0
         self.last_update: datetime | None = None
         self.last_source: str | None = None
+        # Run health (flags, projections, history) judged on every write; None: not judged.
+        self.health: HealthMonitor | None = None
+        # Called with the jobs each write changed, after their events (the engine's guards).
+        self.after_apply: Callable[[list[Job]], None] | None = None
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -143,6 +150,9 @@ class SyncService:
         """
         batch = [_sighted(job) for job in jobs] if sighted else list(jobs)
         async with self._write_lock:
+            raised = []
+            if self.health is not None and batch:
+                batch, raised = await self.health.prepare(batch)
             if delivery_id is None:
                 result = await self.store.upsert(batch)
             else:
@@ -150,6 +160,13 @@ class SyncService:
             changes: list[tuple[_State | None, Job]] = [(None, job) for job in result.created]
             changes += [(_state(before), after) for before, after in result.updated]
             self.announce(changes, source=source, rev=result.rev)
+            if raised:
+                changed = {job.job_id for job in result.changed}
+                for flag in raised:
+                    if flag.job_id in changed:
+                        self.bus.emit("job_flagged", flag.to_event())
+        if self.after_apply is not None and result.changed:
+            self.after_apply(result.changed)
         return result
 
     async def load_seen(self) -> None:
@@ -191,6 +208,7 @@ class SyncService:
                     },
                 )
             if before[1:] != _state(after)[1:]:
+                finish = after.projected_finish_at
                 self.bus.emit(
                     "job_progress",
                     {
@@ -198,6 +216,9 @@ class SyncService:
                         "stage": after.stage,
                         "progress": after.progress,
                         "last_log": after.last_log,
+                        "projected_finish_at": finish.isoformat().replace("+00:00", "Z") if finish else None,
+                        "projected_cost_usd": after.projected_cost_usd,
+                        "flags": sorted(after.flags),
                     },
                 )
         self.bus.emit("changes_announced", {"rev": rev})
@@ -511,14 +532,18 @@ class SyncService:
             last_log=job.last_log,
             progress=job.progress,
             **{k: inline.get(k) for k in _INLINE_FIELDS},
+            loss_nan=bool(inline.get("loss_nan")),
         )
 
-    async def cancel(self, job_id: str) -> Job:
+    async def cancel(self, job_id: str, *, metadata: dict[str, Any] | None = None) -> Job:
+        """Cancel at the provider; `metadata` is recorded on the job with the cancellation (why)."""
         stored = await self.store.get(job_id)
         if stored is not None and stored.is_terminal:
             return stored  # nothing to cancel; never turn a finished job into "cancelled"
         job = await self.provider.cancel(job_id)
         (job,) = await self._settle_finishing([job])
+        if metadata:
+            job = job.evolve(metadata={**job.metadata, **metadata})
         await self.apply([job], source="cancel")
         return await self.store.get(job_id) or job
 

@@ -90,13 +90,16 @@ class SimulatedReplicate:
         steps: int | None = None,
         outcome: str | None = None,
         queue: float | None = None,
+        fault: object = None,
     ) -> str:
         """Start a training "from elsewhere" (the web, another script) now; returns its id.
 
         It is `starting` at once and listed first; `outcome` (succeeded, failed, canceled, aborted; None:
-        the configured mix) and `queue` (nominal seconds before it runs, or is aborted) pin its course.
+        the configured mix) and `queue` (nominal seconds before it runs, or is aborted) pin its course;
+        `fault` gives a run that succeeds a run-health fault ("nan_loss", "stall", "cold_boot",
+        "diverging", or {"kind", "at_step", "seconds"}: sim/health_faults.py).
         """
-        return self.fleet.add(model=model, steps=steps, outcome=outcome, queue=queue).id
+        return self.fleet.add(model=model, steps=steps, outcome=outcome, queue=queue, fault=fault).id
 
     def vanish(self, training_id: str, times: int = 1) -> None:
         """Answer 404 to the next `times` GETs/cancels of `training_id`, and leave it out of the list
@@ -221,12 +224,12 @@ class SimulatedReplicate:
         return json_response({"id": body["id"], "times": times})
 
     async def _post_training(self, request: Request) -> Response:
-        """`{"model"?, "steps"?, "outcome"?, "queue"?}`: a training started elsewhere, now (201, its id)."""
+        """`{"model"?, "steps"?, "outcome"?, "queue"?, "fault"?}`: a training started elsewhere, now (201)."""
         try:
             body = json.loads(await request.body() or b"{}")
             if not isinstance(body, dict):
                 raise ValueError("the body must be a JSON object")
-            unknown = set(body) - {"model", "steps", "outcome", "queue"}
+            unknown = set(body) - {"model", "steps", "outcome", "queue", "fault"}
             if unknown:
                 raise ValueError(f"unknown field(s): {', '.join(sorted(unknown))}")
             tid = self.add_training(**body)

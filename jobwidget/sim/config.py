@@ -23,6 +23,7 @@ FLEET_FIELDS = frozenset(
         "fail_fraction",
         "cancel_fraction",
         "abort_fraction",
+        "health_fault_rate",
     }
 )
 
@@ -48,6 +49,9 @@ class SimConfig:
     fail_fraction: float = 0.1
     cancel_fraction: float = 0.05
     abort_fraction: float = 0.0  # `starting -> aborted`: given up before it ever ran (no started_at)
+    # Of the trainings that succeed, the share with a run-health fault (health_faults.py): a NaN loss, a
+    # stall, a long cold boot or a diverging loss.
+    health_fault_rate: float = 0.0
     # The HTTP surface.
     latency: float = 0.0  # seconds added to every request
     latency_jitter: float = 0.0  # +/- uniform jitter on `latency`
@@ -94,6 +98,7 @@ class SimConfig:
             "fail_fraction",
             "cancel_fraction",
             "abort_fraction",
+            "health_fault_rate",
             "error_rate",
             "timeout_rate",
             "malformed_rate",

@@ -22,6 +22,7 @@ from jobwidget.sim.catalog import (
     requested_steps,
 )
 from jobwidget.sim.config import SimConfig
+from jobwidget.sim.health_faults import apply_to_training, draw_fault, parse_fault
 from jobwidget.sim.plan import FAIL_KINDS, with_failure
 from jobwidget.sim.timeline import ArrivalSchedule, arrival_id
 from jobwidget.sim.trainers import plan_for
@@ -79,8 +80,11 @@ def make_training(
     steps: int | None = None,
     outcome: str | None = None,
     abort_after: float | None = None,
+    fault: object = None,
 ) -> Training:
-    """A new training with a seeded plan and an outcome: `outcome`, else drawn from the config's mix."""
+    """A new training with a seeded plan and an outcome: `outcome`, else drawn from the config's mix.
+
+    A run-health `fault` (health_faults.py) is given, or drawn apart from the other draws."""
     trainer = trainer or draw_trainer(rng)
     if steps is None and input:
         steps = requested_steps(input)
@@ -103,7 +107,7 @@ def make_training(
         run = 0.0
     dest = destination or f"{ACCOUNT}/{rng.choice(ADJ)}-{rng.choice(NOUN)}-{rng.randint(1, 99)}"
     digits = (rng.choice((6, 6, 6, 7, 8, 9)), rng.choice((6, 6, 7, 9)), rng.choice((6, 6, 8, 9)))
-    return Training(
+    tr = Training(
         idx=-1,
         id=tid or _new_id(rng, taken),
         model=model or trainer.model,
@@ -118,6 +122,14 @@ def make_training(
         outcome=outcome,
         digits=digits,
     )
+    if outcome == "succeeded":
+        tr.health = (
+            parse_fault(fault, plan)
+            if fault is not None
+            else draw_fault(config.seed, tr.id, plan, config.health_fault_rate)
+        )
+        apply_to_training(tr, tr.health)
+    return tr
 
 
 def _make_active(rng: random.Random, config: SimConfig, taken: Container[str], t0: float) -> Training:

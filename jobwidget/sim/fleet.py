@@ -37,6 +37,7 @@ from jobwidget.sim.catalog import ACCOUNT, Trainer, token, trainer_for
 from jobwidget.sim.config import FLEET_FIELDS, SimConfig
 from jobwidget.sim.events import Listener, Subscribers, TrainingEvent
 from jobwidget.sim.factory import arrival, check_added, create_rng, make_session, make_training, queue_wait
+from jobwidget.sim.health_faults import apply_to_script
 from jobwidget.sim.script import Script, ScriptCache
 from jobwidget.sim.timeline import ArrivalSchedule, TimeMap, arrival_index, format_timestamp
 from jobwidget.sim.training import ACTIVE, TERMINAL, Training, render
@@ -96,7 +97,7 @@ class Fleet:
         self._active: dict[str, Training] = {}
         self._events: list[tuple[float, int, str]] = []  # (virtual time, seq, id): the next transitions
         self._seq = 0
-        self._scripts = ScriptCache(SCRIPT_CACHE)
+        self._scripts = ScriptCache(SCRIPT_CACHE, finish=lambda s, tr: apply_to_script(s, tr.plan, tr.health))
         self._cold: OrderedDict[str, Training] = OrderedDict()
         self._vanished: dict[str, int] = {}  # id -> requests still to answer 404
         self._created = 0
@@ -416,14 +417,20 @@ class Fleet:
         outcome: str | None = None,
         queue: float | None = None,
         source: str = "web",
+        fault: object = None,
     ) -> Training:
         """A training started elsewhere (the web, another script), `starting` from now on.
 
         `model`: a trainer (None: drawn from the mix); `steps`: its length; `outcome`: how it ends (None:
         drawn from the configured mix); `queue`: nominal seconds in `starting` before it runs, or before
-        it is given up if the outcome is `aborted` (None: drawn).
+        it is given up if the outcome is `aborted` (None: drawn). `fault`: a run-health fault for a run
+        that succeeds (health_faults.py: "nan_loss", "stall", "cold_boot", "diverging", or a mapping).
         """
         check_added(model, steps, outcome, queue)
+        if fault is not None:
+            if outcome not in (None, "succeeded"):
+                raise ValueError(f"a run-health fault needs a run that succeeds, not outcome={outcome!r}")
+            outcome = "succeeded"
         with self._lock:
             v = self._advance()
             rng = self._create_rng(v)
@@ -441,6 +448,7 @@ class Fleet:
                 steps=steps,
                 outcome=outcome,
                 abort_after=None if queue is None else float(queue),
+                fault=fault,
             )
             self._add(tr, v)
             return tr

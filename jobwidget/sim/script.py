@@ -21,6 +21,7 @@ from __future__ import annotations
 import random
 from bisect import bisect_right
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -106,12 +107,16 @@ def build_script(plan: LogPlan, wall_at: WallAt | None = None) -> Script:
     return Script(times=times, text=text, ends=ends)
 
 
+Finish = Callable[["Script", "Training"], "Script"]
+
+
 class ScriptCache:
     """Trainings' scripts, built on first use and kept in a small LRU (polled running jobs and recently
     read ones), per pace: a run re-timed mid-way keeps what it printed at the old pace."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, finish: Finish | None = None) -> None:
         self.size = size
+        self._finish = finish  # what becomes of a built script (a run-health fault rewrites it)
         self._scripts: OrderedDict[tuple[str, int], Script] = OrderedDict()
 
     def get(self, tr: Training, tm: TimeMap) -> Script:
@@ -124,6 +129,8 @@ class ScriptCache:
             return script
         started = tr.started_v
         script = build_script(tr.plan, lambda t: tm.wall(started + t))
+        if self._finish is not None:
+            script = self._finish(script, tr)
         older = None if past else self._scripts.get((tr.id, tm.version - 1))
         if older is not None:  # re-timed mid-run: what it printed at the old pace stays as printed
             script = older.spliced(script, tm.last_change - started)

@@ -29,6 +29,7 @@ class Training:
         "digits",
         "end_v",
         "error",
+        "health",
         "id",
         "idx",
         "input",
@@ -81,6 +82,7 @@ class Training:
         self.webhook: str | None = None
         self.webhook_events_filter: list[str] | None = None
         self.last_status = "starting"
+        self.health: Any = None  # a run-health fault (health_faults.HealthFault), or None
 
     @property
     def never_runs(self) -> bool:

@@ -14,7 +14,8 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from jobwidget.core.models import Job
+from jobwidget.core.health import FLAG_NAMES, SPARK_POINTS
+from jobwidget.core.models import HEALTH, Job
 
 __all__ = ["card_diff", "clip", "epoch", "int_or_none", "job_to_card", "num"]
 
@@ -106,12 +107,47 @@ def note(metadata: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _flags(job: Job) -> list[dict[str, Any]] | None:
+    """[{"n": name, "r": reason, "at": raised epoch s}, ...] in the rules' order; None when none."""
+    out = []
+    for name in FLAG_NAMES:
+        flag = job.flags.get(name)
+        if flag is not None:
+            out.append(
+                {
+                    "n": name,
+                    "r": clip(flag.get("reason"), _MAX_NOTE) or name,
+                    "at": int_or_none(flag.get("raised_at")),
+                }
+            )
+    return out or None
+
+
+def _spark(job: Job) -> list[list[Any]] | None:
+    """The loss sparkline as [[step, loss or None (a NaN)], ...]: finite numbers only, a bounded count."""
+    health = job.metadata.get(HEALTH)
+    raw = health.get("spark") if isinstance(health, Mapping) else None
+    if not isinstance(raw, list):
+        return None
+    points: list[list[Any]] = []
+    for item in raw[-SPARK_POINTS:]:
+        if not isinstance(item, list | tuple) or len(item) != 2:
+            continue
+        step, loss = int_or_none(item[0]), None if item[1] is None else sig(item[1], 4)
+        if step is None or (loss is None and item[1] is not None):
+            continue  # not a number: left out (only a real NaN, sent as None, is drawn as one)
+        points.append([step, loss])
+    return points if len(points) >= 2 else None
+
+
 def job_to_card(job: Job) -> dict[str, Any]:
     """The compact dict the view renders for one job (None fields are left out).
 
-    Keys: id, status, name, model, hw, stage, pct, log, step, total, eta, rate, loss, cost, est, created,
-    started, ended, err, url, note, retry_of. Times are epoch seconds; numbers are rounded for display.
-    Stage, ETA and rate only make sense while a job is active and are dropped once it finishes.
+    Keys: id, status, name, model, hw, stage, pct, log, step, total, eta, rate, loss, nan, cost, est,
+    created, started, ended, err, url, note, retry_of; run health: flags [{n, r, at}], spark [[step,
+    loss|null]], pfin (projected finish), pcost (projected cost), guard (what a guard did). Times are
+    epoch seconds; numbers are rounded for display. Stage, ETA, rate and projections only make sense
+    while a job is active and are dropped once it finishes.
     """
     meta = job.metadata or {}
     inline = meta.get("inline")
@@ -140,6 +176,12 @@ def job_to_card(job: Job) -> dict[str, Any]:
         "url": https_url(job.web_url),
         "note": note(meta),
         "retry_of": clip(job.retry_of, _MAX_NAME),
+        "nan": True if isinstance(inline.get("loss_nan"), bool) and inline["loss_nan"] else None,
+        "flags": _flags(job),
+        "spark": _spark(job) if job.status.value not in ("pending", "uploading", "queued") else None,
+        "pfin": epoch(job.projected_finish_at) if active else None,
+        "pcost": num(job.projected_cost_usd, 4) if active else None,
+        "guard": clip(job.guard_reason, _MAX_NOTE),
     }
     if card["pct"] is not None:
         card["pct"] = min(100.0, max(0.0, card["pct"]))

@@ -24,6 +24,7 @@ from jobwidget.core.errors import JobNotFound, JobwidgetError, ProviderError
 from jobwidget.core.models import InlineProgress, Job, JobStatus, ProviderCheck, SyncResult
 from jobwidget.engine.config import Settings, load_settings
 from jobwidget.engine.events import PUBLIC_EVENTS
+from jobwidget.engine.guards import Guard, GuardAction
 from jobwidget.engine.providers.base import Provider
 from jobwidget.engine.runtime import Engine, make_provider, wants_demo
 from jobwidget.engine.stores import BlockingStore
@@ -325,6 +326,69 @@ class Jobs(Launching):
 
     async def async_to_dataframe(self, inputs: bool = False) -> pd.DataFrame:
         return await asyncio.to_thread(self.to_dataframe, inputs)
+
+    def history(self, job_id: str) -> pd.DataFrame:
+        """The job's progress history: one row per kept read (time, step, total_steps, loss, loss_nan,
+        rate), oldest first, a few hundred rows at most whatever the run's length. A NaN loss is a row
+        with `loss_nan` True. Empty for a job never read while running; `JobNotFound` if unknown."""
+        from jobwidget.core.frame import history_frame  # pandas loads here, not on `import jobwidget`
+
+        return history_frame(self._run(self._engine.history(job_id)))
+
+    async def async_history(self, job_id: str) -> pd.DataFrame:
+        from jobwidget.core.frame import history_frame
+
+        return history_frame(await self._arun(self._engine.history(job_id)))
+
+    # -- guards (opt-in: nothing is ever cancelled unless asked for here or in the config file) --
+
+    def guard(
+        self,
+        max_cost_usd: float | None = None,
+        on_nan: str | None = None,
+        on_stall: str | None = None,
+        job_id: str | None = None,
+        dry_run: bool = False,
+        *,
+        on_diverging: str | None = None,
+        on_cost: str = "cancel",
+    ) -> Guard:
+        """Watch jobs (`job_id`, or every job, including later ones) and act when something goes wrong.
+
+        `max_cost_usd`: cancel (or `on_cost="notify"`) once a job's cost so far reaches it. `on_nan`,
+        `on_stall`, `on_diverging`: "cancel" or "notify" when that health flag is raised. A cancel is
+        recorded on the job ("cancelled by guard: loss NaN at step 1200"); `dry_run=True` only reports
+        what it would have cancelled (`jobs.guard_actions()`, the `guard_action` event, the log).
+        Returns the guard (`jobs.unguard(guard)` removes it).
+        """
+        if job_id is not None:
+            self.get(job_id)  # JobNotFound now, rather than a guard that can never apply
+        guard = Guard(
+            max_cost_usd=max_cost_usd,
+            on_cost=on_cost,
+            on_nan=on_nan,
+            on_stall=on_stall,
+            on_diverging=on_diverging,
+            job_id=job_id,
+            dry_run=dry_run,
+        )
+        return self._run(self._engine.add_guard(guard))
+
+    @property
+    def guards(self) -> list[Guard]:
+        """The guards in force (from `guard()` and the config file's `guards:`)."""
+        self._check_open()
+        return self._engine.guards()
+
+    def unguard(self, guard: Guard | int | None = None) -> list[Guard]:
+        """Remove a guard (or its id), or every guard with no argument; returns what was removed."""
+        self._check_open()
+        return self._engine.remove_guards(guard.id if isinstance(guard, Guard) else guard)
+
+    def guard_actions(self) -> list[GuardAction]:
+        """What the guards did (and, in dry runs, would have done) in this process, oldest first."""
+        self._check_open()
+        return self._engine.guard_actions()
 
     # -- events and the poller ---------------------------------------------------------------
 

@@ -227,6 +227,39 @@ _OPENAPI_BASE: dict[str, Any] = {
                     "retry_of": {"type": "string", "nullable": True},
                     "trained_version": {"type": "string", "nullable": True},
                     "provider_status": {"type": "string", "nullable": True},
+                    "projected_finish_at": {"type": "string", "format": "date-time", "nullable": True},
+                    "projected_cost_usd": {"type": "number", "nullable": True},
+                    "flags": {
+                        "type": "object",
+                        "description": "raised health flags: nan_loss, stalled, diverging, slow_start",
+                        "additionalProperties": {
+                            "type": "object",
+                            "properties": {"reason": {"type": "string"}, "raised_at": {"type": "number"}},
+                        },
+                    },
+                    "guard_reason": {"type": "string", "nullable": True},
+                },
+            },
+            "History": {
+                "type": "object",
+                "required": ["job_id", "samples"],
+                "properties": {
+                    "job_id": {"type": "string"},
+                    "samples": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "t": {"type": "number", "description": "epoch seconds of the read"},
+                                "step": {"type": "integer", "nullable": True},
+                                "total_steps": {"type": "integer", "nullable": True},
+                                "loss": {"type": "number", "nullable": True},
+                                "loss_nan": {"type": "boolean"},
+                                "rate": {"type": "number", "nullable": True},
+                                "reads": {"type": "integer"},
+                            },
+                        },
+                    },
                 },
             },
             "InlineProgress": {
@@ -242,6 +275,7 @@ _OPENAPI_BASE: dict[str, Any] = {
                     "rate": {"type": "number", "nullable": True},
                     "eta_seconds": {"type": "number", "nullable": True},
                     "loss": {"type": "number", "nullable": True},
+                    "loss_nan": {"type": "boolean"},
                 },
             },
             "SyncResult": {
@@ -509,6 +543,38 @@ class _Api:
         progress = await self.engine.inline_progress(request.path_params["job_id"])
         return self.json(progress.to_dict())
 
+    async def history(self, request: Request) -> Response:
+        """A job's progress history, downsampled to a few hundred reads (a NaN loss is `loss_nan`).
+        ---
+        summary: Loss and step history of one job
+        parameters:
+          - {name: job_id, in: path, required: true, schema: {type: string}}
+        responses:
+          "200":
+            description: the history, oldest first
+            content: {application/json: {schema: {$ref: "#/components/schemas/History"}}}
+          "404": {$ref: "#/components/responses/NotFound"}
+        """
+        job_id = request.path_params["job_id"]
+        samples = await self.engine.history(job_id)
+        return self.json(
+            {
+                "job_id": job_id,
+                "samples": [
+                    {
+                        "t": s.t,
+                        "step": s.step,
+                        "total_steps": s.total,
+                        "loss": None if s.nan else s.loss,
+                        "loss_nan": s.nan,
+                        "rate": s.rate,
+                        "reads": s.n,
+                    }
+                    for s in samples
+                ],
+            }
+        )
+
     async def validate(self, request: Request) -> Response:
         """Can the server reach the provider with its credentials? (Never an error status: see `ok`.)
         ---
@@ -606,6 +672,7 @@ class _Api:
             Route("/api/cloud/jobs/sync", self.sync, methods=["POST"]),
             Route("/api/cloud/jobs/{job_id}", self.get_job, methods=["GET"]),
             Route("/api/cloud/jobs/{job_id}/inline-progress", self.inline_progress, methods=["GET"]),
+            Route("/api/cloud/jobs/{job_id}/history", self.history, methods=["GET"]),
             Route("/api/cloud/providers/replicate/validate", self.validate, methods=["GET"]),
             Route("/api/events", self.events, methods=["GET"]),
             Route(WEBHOOK_PATH, self.webhook, methods=["POST"]),

@@ -52,6 +52,9 @@ const SEARCH_DEBOUNCE_MS = 250;
 const MAX_SEARCH = 200;
 const RETRYABLE = new Set(["failed", "cancelled"]);
 const LOG_LINES = 200; // the kernel sends at most this many; the view keeps no more
+const SVG_NS = "http://www.w3.org/2000/svg";
+const SPARK_W = 120;
+const SPARK_H = 24;
 
 // ------------------------------------------------------------------ pure helpers (exported for tests)
 
@@ -205,6 +208,98 @@ export function logStateText(log) {
   return `following live · last ${log.lines.length} lines`;
 }
 
+// ------------------------------------------------------------------ run health (pure, exported for tests)
+
+const FLAG_LABELS = {
+  nan_loss: "NaN loss",
+  stalled: "stalled",
+  diverging: "diverging",
+  slow_start: "slow start",
+};
+const TERMINAL = new Set(["completed", "failed", "cancelled"]);
+const NOTIFY_KEY = "jobwidget.notify";
+
+export function flagLabel(name) {
+  return FLAG_LABELS[name] || String(name);
+}
+
+/**
+ * Sparkline geometry for [[step, loss|null], ...] in a w x h box: the path through the finite losses,
+ * every point with its position (a NaN loss sits on the top edge, marked), or null with under 2 points.
+ */
+export function sparkGeometry(points, w, h, pad = 2) {
+  if (!Array.isArray(points)) return null;
+  const pts = points.filter(
+    (p) => Array.isArray(p) && num(p[0]) !== null && (p[1] === null || num(p[1]) !== null),
+  );
+  if (pts.length < 2) return null;
+  const finite = pts.filter((p) => p[1] !== null).map((p) => p[1]);
+  const lo = finite.length ? Math.min(...finite) : 0;
+  const hi = finite.length ? Math.max(...finite) : 1;
+  const s0 = pts[0][0];
+  const s1 = pts[pts.length - 1][0];
+  const xOf = (step) => (s1 > s0 ? pad + ((step - s0) / (s1 - s0)) * (w - 2 * pad) : w / 2);
+  const yOf = (v) => (hi > lo ? pad + (1 - (v - lo) / (hi - lo)) * (h - 2 * pad) : h / 2);
+  const dots = pts.map((p) => ({
+    x: Math.round(xOf(p[0]) * 10) / 10,
+    y: Math.round((p[1] === null ? pad : yOf(p[1])) * 10) / 10,
+    step: p[0],
+    loss: p[1],
+    nan: p[1] === null,
+  }));
+  let d = "";
+  let pen = false;
+  for (const dot of dots) {
+    if (dot.nan) {
+      pen = false; // a NaN breaks the line: there is no value to draw through
+      continue;
+    }
+    d += `${pen ? "L" : "M"}${dot.x} ${dot.y}`;
+    pen = true;
+  }
+  return { d, dots, lo, hi };
+}
+
+/** The dot nearest to x (for hover). */
+export function nearestDot(geometry, x) {
+  if (!geometry || !geometry.dots.length) return null;
+  let best = geometry.dots[0];
+  for (const dot of geometry.dots) if (Math.abs(dot.x - x) < Math.abs(best.x - x)) best = dot;
+  return best;
+}
+
+export function describeDot(dot) {
+  if (!dot) return "";
+  return `step ${dot.step} · loss ${dot.nan ? "NaN" : dot.loss}`;
+}
+
+/**
+ * What a browser notification should say about a card that changed from `before` to `after` (null:
+ * nothing worth one): a job that finished or failed, or a flag newly raised.
+ */
+export function notificationFor(before, after) {
+  if (!before || !after || typeof after.id !== "string") return null;
+  const name = after.name || after.id;
+  if (!TERMINAL.has(before.status) && TERMINAL.has(after.status)) {
+    const cost = typeof after.cost === "number" ? formatCost(after.cost) : "";
+    return {
+      title: `${name} ${after.status}`,
+      body: [after.guard || after.err, cost].filter(Boolean).join(" · "),
+      tag: `jobwidget:${after.id}:${after.status}`,
+    };
+  }
+  const had = new Set((Array.isArray(before.flags) ? before.flags : []).map((f) => f && f.n));
+  const fresh = (Array.isArray(after.flags) ? after.flags : []).filter((f) => f && !had.has(f.n));
+  if (fresh.length) {
+    return {
+      title: `${name}: ${fresh.map((f) => flagLabel(f.n)).join(", ")}`,
+      body: fresh.map((f) => f.r || flagLabel(f.n)).join("; "),
+      tag: `jobwidget:${after.id}:${fresh.map((f) => f.n).join(",")}`,
+    };
+  }
+  return null;
+}
+
 // ------------------------------------------------------------------ DOM helpers
 
 function make(doc, tag, className, text) {
@@ -226,6 +321,12 @@ function setAttr(node, name, value) {
 }
 function show(node, visible) {
   if (node.hidden === !!visible) node.hidden = !visible;
+}
+
+function sparkX(svg, ev) {
+  const box = svg.getBoundingClientRect ? svg.getBoundingClientRect() : null;
+  if (!box || !box.width) return typeof ev.offsetX === "number" ? ev.offsetX : 0;
+  return ((ev.clientX - box.left) / box.width) * SPARK_W;
 }
 
 // ------------------------------------------------------------------ the view
@@ -259,6 +360,7 @@ function createPanel(model, el) {
     lastHeard: Date.now(), // browser time of the kernel's last message (beat, patch, trait change...)
     sendFailed: false, // the comm refused a message since then
     sentSearch: "",
+    notify: false, // browser notifications (opt-in, remembered in localStorage)
   };
   const timers = new Set();
   const later = (fn, ms) => {
@@ -303,7 +405,10 @@ function createPanel(model, el) {
   spinner.setAttribute("aria-hidden", "true");
   const syncLabel = make(doc, "span", "jw-sync-label", "Sync");
   syncBtn.append(spinner, syncLabel);
-  head.append(title, provider, demo, fresh, spacer, total, syncBtn);
+  const notifyBtn = make(doc, "button", "jw-notify", "Notify");
+  notifyBtn.type = "button";
+  notifyBtn.setAttribute("aria-pressed", "false");
+  head.append(title, provider, demo, fresh, spacer, total, notifyBtn, syncBtn);
 
   const controls = make(doc, "div", "jw-controls");
   const filters = make(doc, "div", "jw-filters");
@@ -399,8 +504,35 @@ function createPanel(model, el) {
     n.eta = make(doc, "span", "jw-eta");
     n.progressRow.append(n.bar, n.pct, n.step, n.eta);
 
+    n.healthRow = make(doc, "div", "jw-health");
+    n.spark = doc.createElementNS(SVG_NS, "svg");
+    n.spark.setAttribute("class", "jw-spark");
+    n.spark.setAttribute("width", String(SPARK_W));
+    n.spark.setAttribute("height", String(SPARK_H));
+    n.spark.setAttribute("viewBox", `0 0 ${SPARK_W} ${SPARK_H}`);
+    n.spark.setAttribute("role", "img");
+    n.sparkLine = doc.createElementNS(SVG_NS, "path");
+    n.sparkLine.setAttribute("class", "jw-spark-line");
+    n.sparkMarks = doc.createElementNS(SVG_NS, "g");
+    n.sparkMarks.setAttribute("class", "jw-spark-nan");
+    n.sparkHover = doc.createElementNS(SVG_NS, "circle");
+    n.sparkHover.setAttribute("class", "jw-spark-hover");
+    n.sparkHover.setAttribute("r", "2.5");
+    n.sparkHover.style.display = "none";
+    n.spark.append(n.sparkLine, n.sparkMarks, n.sparkHover);
+    n.sparkBox = make(doc, "span", "jw-spark-box"); // SVG elements have no `hidden`: the box does
+    n.sparkBox.append(n.spark);
+    n.sparkTip = make(doc, "span", "jw-spark-tip");
+    n.sparkTip.hidden = true;
+    n.flags = make(doc, "span", "jw-flags");
+    n.proj = make(doc, "span", "jw-proj");
+    n.healthRow.append(n.sparkBox, n.sparkTip, n.flags, n.proj);
+    n.spark.addEventListener("mousemove", (ev) => onSparkHover(n, ev));
+    n.spark.addEventListener("mouseleave", () => onSparkHover(n, null));
+
     n.log = make(doc, "div", "jw-log");
     n.error = make(doc, "div", "jw-error");
+    n.guard = make(doc, "div", "jw-guard");
     n.note = make(doc, "div", "jw-note");
 
     n.confirm = make(doc, "div", "jw-confirm");
@@ -415,6 +547,7 @@ function createPanel(model, el) {
 
     n.root.append(top, meta, n.progressRow, n.log, n.error, n.note, n.confirm);
     n.detail = null; // the detail section, built when the card opens and removed when it closes
+    n.root.append(top, meta, n.progressRow, n.healthRow, n.log, n.error, n.guard, n.note, n.confirm);
     n.hay = "";
     n.matches = true;
     return n;
@@ -500,6 +633,7 @@ function createPanel(model, el) {
         : "";
     const extras = [stepText];
     if (typeof c.loss === "number") extras.push(`loss ${c.loss}`);
+    else if (c.nan) extras.push("loss NaN");
     if (typeof c.rate === "number") extras.push(`${c.rate} it/s`);
     setText(n.step, extras.filter(Boolean).join(" · "));
     setText(n.eta, active && typeof c.eta === "number" ? `ETA ${formatDuration(c.eta)}` : "");
@@ -509,11 +643,85 @@ function createPanel(model, el) {
     show(n.log, !!c.log);
     setText(n.error, c.err || "");
     show(n.error, !!c.err);
+    setText(n.guard, c.guard || "");
+    show(n.guard, !!c.guard);
+    updateHealth(n, c, active);
     setText(n.note, c.note || "");
     show(n.note, !!c.note);
 
     n.hay = [c.name, c.id, c.model].filter((v) => typeof v === "string").join("\n").toLowerCase();
     updateAge(n, c);
+  }
+
+  function updateHealth(n, c, active) {
+    const geo = sparkGeometry(c.spark, SPARK_W, SPARK_H);
+    n.geo = geo;
+    show(n.sparkBox, !!geo);
+    if (geo) {
+      setAttr(n.sparkLine, "d", geo.d || null);
+      const nans = geo.dots.filter((d) => d.nan);
+      const key = nans.map((d) => `${d.x},${d.y}`).join(" ");
+      if (n.sparkMarks.dataset.key !== key) {
+        n.sparkMarks.dataset.key = key;
+        const marks = nans.map((d) => {
+          const mark = doc.createElementNS(SVG_NS, "circle");
+          mark.setAttribute("cx", String(d.x));
+          mark.setAttribute("cy", String(d.y));
+          mark.setAttribute("r", "2");
+          const tip = doc.createElementNS(SVG_NS, "title");
+          tip.textContent = describeDot(d);
+          mark.append(tip);
+          return mark;
+        });
+        n.sparkMarks.replaceChildren(...marks);
+      }
+      const last = geo.dots[geo.dots.length - 1];
+      setAttr(n.spark, "aria-label", `Loss over ${geo.dots.length} reads; last: ${describeDot(last)}`);
+      n.spark.dataset.points = String(geo.dots.length);
+      n.spark.dataset.nan = String(nans.length);
+    }
+    if (!geo) onSparkHover(n, null);
+
+    const flags = Array.isArray(c.flags) ? c.flags.filter((f) => f && typeof f.n === "string") : [];
+    const flagKey = flags.map((f) => `${f.n}\u0000${f.r || ""}`).join("\u0001");
+    if (n.flags.dataset.key !== flagKey) {
+      n.flags.dataset.key = flagKey;
+      n.flags.replaceChildren(
+        ...flags.map((f) => {
+          const b = make(doc, "span", "jw-flag", flagLabel(f.n));
+          b.dataset.flag = f.n;
+          const since = num(f.at) !== null ? ` (since ${kernelClock(f.at)})` : "";
+          b.title = `${f.r || flagLabel(f.n)}${since}`;
+          return b;
+        }),
+      );
+    }
+    show(n.flags, flags.length > 0);
+    n.root.dataset.flags = flags.map((f) => f.n).join(" ");
+
+    const bits = [];
+    if (active && num(c.pfin) !== null) bits.push(`ends ~${kernelClock(c.pfin)}`);
+    if (active && num(c.pcost) !== null) bits.push(`≈ ${formatCost(c.pcost)} total`);
+    setText(n.proj, bits.join(" · "));
+    setAttr(n.proj, "title", bits.length ? "Projected from the recent step rate and the hardware price" : null);
+    show(n.proj, bits.length > 0);
+    show(n.healthRow, !!geo || flags.length > 0 || bits.length > 0);
+  }
+
+  function onSparkHover(n, ev) {
+    const dot = ev && n.geo ? nearestDot(n.geo, sparkX(n.spark, ev)) : null;
+    if (!dot) {
+      n.sparkHover.style.display = "none";
+      setText(n.sparkTip, "");
+      show(n.sparkTip, false);
+      return;
+    }
+    n.sparkHover.setAttribute("cx", String(dot.x));
+    n.sparkHover.setAttribute("cy", String(dot.y));
+    n.sparkHover.style.display = "";
+    n.sparkHover.classList.toggle("jw-spark-hover-nan", dot.nan);
+    setText(n.sparkTip, describeDot(dot));
+    show(n.sparkTip, true);
   }
 
   function updateAge(n, c) {
@@ -541,6 +749,7 @@ function createPanel(model, el) {
 
   function putCard(c) {
     if (!c || typeof c.id !== "string" || !c.id) return;
+    if (state.notify) maybeNotify(state.cards.get(c.id), c);
     let n = state.nodes.get(c.id);
     if (!n) {
       n = buildCard(c.id);
@@ -1016,6 +1225,73 @@ function createPanel(model, el) {
     renderSync();
   }
 
+  // ---- browser notifications (opt-in; asks the browser's permission on first use)
+
+  const Notif = win.Notification;
+  function storedNotify() {
+    try {
+      return win.localStorage && win.localStorage.getItem(NOTIFY_KEY) === "on";
+    } catch {
+      return false;
+    }
+  }
+  function storeNotify(on) {
+    try {
+      if (win.localStorage) win.localStorage.setItem(NOTIFY_KEY, on ? "on" : "off");
+    } catch {
+      // private mode: the choice lasts this view only
+    }
+  }
+  function renderNotify() {
+    const supported = typeof Notif === "function";
+    const denied = supported && Notif.permission === "denied";
+    notifyBtn.setAttribute("aria-pressed", state.notify ? "true" : "false");
+    notifyBtn.classList.toggle("jw-on", state.notify);
+    setText(notifyBtn, state.notify ? "Notify: on" : "Notify");
+    let tip = "Notify me when a job finishes, fails or is flagged (also while this tab is in the background)";
+    if (!supported) tip = "This browser cannot show notifications";
+    else if (denied) tip = "Notifications are blocked for this page in the browser's settings";
+    else if (state.notify) tip = "Notifications on: click to turn them off";
+    notifyBtn.title = tip;
+    root.dataset.notify = state.notify ? "on" : "off";
+  }
+  function setNotify(on) {
+    state.notify = on;
+    storeNotify(on);
+    renderNotify();
+  }
+  function onNotifyClick() {
+    if (state.notify) return setNotify(false);
+    if (typeof Notif !== "function") return showToast("This browser cannot show notifications.", "error");
+    if (Notif.permission === "granted") return setNotify(true);
+    if (Notif.permission === "denied") {
+      return showToast("Notifications are blocked for this page; allow them in the browser's settings.", "error");
+    }
+    let asked;
+    try {
+      asked = Notif.requestPermission((p) => p); // older Safari answers through the callback only
+    } catch {
+      asked = null;
+    }
+    Promise.resolve(asked).then((permission) => {
+      if (state.destroyed) return;
+      if ((permission || Notif.permission) === "granted") setNotify(true);
+      else showToast("Notifications were not allowed.", "error");
+    });
+  }
+  function maybeNotify(before, after) {
+    if (typeof Notif !== "function" || Notif.permission !== "granted") return;
+    const note = notificationFor(before, after);
+    if (!note) return;
+    try {
+      new Notif(note.title, { body: note.body, tag: note.tag }); // the tag stops two views repeating it
+    } catch {
+      // some browsers allow notifications from a service worker only: nothing to do here
+    }
+  }
+  state.notify = storedNotify() && typeof Notif === "function" && Notif.permission === "granted";
+  notifyBtn.addEventListener("click", onNotifyClick);
+
   // ---- events
 
   function onCustom(msg) {
@@ -1233,6 +1509,7 @@ function createPanel(model, el) {
   layout();
   renderStatus();
   renderSync();
+  renderNotify();
   requestResync(true);
   reportVisible();
 

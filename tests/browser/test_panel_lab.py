@@ -4,10 +4,11 @@ One test walks the panel the way a user does, in order, because each step builds
 previous one left (the cards Sync found are the ones the filter counts and the cancel picks from):
 run all cells -> cards -> progress moves while the kernel is idle -> Sync and its toast's N -> filters
 -> search (the header's store totals follow it) -> cancel through the in-widget confirmation -> a running
-card's detail, whose log tail follows the job live -> a log line with HTML shown as text -> light and
-dark screenshots -> the provider rejects the token: an error banner that outlasts a failed Sync and
-clears when the provider answers again -> the kernel restarts: the panel says it is disconnected and its
-buttons stop. Every wait is bounded; any dialog, page error or request off loopback fails it.
+card's detail, whose log tail follows the job live -> a log line with HTML shown as text -> a run whose
+loss turns NaN: sparkline and flag badge on its card (screenshot) -> light and dark screenshots -> the
+provider rejects the token: an error banner that outlasts a failed Sync and clears when the provider
+answers again -> the kernel restarts: the panel says it is disconnected and its buttons stop. Every wait
+is bounded; any dialog, page error or request off loopback fails it.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ T_STORE = 90_000
 T_UI = 30_000  # a click's effect in the page itself
 T_ERROR = 90_000  # a provider error reaching the banner (next poll round), or its clearing
 T_DISCONNECT = 90_000  # a restarted kernel's silence noticed (the view says so ~8 s after the last beat)
+T_HEALTH = 240_000  # a simulated run reaching its NaN step (~30 s at the demo's pace) and a read seeing it
 
 # The simulator then accepts only this token: the kernel's own (demo) token is rejected with a 401.
 REVOKED = "r8_revokedbythebrowsertest000000"
@@ -466,6 +468,62 @@ def _check_html_is_text(page: Any, lab: LabServer) -> None:
     assert card.locator("a.jw-link").get_attribute("href") is None
 
 
+_JS_FLAGGED_CARD = """() => {
+  for (const c of document.querySelectorAll(".jw-root .jw-card")) {
+    const svg = c.querySelector("svg.jw-spark");
+    const box = c.querySelector(".jw-spark-box");
+    const flags = (c.dataset.flags || "").split(" ");
+    if (!c.hidden && flags.includes("nan_loss") && svg && box && !box.hidden && Number(svg.dataset.nan) >= 1
+        && Number(svg.dataset.points) >= 3) return c.dataset.jobId;
+  }
+  return null;
+}"""
+
+
+def _check_health(page: Any, timings: dict[str, float]) -> list[str]:
+    """A training whose loss turns NaN (the simulator's fault knob): its card draws the loss sparkline with
+    the NaN marked, shows a "NaN loss" badge with the reason, and hovering the curve names step and loss.
+    The flagged card is saved as a screenshot (the one in the README)."""
+    run_in_kernel(
+        page,
+        _SIM + '_jw_sim().add_training("ostris/flux-dev-lora-trainer", steps=3000, queue=5, '
+        'fault={"kind": "nan_loss", "at_step": 1200})\njobs.sync()',
+    )
+    try:
+        handle = page.wait_for_function(_JS_FLAGGED_CARD, timeout=T_HEALTH)
+    except Exception as exc:
+        raise AssertionError(f"no card with a NaN flag and a sparkline appeared: {_cards(page)[:5]}") from exc
+    job_id = handle.json_value()
+    card = page.locator(f'.jw-card[data-job-id="{job_id}"]')
+    card.scroll_into_view_if_needed()
+    badge = card.locator('.jw-flag[data-flag="nan_loss"]')
+    badge.wait_for(state="visible", timeout=T_UI)
+    assert badge.text_content() == "NaN loss", badge.text_content()
+    assert re.match(
+        r"^loss NaN at step \d+/3000 \(since \d\d:\d\d:\d\d\)$", badge.get_attribute("title") or ""
+    )
+    assert card.locator("path.jw-spark-line").get_attribute("d"), "the sparkline has no line"
+    assert card.locator(".jw-spark-nan circle").count() >= 1, "the NaN point is not marked"
+    assert "loss NaN" in (card.locator(".jw-step").text_content() or "")
+    svg = card.locator("svg.jw-spark")
+    box = svg.bounding_box()
+    assert box is not None
+    svg.hover(position={"x": 3, "y": box["height"] / 2})
+    tip = card.locator(".jw-spark-tip")
+    tip.wait_for(state="visible", timeout=T_UI)
+    assert re.match(r"^step \d+ · loss (\d|NaN)", tip.text_content() or ""), tip.text_content()
+    notify = page.locator(".jw-notify")
+    assert notify.is_visible() and notify.get_attribute("aria-pressed") == "false"  # opt-in: off by default
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    shot = SCREENSHOTS / "flagged-card.png"
+    page.add_style_tag(content="* { caret-color: transparent !important; }")
+    card.screenshot(path=str(shot), animations="disabled", timeout=T_UI)
+    page.mouse.move(0, 0)
+    timings["screenshot flagged card"] = time.monotonic() - t0
+    return [str(shot)]
+
+
 def _check_toolbar(page: Any) -> None:
     # JupyterLab skips rendering cells out of view (content-visibility): once scrolled back to the panel,
     # its text is laid out a frame later, and innerText reads "" until then.
@@ -607,9 +665,11 @@ def test_quickstart_panel_in_jupyterlab(
             followed = _check_detail_follows(page)
         with step("HTML in a log line is shown as text", timings):
             _check_html_is_text(page, lab)
+        with step("a NaN loss: sparkline with the NaN marked, flag badge", timings):
+            files = _check_health(page, timings)
         with step("screenshots", timings):
             page.locator(".jw-root").scroll_into_view_if_needed()
-            files = _screenshots(page, timings)
+            files += _screenshots(page, timings)
         with step("a provider error stays on the panel until the provider answers", timings):
             files += _check_error_banner(page, timings)
         with step("a restarted kernel's panel says it is disconnected", timings):

@@ -31,7 +31,8 @@ Values: `stage` is one of `STAGES` or None; `progress` is a percent of the whole
 in the log, such as "max_epochs: 10", the run's progress is unknown);
 `step`/`total_steps` are the run's (for "Epoch e/E" bars: e x batches + n of E x batches); `rate` is in
 iterations per second (tqdm's "s/it" inverted); `eta_seconds` is the bar's remaining time; `loss` is the
-newest training loss (never eval/val loss), None when it is NaN/inf rather than an older finite value.
+newest training loss (never eval/val loss), None when it is NaN/inf rather than an older finite value,
+and then `loss_nan` is True: a diverged run is told apart from a log without a loss.
 """
 
 from __future__ import annotations
@@ -138,6 +139,7 @@ def _parse(text: str, job_id: str | None) -> InlineProgress:
         rate=result.rate,
         eta_seconds=result.eta,
         loss=result.loss,
+        loss_nan=result.loss_nan,
     )
 
 

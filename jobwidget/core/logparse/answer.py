@@ -29,7 +29,7 @@ from jobwidget.core.logparse.events import (
 
 
 class Result:
-    __slots__ = ("eta", "loss", "progress", "rate", "settled", "stage", "step", "total")
+    __slots__ = ("eta", "loss", "loss_nan", "progress", "rate", "settled", "stage", "step", "total")
 
     def __init__(self) -> None:
         self.stage: str | None = None
@@ -39,6 +39,7 @@ class Result:
         self.rate: float | None = None
         self.eta: float | None = None
         self.loss: float | None = None
+        self.loss_nan = False  # the newest training loss was NaN or inf (`loss` is then None)
         self.settled = False
 
 
@@ -84,6 +85,7 @@ def answer(events: list[Event]) -> Result:
             break
     # the newest loss, even when it diverged: a stale finite value would hide a NaN run
     res.loss = loss if loss is not None and math.isfinite(loss) else None
+    res.loss_nan = loss is not None and not math.isfinite(loss)
     certain = True
     if fig_ev is not None:
         certain = fig_ev.certain

@@ -35,8 +35,9 @@ __all__ = [
 DEMO_TOKEN = "r8_jobwidget_simulated_demo"
 
 DEMO_EPOCH = 1_735_689_600.0  # 2025-01-01T00:00:00Z: the demo fleet's origin, the same for every process
-# About 2.5 trainings running at any moment at 60x (one arriving every 10 wall seconds), a few aborted.
-DEMO_SIM = SimConfig(epoch=DEMO_EPOCH, arrival_interval=600.0, abort_fraction=0.02)
+# About 2.5 trainings running at any moment at 60x (one arriving every 10 wall seconds), a few aborted,
+# and now and then one whose health goes wrong (a NaN loss, a stall, a long cold boot, a diverging loss).
+DEMO_SIM = SimConfig(epoch=DEMO_EPOCH, arrival_interval=600.0, abort_fraction=0.02, health_fault_rate=0.06)
 
 _SHARED: SimulatedReplicate | None = None
 _SHARED_LOCK = threading.Lock()

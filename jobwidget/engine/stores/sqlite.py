@@ -16,26 +16,28 @@ import asyncio
 import builtins
 import contextlib
 import json
+import math
 import os
 import random
 import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from jobwidget.core.columns import ROW_COLUMNS
+from jobwidget.core.columns import HEALTH_COLUMNS, ROW_COLUMNS
 from jobwidget.core.errors import StoreCorruptError, StoreError
+from jobwidget.core.health import HISTORY_POINTS, Sample, add_sample
 from jobwidget.core.models import ACTIVE_STATUSES, Job, JobStatus, merge_job
 from jobwidget.engine.stores.base import JobState, Lease, UpsertResult, fold_updates
 from jobwidget.engine.stores.query import narrowing
 
 __all__ = ["SCHEMA_VERSION", "JobStore", "SQLiteStore"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 APPLICATION_ID = 0x4A574731  # "JWG1": marks a file as a jobwidget store
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _HEADER_BYTES = 100  # SQLite's file header: application_id at offset 68
@@ -125,6 +127,22 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE jobs ADD COLUMN inputs TEXT",
         "ALTER TABLE jobs ADD COLUMN retry_of TEXT",
         "CREATE INDEX jobs_model_created ON jobs (model, created_at DESC, job_id DESC)",
+    ),
+    # Run health: each job's progress reads (time, step, total, loss, rate), downsampled to a few
+    # hundred per job (core/health.py). SQLite stores a NaN REAL as NULL, so a NaN loss is its own bit.
+    4: (
+        """
+        CREATE TABLE health_samples (
+            job_id TEXT NOT NULL,
+            idx INTEGER NOT NULL,
+            t REAL NOT NULL,
+            step INTEGER, total INTEGER, loss REAL,
+            loss_nan INTEGER NOT NULL DEFAULT 0,
+            rate REAL,
+            n INTEGER NOT NULL DEFAULT 1,
+            PRIMARY KEY (job_id, idx)
+        ) WITHOUT ROWID
+        """,
     ),
 }
 
@@ -622,17 +640,65 @@ class JobStore:
     def frame_rows(self) -> list[tuple[Any, ...]]:
         """Raw rows for `to_dataframe()` (datetimes as epoch µs), newest first, without building Jobs."""
         with self._read() as conn:
-            return conn.execute(f"SELECT {', '.join(ROW_COLUMNS)} FROM jobs {_ORDER}").fetchall()
+            columns = ", ".join([*ROW_COLUMNS, *HEALTH_COLUMNS.values()])
+            return conn.execute(f"SELECT {columns} FROM jobs {_ORDER}").fetchall()
 
     def frame_rows_with_inputs(self) -> list[tuple[Any, ...]]:
         """`frame_rows()` with each job's inputs, output (JSON text) and retry_of appended, in one read."""
-        columns = ", ".join((*ROW_COLUMNS, "inputs", "output", "retry_of"))
+        columns = ", ".join((*ROW_COLUMNS, *HEALTH_COLUMNS.values(), "inputs", "output", "retry_of"))
         with self._read() as conn:
             return conn.execute(f"SELECT {columns} FROM jobs {_ORDER}").fetchall()
 
     def integrity_check(self) -> str:
         with self._read() as conn:
             return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
+
+    # -- run health: each job's downsampled progress history ---------------------------------------
+
+    @staticmethod
+    def _samples(conn: sqlite3.Connection, job_id: str) -> list[Sample]:
+        rows = conn.execute(
+            "SELECT t, step, total, loss, loss_nan, rate, n FROM health_samples "
+            "WHERE job_id = ? ORDER BY idx",
+            (job_id,),
+        ).fetchall()
+        return [
+            Sample(t, step, total, math.nan if nan else loss, rate, n)
+            for t, step, total, loss, nan, rate, n in rows
+        ]
+
+    def history(self, job_id: str) -> list[Sample]:
+        """The job's progress history, oldest first (empty if it was never read while running)."""
+        with self._read() as conn:
+            return self._samples(conn, job_id)
+
+    def add_samples(
+        self, samples: Mapping[str, Sample], *, limit: int = HISTORY_POINTS
+    ) -> dict[str, list[Sample]]:
+        """Append one sample per job (downsampled, see `core.health.add_sample`) in one transaction; the
+        histories as they now stand. Only rows from the first one that changed are rewritten."""
+        out: dict[str, list[Sample]] = {}
+        if not samples:
+            return out
+        with self._write() as conn:
+            for job_id, sample in samples.items():
+                old = self._samples(conn, job_id)
+                new = add_sample(old, sample, limit)
+                same = 0
+                while same < min(len(old), len(new)) and _same_sample(old[same], new[same]):
+                    same += 1
+                if same < len(old):
+                    conn.execute("DELETE FROM health_samples WHERE job_id = ? AND idx >= ?", (job_id, same))
+                conn.executemany(
+                    "INSERT INTO health_samples (job_id, idx, t, step, total, loss, loss_nan, rate, n) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (job_id, i, s.t, s.step, s.total, None if s.nan else s.loss, int(s.nan), s.rate, s.n)
+                        for i, s in enumerate(new[same:], start=same)
+                    ],
+                )
+                out[job_id] = new
+        return out
 
     # -- the poll lease (one poller per store across processes) --------------------------------
 
@@ -683,6 +749,12 @@ class JobStore:
 
     def __repr__(self) -> str:
         return f"JobStore({str(self.path)!r})"
+
+
+def _same_sample(a: Sample, b: Sample) -> bool:
+    return (a.t, a.step, a.total, a.rate, a.nan, a.n) == (b.t, b.step, b.total, b.rate, b.nan, b.n) and (
+        a.nan or a.loss == b.loss
+    )
 
 
 T = TypeVar("T")
@@ -771,6 +843,12 @@ class SQLiteStore:
 
     async def frame_rows_with_inputs(self) -> builtins.list[tuple[Any, ...]]:
         return await self._call(self.sync.frame_rows_with_inputs)
+
+    async def history(self, job_id: str) -> builtins.list[Sample]:
+        return await self._call(self.sync.history, job_id)
+
+    async def add_samples(self, samples: Mapping[str, Sample]) -> dict[str, builtins.list[Sample]]:
+        return await self._call(self.sync.add_samples, samples)
 
     async def integrity_check(self) -> str:
         return await self._call(self.sync.integrity_check)

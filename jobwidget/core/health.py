@@ -1,0 +1,341 @@
+"""Run health, pure: a job's loss history at a bounded size, projections from it, and the flag rules.
+
+- **History.** Each progress read is a `Sample` (time, step, total, loss, rate). A job keeps every sample
+  until `HISTORY_POINTS`, then neighbours are merged pairwise and later reads are folded in at the same
+  stride (all but the newest few), so a run of any length costs a few hundred points and the whole run
+  stays drawn at an even resolution. A merged point keeps the later time and step; its loss is the mean,
+  or NaN if any read in it was NaN: a NaN is marked, never averaged away. Reads that repeat the last
+  step (a stall) keep the first and latest only.
+- **Projections.** The rate is the step rate over the recent half of the training span (at least 10
+  min, or all of it): long enough to average validation passes and checkpoint saves, so the figure is
+  steady instead of following each tqdm frame. No projection without enough evidence (see `project`).
+- **Flags** are rules as data (`FLAG_RULES`): each says from one `HealthInput` whether its condition
+  holds (a reason), does not (None) or cannot be judged from this update (`KEEP`). `evaluate` applies
+  them to the flags already raised: a flag keeps the time it was first raised; a sticky one (NaN) never
+  clears; the others clear when their condition does.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "FLAG_NAMES",
+    "FLAG_RULES",
+    "HISTORY_POINTS",
+    "KEEP",
+    "SPARK_POINTS",
+    "FlagRule",
+    "HealthInput",
+    "Projection",
+    "Sample",
+    "Thresholds",
+    "add_sample",
+    "evaluate",
+    "project",
+    "sparkline",
+]
+
+HISTORY_POINTS = 300  # samples kept per job, whatever the run's length
+SPARK_POINTS = 40  # points a card's sparkline carries (a few hundred bytes)
+_KEEP_RAW = 16  # the newest samples are never merged: the rules and projections read them
+_MIN_SAMPLES = 4  # projections: distinct training reads in the window...
+_MIN_SPAN_S = 20.0  # ...spanning at least this long...
+_MIN_PROGRESS = 0.02  # ...and this share of the run's steps
+_WINDOW_FLOOR_S = 600.0  # the rate window is the recent half of the training span, at least this long
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One progress read: `t` in epoch seconds; `loss` may be NaN (kept: the run diverged)."""
+
+    t: float
+    step: int | None = None
+    total: int | None = None
+    loss: float | None = None
+    rate: float | None = None
+    n: int = 1  # reads this point stands for (merged neighbours: their mean loss, the later time)
+
+    @property
+    def nan(self) -> bool:
+        return self.loss is not None and not math.isfinite(self.loss)
+
+
+def _merge(a: Sample, b: Sample) -> Sample:
+    if a.nan or b.nan:
+        loss: float | None = math.nan
+    elif a.loss is not None and b.loss is not None:
+        loss = (a.loss * a.n + b.loss * b.n) / (a.n + b.n)
+    else:
+        loss = b.loss if b.loss is not None else a.loss
+    total = b.total if b.total is not None else a.total
+    return Sample(b.t, b.step, total, loss, b.rate if b.rate is not None else a.rate, a.n + b.n)
+
+
+def _same_read(a: Sample, b: Sample) -> bool:
+    """Two reads that tell nothing apart (the same step, both NaN or the same loss)."""
+    return a.step == b.step and a.total == b.total and ((a.nan and b.nan) or a.loss == b.loss)
+
+
+def add_sample(history: Sequence[Sample], sample: Sample, limit: int = HISTORY_POINTS) -> list[Sample]:
+    """`history` with `sample` appended, at most `limit` points (see the module doc).
+
+    The newest reads stay as they are; older ones form a body in which every point stands for the same
+    number of reads (`Sample.n`, the stride): a read leaving the raw tail is folded into the body's
+    newest point until that one holds a stride's worth, and a full body merges neighbours pairwise
+    (the stride doubles). So the body is always evenly spread and the whole run stays drawn.
+    A sample older than the newest is dropped (a late answer): the history stays in time order.
+    """
+    out = list(history)
+    if out and sample.t < out[-1].t:
+        return out
+    if len(out) >= 2 and _same_read(out[-1], sample) and _same_read(out[-2], sample):
+        out[-1] = sample  # a repeated read: keep when it was first seen and the latest, not every one
+        return out
+    out.append(sample)
+    keep = min(_KEEP_RAW, max(0, limit // 4))
+    if len(out) <= keep + 1:
+        return out
+    body, tail = out[: len(out) - keep], out[len(out) - keep :]
+    stride = max(s.n for s in body)
+    if len(body) >= 2 and body[-2].n + body[-1].n <= stride:
+        body[-2:] = [_merge(body[-2], body[-1])]
+    if len(body) + len(tail) > limit:
+        merged = [_merge(body[i], body[i + 1]) for i in range(0, len(body) - 1, 2)]
+        if len(body) % 2:
+            merged.append(body[-1])
+        body = merged
+    return body + tail
+
+
+def sparkline(history: Sequence[Sample], points: int = SPARK_POINTS) -> list[list[Any]]:
+    """`[[step, loss], ...]` for a card, at most `points`, evenly picked; a NaN loss is `None` (drawn as
+    a marked point), reads without a loss are left out. The newest read is always included."""
+    with_loss = [s for s in history if s.loss is not None and s.step is not None]
+    if len(with_loss) > points:
+        n = len(with_loss)
+        picks = sorted({round(i * (n - 1) / (points - 1)) for i in range(points)})
+        with_loss = [with_loss[i] for i in picks]
+    return [[s.step, None if s.nan else _sig(s.loss)] for s in with_loss]
+
+
+def _sig(value: float | None, digits: int = 4) -> float | None:
+    if value is None or value == 0:
+        return value
+    return round(value, digits - 1 - math.floor(math.log10(abs(value))))
+
+
+# ------------------------------------------------------------------------------------ projections
+
+
+@dataclass(frozen=True, slots=True)
+class Projection:
+    """When a running job will finish (epoch seconds) and what it will have cost then (USD, or None)."""
+
+    finish_at: float
+    cost_usd: float | None
+    rate: float  # steps per second the projection used
+
+
+def project(
+    history: Sequence[Sample],
+    *,
+    started_at: float | None,
+    price_per_s: float | None = None,
+    cost_so_far: tuple[float, float] | None = None,
+) -> Projection | None:
+    """Finish time and final cost from the step rate over the recent half of the training span.
+
+    None without enough evidence: fewer than 4 reads with a known step and total, less than 20 s or
+    2 % of the run between them, or no progress. Cost is `price_per_s` x (finish - `started_at`); without
+    a price, `cost_so_far` (usd, at epoch seconds) is scaled to the projected duration.
+    """
+    reads = [s for s in history if s.step is not None and s.total and s.step > 0]
+    if len(reads) < _MIN_SAMPLES:
+        return None
+    last = reads[-1]
+    total = last.total
+    assert total is not None and last.step is not None
+    span = last.t - reads[0].t
+    since = last.t - max(span / 2, _WINDOW_FLOOR_S)
+    window = [s for s in reads if s.t >= since and s.total == total]
+    first = window[0]
+    assert first.step is not None
+    steps = last.step - first.step
+    elapsed = last.t - first.t
+    if (
+        len({s.step for s in window}) < _MIN_SAMPLES
+        or elapsed < _MIN_SPAN_S
+        or steps <= 0
+        or steps < _MIN_PROGRESS * total
+    ):
+        return None
+    rate = steps / elapsed
+    finish = last.t + max(0, total - last.step) / rate
+    cost: float | None = None
+    if started_at is not None and finish > started_at:
+        if price_per_s is not None:
+            cost = round(price_per_s * (finish - started_at), 6)
+        elif cost_so_far is not None and cost_so_far[1] > started_at:
+            usd, at = cost_so_far
+            cost = round(usd * (finish - started_at) / (at - started_at), 6)
+    return Projection(finish_at=finish, cost_usd=cost, rate=rate)
+
+
+# ------------------------------------------------------------------------------------------ flags
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """When a flag is raised. Defaults are conservative: a false alarm teaches people to ignore them."""
+
+    stall_minutes: float = 15.0  # running, and no new step for this long
+    slow_start_minutes: float = 10.0  # queued or starting for this long (cold boots)
+    diverging_factor: float = 3.0  # the recent median loss is this many times its best median...
+    diverging_window: int = 12  # ...over this many reads (at least twice as many reads needed)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> Thresholds:
+        """From a config mapping; ValueError names a bad or unknown key."""
+        known = {"stall_minutes", "slow_start_minutes", "diverging_factor", "diverging_window"}
+        unknown = sorted(set(map(str, data)) - known)
+        if unknown:
+            raise ValueError(f"unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        values: dict[str, Any] = {}
+        for key, value in data.items():
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ValueError(f"{key} must be a number, got {value!r}")
+            if key == "diverging_window":
+                if value != int(value) or not 3 <= value <= 100:
+                    raise ValueError(f"{key} must be a whole number from 3 to 100, got {value!r}")
+                value = int(value)
+            elif key == "diverging_factor" and value <= 1:
+                raise ValueError(f"{key} must be above 1, got {value!r}")
+            elif value <= 0:
+                raise ValueError(f"{key} must be above 0, got {value!r}")
+            values[key] = value
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class HealthInput:
+    """What the rules see about one job at one update."""
+
+    status: str  # the unified status value
+    now: float  # epoch seconds
+    created_at: float | None
+    history: Sequence[Sample]
+    fresh: bool  # this update carries a new progress read (the history's last sample)
+    thresholds: Thresholds
+
+
+class _Keep:
+    def __repr__(self) -> str:
+        return "KEEP"
+
+
+KEEP: Any = _Keep()  # a rule's answer when this update cannot tell: the flag stays as it was
+_WAITING = ("pending", "uploading", "queued")
+Check = Callable[[HealthInput], "str | _Keep | None"]
+
+
+def _fmt_min(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min"
+
+
+def _at_step(s: Sample) -> str:
+    if s.step is None:
+        return ""
+    return f" at step {s.step}" + (f"/{s.total}" if s.total else "")
+
+
+def _nan_loss(h: HealthInput) -> str | _Keep | None:
+    if not h.fresh or not h.history:
+        return KEEP
+    last = h.history[-1]
+    return f"loss NaN{_at_step(last)}" if last.nan else KEEP
+
+
+def _stalled(h: HealthInput) -> str | _Keep | None:
+    if h.status != "running":
+        return None
+    if not h.fresh:
+        return KEEP  # only a new read can say whether the step moved
+    last = h.history[-1]
+    if last.step is None or (last.total is not None and last.step >= last.total):
+        return None  # no step yet (still loading), or past the last step (saving, uploading)
+    first_seen = last.t
+    for s in reversed(h.history):
+        if s.step != last.step:
+            break
+        first_seen = s.t
+    still = h.now - first_seen
+    if still >= h.thresholds.stall_minutes * 60:
+        return f"no new step for {_fmt_min(still)}{_at_step(last)}"
+    return None
+
+
+def _diverging(h: HealthInput) -> str | _Keep | None:
+    if not h.fresh:
+        return KEEP
+    losses = [s.loss for s in h.history if s.loss is not None and not s.nan]
+    w = h.thresholds.diverging_window
+    if len(losses) < 2 * w:
+        return None
+    medians = [statistics.median(losses[i : i + w]) for i in range(0, len(losses) - w + 1)]
+    best, recent = min(medians[: len(medians) - w] or medians[:1]), medians[-1]
+    if best > 0 and recent >= h.thresholds.diverging_factor * best:
+        return f"loss rose to {recent / best:.1f}x its best ({best:.3g} -> {recent:.3g})"
+    return None
+
+
+def _slow_start(h: HealthInput) -> str | _Keep | None:
+    if h.status not in _WAITING or h.created_at is None:
+        return None
+    waited = h.now - h.created_at
+    if waited >= h.thresholds.slow_start_minutes * 60:
+        return f"waiting to start for {_fmt_min(waited)}"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class FlagRule:
+    name: str
+    check: Check
+    sticky: bool = False  # once raised, never cleared (a NaN loss: the weights are gone)
+
+
+FLAG_RULES: tuple[FlagRule, ...] = (
+    FlagRule("nan_loss", _nan_loss, sticky=True),
+    FlagRule("stalled", _stalled),
+    FlagRule("diverging", _diverging),
+    FlagRule("slow_start", _slow_start),
+)
+FLAG_NAMES: tuple[str, ...] = tuple(rule.name for rule in FLAG_RULES)
+
+
+def evaluate(
+    h: HealthInput, previous: Mapping[str, Mapping[str, Any]], rules: Iterable[FlagRule] = FLAG_RULES
+) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """(the job's flags now: name -> {"reason", "raised_at"}, names newly raised by this update)."""
+    flags: dict[str, dict[str, Any]] = {}
+    raised: list[str] = []
+    for rule in rules:
+        before = previous.get(rule.name)
+        if before is not None and rule.sticky:
+            flags[rule.name] = dict(before)
+            continue
+        verdict = rule.check(h)
+        if verdict is KEEP:
+            if before is not None:
+                flags[rule.name] = dict(before)
+        elif verdict is not None:
+            at = before.get("raised_at") if before is not None else None
+            flags[rule.name] = {"reason": str(verdict), "raised_at": at if at is not None else h.now}
+            if before is None:
+                raised.append(rule.name)
+    return flags, raised
