@@ -61,7 +61,7 @@ const SPARK_H = 24;
 /** "45s", "5m 03s", "2h 05m", "3d 4h" */
 export function formatDuration(seconds) {
   if (typeof seconds !== "number" || !Number.isFinite(seconds)) return "";
-  let s = Math.max(0, Math.round(seconds));
+  const s = Math.max(0, Math.round(seconds));
   if (s < 60) return `${s}s`;
   const pad = (n) => String(n).padStart(2, "0");
   if (s < 3600) return `${Math.floor(s / 60)}m ${pad(s % 60)}s`;
