@@ -231,8 +231,9 @@ class GuardKeeper:
         planned = GuardAction(job.job_id, guard.id, trigger, action, guard.dry_run, reason, at, "")
         if action == "cancel" and not guard.dry_run:
             task = asyncio.get_running_loop().create_task(self._cancel_job(planned), name="jobwidget-guard")
-            self._tasks[job.job_id] = task
-            task.add_done_callback(lambda _t, job_id=job.job_id: self._tasks.pop(job_id, None))
+            job_id = job.job_id
+            self._tasks[job_id] = task
+            task.add_done_callback(lambda _t: self._tasks.pop(job_id, None))
             return
         outcome = "would cancel (dry run)" if action == "cancel" else "notified"
         done = replace(planned, outcome=outcome)
@@ -241,8 +242,9 @@ class GuardKeeper:
             job_id=job.job_id, provider=job.provider, status=job.status, metadata={GUARD: _mark(done)}
         )
         task = asyncio.get_running_loop().create_task(self._quietly(self._record(marker)))
-        self._tasks.setdefault(f"record:{job.job_id}:{at}", task)
-        task.add_done_callback(lambda _t, k=f"record:{job.job_id}:{at}": self._tasks.pop(k, None))
+        key = f"record:{job.job_id}:{at}"
+        self._tasks.setdefault(key, task)
+        task.add_done_callback(lambda _t: self._tasks.pop(key, None))
 
     async def _cancel_job(self, planned: GuardAction) -> None:
         try:

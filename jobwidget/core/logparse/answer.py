@@ -123,6 +123,7 @@ def _stage(res: Result, events: list[Event]) -> tuple[bool, int]:
         ev = events[i]
         if ev.role is R_NONE or ev.kind is LOSS:
             continue
+        stage: str | None
         if ev.kind is END:
             stage = ev.stage or TRAIN  # "Done training: packaging trained_model.tar" is a save
         elif ev.role is R_TRAIN or ev.role is R_TRAIN_MARK:

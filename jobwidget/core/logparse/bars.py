@@ -97,8 +97,8 @@ def plain_bar_event(line: str) -> Event | None:
     if len(frames) > 1:
         seg = seg[frames[-2].end() :]
         m = TQDM_PLAIN.search(seg)
-        if m is None:
-            return None
+    if m is None:
+        return None
     ev = Event(BAR)
     ev.plain = True
     ev.line = seg

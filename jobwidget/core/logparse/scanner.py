@@ -98,7 +98,7 @@ class Scanner:
                 if ev is None:
                     ev = tqdm_event(line)
                     fresh = ev is not None
-                    if fresh:
+                    if ev is not None:
                         recent.insert(0, ev)
                         del recent[4:]
             elif " [" in line and "/" in line and ("% " in line or "| " in line):
