@@ -76,6 +76,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8001
 WEBHOOK_PATH = "/api/webhooks/replicate"
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+_BACKLOG = 2048
 _MiB = 1024 * 1024
 _MIN_SECRET_CHARS = 8  # shorter strings would mask ordinary words, and are no real secret anyway
 
@@ -775,6 +776,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host.strip("[]"), port))
+        sock.listen(_BACKLOG)  # connections made as soon as the address is printed wait, not fail
     except OSError as exc:
         sock.close()
         raise ConfigError(

@@ -306,24 +306,45 @@ class JobStore:
         )
 
     def _open(self) -> sqlite3.Connection:
+        """A configured connection. Opening races other processes creating or switching the same file to
+        WAL (SQLite answers "locked" at once there, without its busy handler): retry within the budget."""
+        deadline = time.monotonic() + _LOCK_BUDGET_S
+        delay = 0.01
+        while True:
+            try:
+                conn = self._connect()
+            except sqlite3.OperationalError as exc:
+                if not _is_lock_error(exc):
+                    raise self._corrupt(f"cannot be opened as a jobwidget store ({exc})") from None
+                if time.monotonic() + delay > deadline:
+                    raise StoreError(
+                        f"the job store {self.path} is locked by another process: {exc}"
+                    ) from None
+                time.sleep(delay * random.uniform(0.5, 1.5))
+                delay = min(delay * 2, 0.5)
+                continue
+            except sqlite3.DatabaseError as exc:
+                raise self._corrupt(f"cannot be opened as a jobwidget store ({exc})") from None
+            self._all.append(conn)
+            return conn
+
+    def _connect(self) -> sqlite3.Connection:
         target = ":memory:" if self.is_memory else str(self.path)
+        conn = sqlite3.connect(
+            target,
+            timeout=_LOCK_BUDGET_S,
+            isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+            check_same_thread=False,  # one connection per thread; close() may run on another
+        )
         try:
-            conn = sqlite3.connect(
-                target,
-                timeout=_LOCK_BUDGET_S,
-                isolation_level=None,  # we issue BEGIN/COMMIT ourselves
-                check_same_thread=False,  # one connection per thread; close() may run on another
-            )
             conn.execute("PRAGMA busy_timeout = 10000")
             if not self.is_memory:
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = NORMAL")  # durable across app crashes in WAL mode
             conn.execute("PRAGMA foreign_keys = ON")
-        except sqlite3.DatabaseError as exc:
-            if isinstance(exc, sqlite3.OperationalError) and _is_lock_error(exc):
-                raise StoreError(f"the job store {self.path} is locked by another process: {exc}") from None
-            raise self._corrupt(f"cannot be opened as a jobwidget store ({exc})") from None
-        self._all.append(conn)
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     def _conn(self) -> sqlite3.Connection:
