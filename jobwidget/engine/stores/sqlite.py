@@ -549,8 +549,10 @@ class JobStore:
 
     def totals(self, search: str | None = None) -> dict[str, dict[str, Any]]:
         """Per status, over every job (not a page of them) whose id, name or model contains `search`:
-        `count`, summed `cost` (USD), `costed` (jobs with a cost) and `estimated` (active jobs whose cost
-        is an estimate so far). One query; statuses with no job are left out.
+        `count`, summed `cost` (USD, running estimates at the time of the read), `costed` (jobs with a
+        cost) and `estimated` (active jobs whose cost is an estimate so far); the clock-free parts of
+        `cost`: `billed` (stored costs) plus `rate` x now - `rate_t0` (running jobs' summed price per
+        second, and summed price x start in epoch seconds). One query; statuses with no job are left out.
 
         The match is a substring match, case-insensitive for ASCII letters (SQLite's LIKE); `%`, `_` and
         `\\` in `search` match themselves. A blank `search` counts every job.
@@ -563,23 +565,37 @@ class JobStore:
             pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             where = " WHERE " + " OR ".join(f"{c} LIKE ? ESCAPE '\\'" for c in ("job_id", "name", "model"))
             params += [pattern] * 3
+        # A running job with a stored price costs (now - started) x price so far: summed as rate x now -
+        # sum(price x started), so the clock-free parts (`billed`, `rate`, `rate_t0`) can travel and be
+        # ticked by whoever shows them, and `cost` is that sum at the time of this read.
+        ticking = (
+            "(status = 'running' AND started_at IS NOT NULL AND json_extract(metadata, '$.price_per_s') > 0)"
+        )
         query = (
-            "SELECT status, count(*), total(cost_usd), count(cost_usd), "
-            f"sum(CASE WHEN status IN ({', '.join('?' * len(active))}) AND cost_usd IS NOT NULL "
-            "AND json_extract(metadata, '$.cost_estimate') THEN 1 ELSE 0 END) "
+            f"SELECT status, count(*), total(CASE WHEN {ticking} THEN NULL ELSE cost_usd END), "
+            f"sum(CASE WHEN {ticking} OR cost_usd IS NOT NULL THEN 1 ELSE 0 END), "
+            f"sum(CASE WHEN status IN ({', '.join('?' * len(active))}) AND ({ticking} OR "
+            "(cost_usd IS NOT NULL AND json_extract(metadata, '$.cost_estimate'))) THEN 1 ELSE 0 END), "
+            f"total(CASE WHEN {ticking} THEN json_extract(metadata, '$.price_per_s') END), "
+            f"total(CASE WHEN {ticking} THEN json_extract(metadata, '$.price_per_s') * started_at / 1e6 END) "
             f"FROM jobs{where} GROUP BY status"
         )
         with self._read() as conn:
             rows = conn.execute(query, params).fetchall()
-        return {
-            str(status): {
+        now = time.time()
+        out: dict[str, dict[str, Any]] = {}
+        for status, n, billed, c, e, rate, rate_t0 in rows:
+            running = max(0.0, rate * now - rate_t0) if rate else 0.0
+            out[str(status)] = {
                 "count": int(n),
-                "cost": round(float(cost), 6),
+                "cost": round(float(billed) + running, 6),
                 "costed": int(c),
                 "estimated": int(e),
+                "billed": round(float(billed), 6),
+                "rate": float(rate),
+                "rate_t0": float(rate_t0),
             }
-            for status, n, cost, c, e in rows
-        }
+        return out
 
     @staticmethod
     def _filters(
