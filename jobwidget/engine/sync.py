@@ -165,8 +165,19 @@ class SyncService:
                 for flag in raised:
                     if flag.job_id in changed:
                         self.bus.emit("job_flagged", flag.to_event())
-        if self.after_apply is not None and result.changed:
-            self.after_apply(result.changed)
+        if self.after_apply is not None:
+            # A running job's cost grows with the clock though its row does not change: the guards see
+            # the ones this write left alone too, so a cost limit is still met on time.
+            changed = {job.job_id for job in result.changed}
+            ticking = [
+                job
+                for job in batch
+                if job.job_id not in changed
+                and job.status is JobStatus.RUNNING
+                and job.price_per_s is not None
+            ]
+            if result.changed or ticking:
+                self.after_apply([*result.changed, *ticking])
         return result
 
     async def load_seen(self) -> None:
