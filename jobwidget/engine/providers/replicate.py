@@ -556,7 +556,8 @@ class ReplicateProvider(Provider):
                 raise ProviderError(self._redact(fatal))
             if response is not None:
                 try:
-                    outcome = self._outcome(response, route, job_id, rejects=not idempotent)
+                    decoded = await _decode_large(response)
+                    outcome = self._outcome(response, route, job_id, rejects=not idempotent, decoded=decoded)
                 finally:
                     _release(response)
                 if not isinstance(outcome, _Failure):
@@ -586,13 +587,23 @@ class ReplicateProvider(Provider):
         raise self._final_error(failure, route, attempt + 1)
 
     def _outcome(
-        self, response: httpx.Response, route: str, job_id: str | None, *, rejects: bool = False
+        self,
+        response: httpx.Response,
+        route: str,
+        job_id: str | None,
+        *,
+        rejects: bool = False,
+        decoded: tuple[Any] | Exception | None = None,
     ) -> _Body | _Failure:
-        """Classify one answer: a decoded body, a retryable failure, or raise a final error."""
+        """Classify one answer: a decoded body, a retryable failure, or raise a final error.
+
+        `decoded`: a large body already decoded off the loop (`_decode_large`), or why it could not be."""
         status = response.status_code
         if 200 <= status < 300:
             try:
-                return _Body(response.json())
+                if isinstance(decoded, Exception):
+                    raise decoded
+                return _Body(decoded[0] if decoded is not None else response.json())
             except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, absurd nesting
                 ctype = response.headers.get("content-type", "?").split(";")[0]
                 return _Failure(
@@ -760,3 +771,19 @@ def _origin(url: httpx.URL) -> tuple[str, str, int]:
     """(scheme, host, port) with the default port filled in, as httpx will connect."""
     scheme = url.scheme.lower()
     return scheme, url.host.lower(), url.port or (443 if scheme == "https" else 80)
+
+
+# A successful body larger than this is decoded in a worker thread: a 50 MB log in a GET takes ~100 ms
+# to decode, which would stall the engine loop (and the panel, SSE and webhooks it serves) that long.
+_THREAD_DECODE_BYTES = 256 * 1024
+
+
+async def _decode_large(response: httpx.Response) -> tuple[Any] | Exception | None:
+    """A large 2xx body decoded off the loop: (value,), or the decoding error; None for small bodies
+    (decoded in place: a thread hop costs more than they do)."""
+    if not 200 <= response.status_code < 300 or len(response.content) <= _THREAD_DECODE_BYTES:
+        return None
+    try:
+        return (await asyncio.to_thread(response.json),)
+    except (ValueError, RecursionError) as exc:  # classified by `_outcome` as for a small body
+        return exc
