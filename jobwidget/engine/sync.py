@@ -181,9 +181,11 @@ class SyncService:
         return result
 
     async def load_seen(self) -> None:
-        """Remember the store's current state, so `follow()` reports only later changes."""
+        """Remember the store's revision and its active jobs' states, so `follow()` reports only later
+        changes. Only active jobs: the time to open does not grow with the store's history, and a finished
+        job another process changes later (late billing) is announced as a change with no earlier state."""
         async with self._write_lock:
-            self._rev, self._seen = await self.store.states()
+            self._rev, self._seen = await self.store.states(active_only=True)
 
     async def follow(self) -> int:
         """Announce jobs that other processes (another notebook, `jobwidget serve`) changed in the store."""

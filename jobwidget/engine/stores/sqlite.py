@@ -188,7 +188,7 @@ def _row_to_job(row: Sequence[Any]) -> Job:
     values["output"] = None if values["output"] is None else json.loads(values["output"])
     values["metadata"] = json.loads(values["metadata"]) if values["metadata"] else {}
     values["inputs"] = None if values["inputs"] is None else json.loads(values["inputs"])
-    return Job(**values)
+    return Job.from_checked(values)  # written from a checked Job: not cleaned a second time
 
 
 def _revision(conn: sqlite3.Connection) -> int:
@@ -642,13 +642,24 @@ class JobStore:
                 conn.execute("COMMIT")
         return current, [(int(r[0]), _row_to_job(r[1:])) for r in rows]
 
-    def states(self) -> tuple[int, dict[str, tuple[JobStatus, str | None, float | None, str | None]]]:
-        """(revision, job_id -> (status, stage, progress, last_log)): what a follower starts from."""
+    def states(
+        self, *, active_only: bool = False
+    ) -> tuple[int, dict[str, tuple[JobStatus, str | None, float | None, str | None]]]:
+        """(revision, job_id -> (status, stage, progress, last_log)): what a follower starts from.
+
+        `active_only`: of active jobs only, read through the status index, so a follower starts in a time
+        that does not grow with the store's history (a finished job's state does not move)."""
+        query = "SELECT job_id, status, stage, progress, last_log FROM jobs"
+        params: list[Any] = []
+        if active_only:
+            active = [s.value for s in ACTIVE_STATUSES]
+            query += f" WHERE status IN ({', '.join('?' * len(active))})"
+            params = active
         with self._read() as conn:
             conn.execute("BEGIN")
             try:
                 current = _revision(conn)
-                rows = conn.execute("SELECT job_id, status, stage, progress, last_log FROM jobs").fetchall()
+                rows = conn.execute(query, params).fetchall()
             finally:
                 conn.execute("COMMIT")
         return current, {r[0]: (JobStatus(r[1]), r[2], r[3], r[4]) for r in rows}
@@ -851,8 +862,8 @@ class SQLiteStore:
     async def changes_in_order(self, rev: int) -> tuple[int, builtins.list[tuple[int, Job]]]:
         return await self._call(self.sync.changes_in_order, rev)
 
-    async def states(self) -> tuple[int, dict[str, JobState]]:
-        return await self._call(self.sync.states)
+    async def states(self, *, active_only: bool = False) -> tuple[int, dict[str, JobState]]:
+        return await self._call(self.sync.states, active_only=active_only)
 
     async def frame_rows(self) -> builtins.list[tuple[Any, ...]]:
         return await self._call(self.sync.frame_rows)
