@@ -29,7 +29,7 @@ from bench.bench_sync import StallMonitor
 from jobwidget.core.models import JobStatus
 from jobwidget.engine import runtime
 from jobwidget.engine.config import load_settings
-from jobwidget.engine.providers import replicate as replicate_mod
+from jobwidget.engine.providers import json_big
 from jobwidget.engine.providers.replicate import ReplicateProvider
 from jobwidget.engine.stores import JobStore
 from jobwidget.surfaces import server as server_mod
@@ -114,12 +114,12 @@ def run_stalls(quick: bool) -> list[Row]:
     out: list[Row] = []
     with _serve(_training_body(log_mb * 1_000_000)) as base_url:
         off = min(asyncio.run(_log_stall(base_url)) for _ in range(3))
-        saved = replicate_mod._THREAD_DECODE_BYTES
-        replicate_mod._THREAD_DECODE_BYTES = 1 << 60
+        saved = json_big.THREAD_BYTES
+        json_big.THREAD_BYTES = 1 << 60
         try:
             on = min(asyncio.run(_log_stall(base_url)) for _ in range(3))
         finally:
-            replicate_mod._THREAD_DECODE_BYTES = saved
+            json_big.THREAD_BYTES = saved
     out.append(
         Row(
             "stalls",

@@ -1,4 +1,6 @@
-"""Decode a training body whose `logs` string is huge without holding the GIL for the whole of it.
+"""Large provider answers off the engine loop: read, joined and decoded in worker threads.
+
+A training body whose `logs` string is huge is decoded without holding the GIL for the whole of it.
 
 `json.loads` is C code that keeps the GIL while it runs: decoding a 50 MB log in a worker thread still
 stops the engine loop for about as long. Here the `logs` value is located with fast byte searches and
@@ -9,11 +11,14 @@ always exactly what `json.loads` gives.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from typing import Any
 
-__all__ = ["loads_training"]
+import httpx
+
+__all__ = ["THREAD_BYTES", "decode_large", "loads_training", "read_off_loop"]
 
 _KEY = re.compile(rb'"logs"\s*:\s*"')
 _SLICE = 1 << 20
@@ -93,3 +98,49 @@ def _after_high_surrogate(raw: bytes, cut: int) -> bool:
     """Whether a `\\uD800`-`\\uDBFF` escape ends right at `cut` (its low half must stay with it)."""
     head = raw[cut - 6 : cut]
     return len(head) == 6 and head[:2] == b"\\u" and head[2:4].lower() in (b"d8", b"d9", b"da", b"db")
+
+
+# A successful body larger than this is decoded in a worker thread: a 50 MB log in a GET takes ~100 ms
+# to decode, which would stall the engine loop (and the panel, SSE and webhooks it serves) that long.
+THREAD_BYTES = 256 * 1024
+
+
+async def decode_large(response: httpx.Response, *, sliced: bool = False) -> tuple[Any] | Exception | None:
+    """A large 2xx body decoded off the loop: (value,), or the decoding error; None for small bodies
+    (decoded in place: a thread hop costs more than they do). `sliced`: a training, whose `logs` string
+    is decoded in slices so that the thread hands the GIL back to the loop in between (`json_big`)."""
+    if not 200 <= response.status_code < 300 or len(response.content) <= THREAD_BYTES:
+        return None
+    decode = (lambda: loads_training(response.content)) if sliced else response.json
+    try:
+        return (await asyncio.to_thread(decode),)
+    except (ValueError, RecursionError) as exc:  # classified by `_outcome` as for a small body
+        return exc
+
+
+async def read_off_loop(response: httpx.Response) -> httpx.Response:
+    """The response with its body read; a large body's chunks are joined in a worker thread.
+
+    httpx joins a body's chunks on the loop: for a 50 MB log that one copy stalls the engine loop (and
+    the panel, SSE and webhooks it serves) for ~30 ms. A body known to be small is read as httpx does.
+    """
+    try:
+        length = response.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) <= THREAD_BYTES:
+            await response.aread()
+            return response
+        chunks = [chunk async for chunk in response.aiter_bytes()]
+    finally:
+        await response.aclose()
+    size = sum(map(len, chunks))
+    data = await asyncio.to_thread(b"".join, chunks) if size > THREAD_BYTES else b"".join(chunks)
+    # The body is decoded already (gzip undone): a new response that carries it as it is.
+    dropped = {"content-encoding", "content-length", "transfer-encoding"}
+    headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in dropped]
+    return httpx.Response(
+        response.status_code,
+        headers=headers,
+        content=data,
+        request=response.request,
+        extensions=response.extensions,
+    )

@@ -57,8 +57,8 @@ from jobwidget.core.replicate_convert import (
     validate_training,
 )
 from jobwidget.core.training_request import TrainingRequest
+from jobwidget.engine.providers import json_big
 from jobwidget.engine.providers.base import MAX_SERVER_WAIT, JobDetail, Page, Provider, ProviderStats
-from jobwidget.engine.providers.json_big import loads_training
 
 __all__ = ["DEFAULT_BASE_URL", "RETRY_STATUSES", "RateLimiter", "ReplicateProvider", "RetryPolicy"]
 
@@ -487,7 +487,7 @@ class ReplicateProvider(Provider):
             self.stats.requests += 1
             self.stats.by_route[route] = self.stats.by_route.get(route, 0) + 1
             request = self._client.build_request(method, url, json=body)
-            return await _read_off_loop(await self._client.send(request, stream=True))
+            return await json_big.read_off_loop(await self._client.send(request, stream=True))
 
     async def _request(
         self,
@@ -558,7 +558,7 @@ class ReplicateProvider(Provider):
                 raise ProviderError(self._redact(fatal))
             if response is not None:
                 try:
-                    decoded = await _decode_large(response, sliced=route == "GET /v1/trainings/{id}")
+                    decoded = await json_big.decode_large(response, sliced=route == "GET /v1/trainings/{id}")
                     outcome = self._outcome(response, route, job_id, rejects=not idempotent, decoded=decoded)
                 finally:
                     _release(response)
@@ -599,7 +599,8 @@ class ReplicateProvider(Provider):
     ) -> _Body | _Failure:
         """Classify one answer: a decoded body, a retryable failure, or raise a final error.
 
-        `decoded`: a large body already decoded off the loop (`_decode_large`), or why it could not be."""
+        `decoded`: a large body already decoded off the loop (`json_big.decode_large`), or why it could
+        not be."""
         status = response.status_code
         if 200 <= status < 300:
             try:
@@ -773,49 +774,3 @@ def _origin(url: httpx.URL) -> tuple[str, str, int]:
     """(scheme, host, port) with the default port filled in, as httpx will connect."""
     scheme = url.scheme.lower()
     return scheme, url.host.lower(), url.port or (443 if scheme == "https" else 80)
-
-
-# A successful body larger than this is decoded in a worker thread: a 50 MB log in a GET takes ~100 ms
-# to decode, which would stall the engine loop (and the panel, SSE and webhooks it serves) that long.
-_THREAD_DECODE_BYTES = 256 * 1024
-
-
-async def _decode_large(response: httpx.Response, *, sliced: bool = False) -> tuple[Any] | Exception | None:
-    """A large 2xx body decoded off the loop: (value,), or the decoding error; None for small bodies
-    (decoded in place: a thread hop costs more than they do). `sliced`: a training, whose `logs` string
-    is decoded in slices so that the thread hands the GIL back to the loop in between (`json_big`)."""
-    if not 200 <= response.status_code < 300 or len(response.content) <= _THREAD_DECODE_BYTES:
-        return None
-    decode = (lambda: loads_training(response.content)) if sliced else response.json
-    try:
-        return (await asyncio.to_thread(decode),)
-    except (ValueError, RecursionError) as exc:  # classified by `_outcome` as for a small body
-        return exc
-
-
-async def _read_off_loop(response: httpx.Response) -> httpx.Response:
-    """The response with its body read; a large body's chunks are joined in a worker thread.
-
-    httpx joins a body's chunks on the loop: for a 50 MB log that one copy stalls the engine loop (and
-    the panel, SSE and webhooks it serves) for ~30 ms. A body known to be small is read as httpx does.
-    """
-    try:
-        length = response.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) <= _THREAD_DECODE_BYTES:
-            await response.aread()
-            return response
-        chunks = [chunk async for chunk in response.aiter_bytes()]
-    finally:
-        await response.aclose()
-    size = sum(map(len, chunks))
-    data = await asyncio.to_thread(b"".join, chunks) if size > _THREAD_DECODE_BYTES else b"".join(chunks)
-    # The body is decoded already (gzip undone): a new response that carries it as it is.
-    dropped = {"content-encoding", "content-length", "transfer-encoding"}
-    headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in dropped]
-    return httpx.Response(
-        response.status_code,
-        headers=headers,
-        content=data,
-        request=response.request,
-        extensions=response.extensions,
-    )
