@@ -86,6 +86,16 @@ def test_sparkline_is_small_and_marks_nans():
     assert all(isinstance(step, int) for step, _ in spark)
 
 
+def test_sparkline_does_not_change_when_a_step_is_read_again():
+    """A poll that re-reads a log which has not moved adds a sample, but the card's sparkline stays."""
+    history = _run(40)
+    last = history[-1]
+    again = [*history, Sample(last.t + 30, last.step, last.total, last.loss, last.rate)]
+    assert sparkline(again) == sparkline(history)
+    moved = [*again, Sample(last.t + 60, last.step + 1, last.total, 0.01, last.rate)]
+    assert sparkline(moved)[-1] == [last.step + 1, 0.01]
+
+
 # -- projections ----------------------------------------------------------------------------------
 
 

@@ -10,9 +10,12 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from jobwidget import Jobs
 from jobwidget.core.models import Job, JobStatus
@@ -56,15 +59,43 @@ def test_store_totals_count_every_job_per_status_with_cost_and_estimates(tmp_pat
             + [_job(2110, "queued")]
         )
         totals = store.totals()
+        clock_free = {"billed": 0.0, "rate": 0.0, "rate_t0": 0.0}
         assert totals == {
-            "completed": {"count": 2000, "cost": 1000.0, "costed": 2000, "estimated": 0},
-            "failed": {"count": 100, "cost": 0.0, "costed": 0, "estimated": 0},
-            "running": {"count": 10, "cost": 2.5, "costed": 10, "estimated": 10},
-            "queued": {"count": 1, "cost": 0.0, "costed": 0, "estimated": 0},
+            "completed": {
+                "count": 2000,
+                "cost": 1000.0,
+                "costed": 2000,
+                "estimated": 0,
+                **clock_free,
+                "billed": 1000.0,
+            },
+            "failed": {"count": 100, "cost": 0.0, "costed": 0, "estimated": 0, **clock_free},
+            "running": {"count": 10, "cost": 2.5, "costed": 10, "estimated": 10, **clock_free, "billed": 2.5},
+            "queued": {"count": 1, "cost": 0.0, "costed": 0, "estimated": 0, **clock_free},
         }
         assert sum(t["count"] for t in totals.values()) == store.count()
         assert store.totals("   ") == totals  # blank: everything
         assert store.totals("no-such-thing") == {}
+
+
+def test_store_totals_derive_running_costs_at_read_time_from_the_stored_price(tmp_path: Path):
+    """A running job stores its price, not a cost: totals add elapsed x price when read, and say how."""
+    price = 0.001
+    with JobStore(tmp_path / "jobs.sqlite3") as store:
+        store.upsert(
+            [_job(i, "running", started_at=T0, metadata={"price_per_s": price}) for i in range(3)]
+            + [_job(3, cost_usd=2.0, started_at=T0, metadata={"price_per_s": price})]  # finished: billed
+        )
+        before = datetime.now(UTC).timestamp()
+        totals = store.totals()
+        after = datetime.now(UTC).timestamp()
+        running = totals["running"]
+        assert running["billed"] == 0.0 and running["costed"] == 3 and running["estimated"] == 3
+        assert running["rate"] == pytest.approx(3 * price)
+        assert running["rate_t0"] == pytest.approx(3 * price * T0.timestamp())
+        low, high = 3 * price * (before - T0.timestamp()), 3 * price * (after - T0.timestamp())
+        assert low - 1e-6 <= running["cost"] <= high + 1e-6, (low, running["cost"], high)
+        assert totals["completed"]["cost"] == 2.0 and totals["completed"]["rate"] == 0.0
 
 
 def test_store_totals_search_id_name_and_model_with_literal_wildcards(tmp_path: Path):
@@ -123,8 +154,10 @@ def test_panel_totals_cover_the_whole_store_and_follow_search_and_changes(tmp_pa
         jobs.stop()
 
         def costs_agree() -> bool:
-            header_cost = sum(t["cost"] for t in panel.totals["by_search"][""].values())
             frame_cost = float(jobs.to_dataframe()["cost_usd"].sum())
+            now = time.time()  # the header carries running costs as rate x now - t0: the view ticks them
+            header = panel.totals["by_search"][""].values()
+            header_cost = sum(t["cost"] + t.get("rate", 0.0) * now - t.get("t0", 0.0) for t in header)
             # Within a cent: a running job's estimate moves by fractions of a cent between polls, and a
             # move too small to change its card does not trigger a recount.
             return abs(header_cost - frame_cost) < 0.01

@@ -681,8 +681,9 @@ async def test_404_on_a_collection_points_at_the_base_url(
         body(b'{"results": [', ctype="application/json"),
         body(b"\xff\xfe\x00garbage"),
         body(b"[" * 100_000),
+        body(b'{"results": [' + b'{"id": "wj4is6lbdqqkdepnwpr6v2kuva"},' * 20_000),  # >256 KB: off the loop
     ],
-    ids=["html", "truncated", "binary", "deep-nesting"],
+    ids=["html", "truncated", "binary", "deep-nesting", "large-truncated"],
 )
 async def test_undecodable_bodies_are_retried_then_malformed(
     provider: ReplicateProvider, fake: FakeReplicate, fault: Fault
@@ -693,6 +694,16 @@ async def test_undecodable_bodies_are_retried_then_malformed(
     fake.always = None
     fake.faults = [fault]
     assert len((await provider.list_page()).jobs) == 100  # a garbled body once: retried and recovered
+
+
+async def test_a_large_body_decodes_off_the_loop_to_the_same_job(
+    provider: ReplicateProvider, fake: FakeReplicate
+) -> None:
+    """A GET carrying a multi-megabyte log is decoded in a worker thread, with the same result."""
+    training = fake.trainings[0]
+    training["logs"] = "loading weights\n" * 200_000 + "flux_train:  42%|####  | 420/1000 [07:00<09:40]\n"
+    detail = await provider.get_job(training["id"])
+    assert detail.job.job_id == training["id"] and detail.logs == training["logs"]
 
 
 @pytest.mark.parametrize(

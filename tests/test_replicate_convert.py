@@ -95,7 +95,8 @@ EXPECTED: dict[str, dict[str, Any]] = {
     },
     "replicate_python_cassette_trainings_get_200_processing.json": {
         "status": JobStatus.RUNNING,
-        "cost_usd": round(100 * SDXL_PRICE, 6),  # estimate: now - started_at = 100 s
+        "cost_usd": None,  # the price is stored; the cost so far is derived where it is read
+        "metadata.price_per_s": SDXL_PRICE,
         "metadata.cost_estimate": True,
         "cost_is_estimate": True,
     },
@@ -320,14 +321,21 @@ def test_multi_gpu_sku_multiplies() -> None:
 
 
 def test_running_cost_is_an_estimate_from_elapsed_time() -> None:
-    job = convert(base_training(), now=dt("2023-08-16T19:43:42.114513"))  # 600 s after start
-    assert job.cost_usd == pytest.approx(600 * SDXL_PRICE)
+    """The stored job does not move with the clock: it keeps the price and derives the cost when read."""
+    later = dt("2023-08-16T19:43:42.114513")  # 600 s after start
+    job = convert(base_training(), now=later)
+    assert job.cost_usd is None and job.price_per_s == SDXL_PRICE
+    assert convert(base_training(), now=later + timedelta(seconds=30)) == job.evolve(
+        updated_at=later + timedelta(seconds=30)
+    )  # a later poll of the same training converts to the same job
+    assert job.cost_at(later) == pytest.approx(600 * SDXL_PRICE)
+    assert job.priced(later).cost_usd == pytest.approx(600 * SDXL_PRICE)
     assert job.metadata["cost_estimate"] is True and job.cost_is_estimate
 
 
 def test_running_estimate_with_clock_skew_is_zero_not_negative() -> None:
-    job = convert(base_training(), now=dt("2023-08-16T19:00:00"))  # now before started_at
-    assert job.cost_usd == 0.0
+    early = dt("2023-08-16T19:00:00")  # now before started_at
+    assert convert(base_training(), now=early).cost_at(early) == 0.0
 
 
 @pytest.mark.parametrize("bad", [-5, -0.001, float("nan"), float("inf"), "502.7", True, None, [1]])
@@ -335,7 +343,7 @@ def test_bad_predict_time_is_ignored(bad: Any) -> None:
     finished = convert(base_training(status="succeeded", metrics={"predict_time": bad}))
     assert finished.cost_usd is None and "predict_time" not in finished.metadata
     running = convert(base_training(metrics={"predict_time": bad}))
-    assert running.cost_usd == pytest.approx(100 * SDXL_PRICE) and running.cost_is_estimate
+    assert running.cost_at(NOW) == pytest.approx(100 * SDXL_PRICE) and running.cost_is_estimate
 
 
 @pytest.mark.parametrize("metrics", [None, [], "x", {}])

@@ -728,6 +728,22 @@ def test_list_filters_limits_and_job_shape(live: LiveServer):
     assert live.get(f"/api/cloud/jobs/{one['job_id']}").json()["job_id"] == one["job_id"]
 
 
+def test_a_long_list_answer_built_off_the_loop_has_every_row_and_live_costs(tmp_path: Path):
+    """More rows than are built on the loop: the answer is the same shape, every row, newest first, and a
+    running job's cost so far is derived at the time of the answer (its row keeps only the price)."""
+    big = SimulatedReplicate(SimConfig(seed=4, fleet_size=260, active=8, time_scale=1.0))
+    with LiveServer(tmp_path, sim_provider(big)) as server:
+        synced = httpx.post(f"{server.url}/api/cloud/jobs/sync", params={"all": "true"}).json()
+        answer = server.get("/api/cloud/jobs", params={"limit": 5000}).json()
+        assert answer["count"] == len(answer["jobs"]) == 260, synced
+        created = [j["created_at"] for j in answer["jobs"]]
+        assert created == sorted(created, reverse=True)
+        running = [j for j in answer["jobs"] if j["status"] == "running" and j["started_at"]]
+        assert running, "the simulated fleet has no running job"
+        for job in running:
+            assert job["metadata"]["price_per_s"] > 0 and job["cost_usd"] is not None, job
+
+
 def test_inline_progress_for_running_and_unknown_jobs(live: LiveServer):
     httpx.post(f"{live.url}/api/cloud/jobs/sync")
     running = live.get("/api/cloud/jobs", params={"status": "running"}).json()["jobs"]

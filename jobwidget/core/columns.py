@@ -30,4 +30,7 @@ HEALTH_COLUMNS = {
     "projected_finish_at": "json_extract(metadata, '$.health.finish_at')",
     "projected_cost_usd": "json_extract(metadata, '$.health.cost')",
     "flags": "json_extract(metadata, '$.health.flags')",
+    # Not a frame column: a running job's price per second, from which its cost so far is derived when
+    # the frame is built (the stored row does not move with the clock).
+    "price_per_s": "json_extract(metadata, '$.price_per_s')",
 }

@@ -8,6 +8,7 @@ show the zeros.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -73,6 +74,17 @@ def _flag_names(value: Any) -> str:
     )
 
 
+def _cost_now(cost: np.ndarray, price: np.ndarray, status: Sequence[Any], started: np.ndarray) -> np.ndarray:
+    """Each running job's cost so far (elapsed x its price per second) at the time the frame is built;
+    every other job's stored cost."""
+    running = np.array([s == JobStatus.RUNNING.value for s in status], dtype=bool)
+    live = running & ~np.isnan(price) & ~np.isnan(started)
+    if not live.any():
+        return cost
+    elapsed = np.clip(time.time() - started, 0, None)
+    return np.where(live, np.round(elapsed * np.nan_to_num(price), 6), cost)
+
+
 def jobs_frame(rows: Sequence[Sequence[Any]]) -> pd.DataFrame:
     """Build the export frame from `JobStore.frame_rows()` output (ROW_COLUMNS, then HEALTH_COLUMNS)."""
     names = (*ROW_COLUMNS, *HEALTH_COLUMNS)
@@ -86,8 +98,10 @@ def jobs_frame(rows: Sequence[Sequence[Any]]) -> pd.DataFrame:
     data["duration_seconds"] = np.clip(seconds["completed_at"] - seconds["started_at"], 0, None)
     finish = [None if v is None else round(float(v) * 1e6) for v in raw["projected_finish_at"]]
     data["projected_finish_at"] = _times(finish)[0]
-    for name in ("progress", "cost_usd", "projected_cost_usd"):
+    for name in ("progress", "cost_usd", "projected_cost_usd", "price_per_s"):
         data[name] = np.array([np.nan if v is None else v for v in raw[name]], dtype="float64")
+    price = data.pop("price_per_s")
+    data["cost_usd"] = _cost_now(data["cost_usd"], price, raw["status"], seconds["started_at"])
     data["flags"] = pd.array([_flag_names(v) for v in raw["flags"]], dtype=_TEXT)
     for name in ("job_id", "provider", "stage", "name", "model", "hardware", "error_message", "last_log"):
         data[name] = pd.array(raw[name], dtype=_TEXT)

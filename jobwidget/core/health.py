@@ -114,8 +114,16 @@ def add_sample(history: Sequence[Sample], sample: Sample, limit: int = HISTORY_P
 
 def sparkline(history: Sequence[Sample], points: int = SPARK_POINTS) -> list[list[Any]]:
     """`[[step, loss], ...]` for a card, at most `points`, evenly picked; a NaN loss is `None` (drawn as
-    a marked point), reads without a loss are left out. The newest read is always included."""
-    with_loss = [s for s in history if s.loss is not None and s.step is not None]
+    a marked point), reads without a loss are left out, repeated reads of one step count once. The
+    newest read is always included."""
+    with_loss: list[Sample] = []
+    for s in history:
+        if s.loss is None or s.step is None:
+            continue
+        if with_loss and with_loss[-1].step == s.step:
+            with_loss[-1] = s  # a re-read of the same step draws nothing new: the card stays as it was
+        else:
+            with_loss.append(s)
     if len(with_loss) > points:
         n = len(with_loss)
         picks = sorted({round(i * (n - 1) / (points - 1)) for i in range(points)})
@@ -333,9 +341,12 @@ def evaluate(
         if verdict is KEEP:
             if before is not None:
                 flags[rule.name] = dict(before)
+        elif verdict is not None and before is not None and before.get("raised_at") is not None:
+            # Still raised: the record stays as it was when raised (a reason such as "waiting for 12 min"
+            # would otherwise be rewritten, and re-sent to every panel, on every poll while it holds).
+            flags[rule.name] = dict(before)
         elif verdict is not None:
-            at = before.get("raised_at") if before is not None else None
-            flags[rule.name] = {"reason": str(verdict), "raised_at": at if at is not None else h.now}
+            flags[rule.name] = {"reason": str(verdict), "raised_at": h.now}
             if before is None:
                 raised.append(rule.name)
     return flags, raised

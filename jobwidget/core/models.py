@@ -21,6 +21,7 @@ __all__ = [
     "GUARD",
     "HEALTH",
     "INLINE",
+    "PRICE_PER_S",
     "PROVIDER_STATUS",
     "SETTLED",
     "TERMINAL_STATUSES",
@@ -71,6 +72,9 @@ SETTLED = "settled"  # the final log of a finished job has been read
 PROVIDER_STATUS = "provider_status"  # the provider's raw status word
 # Run health (engine/health.py): {"flags": {name: {"reason", "raised_at"}}, "finish_at", "cost", "spark"}
 HEALTH = "health"
+# USD per second of the job's hardware, stored while it runs: its cost so far is derived where it is read
+# (elapsed x price), so a poll that changes nothing else does not rewrite the row.
+PRICE_PER_S = "price_per_s"
 GUARD = "guard"  # what a guard did to the job: {"reason", "at", "action", "dry_run"} (engine/guards.py)
 
 _ACTIVE_RANK = {JobStatus.PENDING: 0, JobStatus.UPLOADING: 1, JobStatus.QUEUED: 2, JobStatus.RUNNING: 3}
@@ -210,6 +214,19 @@ class Job:
         if self.progress is not None:
             object.__setattr__(self, "progress", float(self.progress))
 
+    @classmethod
+    def from_checked(cls, values: Mapping[str, Any]) -> Job:
+        """A job from every field, as a `Job` already checked and cleaned them (a store row it was written
+        from): built without a second pass over every text, so a page of rows costs about what fetching
+        it does. `status` may be its string value."""
+        job = object.__new__(cls)
+        for name, put in _SLOT_SETTERS:
+            put(job, values[name])
+        status = job.status
+        if not isinstance(status, JobStatus):
+            _SET_STATUS(job, _STATUS_BY_VALUE[status])
+        return job
+
     def evolve(self, **changes: Any) -> Job:
         return dataclasses.replace(self, **changes)
 
@@ -225,6 +242,26 @@ class Job:
     def cost_is_estimate(self) -> bool:
         """Running jobs show cost so far (elapsed x price); only a finished job's cost is billed."""
         return bool(self.metadata.get("cost_estimate")) and not self.is_terminal
+
+    @property
+    def price_per_s(self) -> float | None:
+        price = self.metadata.get(PRICE_PER_S)
+        return float(price) if isinstance(price, int | float) and not isinstance(price, bool) else None
+
+    def cost_at(self, now: datetime | None = None) -> float | None:
+        """Cost at `now` (default: the clock): a running job's so far is elapsed x its stored price per
+        second, derived here rather than stored, so the row does not move with the clock; otherwise the
+        stored (billed) cost."""
+        price = self.price_per_s
+        if self.status is not JobStatus.RUNNING or price is None or self.started_at is None:
+            return self.cost_usd
+        now = _utc(now) or datetime.now(UTC)
+        return round(max(0.0, (now - self.started_at).total_seconds()) * price, 6)
+
+    def priced(self, now: datetime | None = None) -> Job:
+        """This job with `cost_usd` as it reads at `now` (see `cost_at`): what surfaces hand to users."""
+        cost = self.cost_at(now)
+        return self if cost == self.cost_usd else self.evolve(cost_usd=cost)
 
     @property
     def queue_seconds(self) -> float | None:
@@ -299,8 +336,9 @@ class Job:
                 value = value.value
             elif isinstance(value, Mapping):
                 value = dict(value)
-            elif f.name == "cost_usd" and value is not None:
-                value = round(value, 6)
+            elif f.name == "cost_usd":
+                value = self.cost_at()
+                value = round(value, 6) if value is not None else None
             out[f.name] = value
         out["trained_version"] = self.trained_version
         out["provider_status"] = self.provider_status
@@ -365,6 +403,11 @@ _TERMINAL_LATE_FIELDS = (
     "retry_of",
 )
 # Inline-progress figures that describe a run in motion; a finished job has none.
+# The slots' own setters: a frozen dataclass refuses `setattr`, its slot descriptors do not.
+_SLOT_SETTERS = tuple((f.name, getattr(Job, f.name).__set__) for f in dataclasses.fields(Job))
+_SET_STATUS = Job.status.__set__  # type: ignore[attr-defined]
+_STATUS_BY_VALUE = {s.value: s for s in JobStatus}
+
 _MOTION_FIGURES = ("eta_seconds", "rate")
 
 
@@ -395,6 +438,10 @@ def settle(job: Job, previous: Job | None = None) -> Job:
         progress = job.progress if job.progress is not None else (previous.progress if previous else None)
     if progress != job.progress:
         changes["progress"] = progress
+    if job.cost_usd is None and job.price_per_s is not None and job.started_at and job.completed_at:
+        # Billing has not landed: what the run cost at the price it ran at (a later billed figure wins).
+        seconds = max(0.0, (job.completed_at - job.started_at).total_seconds())
+        changes["cost_usd"] = round(seconds * job.price_per_s, 6)
     if isinstance(inline, Mapping):
         still = {k: v for k, v in inline.items() if k not in _MOTION_FIGURES}
         step, total = still.get("step"), still.get("total_steps")

@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from jobwidget.core.errors import MalformedResponse
-from jobwidget.core.models import PROVIDER_STATUS, Job, JobStatus
+from jobwidget.core.models import PRICE_PER_S, PROVIDER_STATUS, Job, JobStatus
 from jobwidget.core.pricing import Pricing
 
 __all__ = [
@@ -217,9 +217,10 @@ def training_to_job(
 ) -> Job:
     """One Replicate training (list item, GET body, cancel answer or webhook body) as a `Job`.
 
-    Cost: `metrics.predict_time` x the trainer's hardware price once Replicate reports it (billed); while
-    running, (now - started_at) x price with `metadata["cost_estimate"] = True`; otherwise None (unknown
-    rather than invented: merge_job fills it in when billing lands).
+    Cost: `metrics.predict_time` x the trainer's hardware price once Replicate reports it (billed). While
+    running, the price per second is stored (`metadata["price_per_s"]`, with `cost_estimate`) and the cost
+    so far is derived from it where it is read (`Job.cost_at`), so the job does not change with the clock;
+    otherwise None (unknown rather than invented: merge_job fills it in when billing lands).
     """
     data = validate_training(data)
     job_id = data["id"].strip()
@@ -250,8 +251,9 @@ def training_to_job(
         metadata["predict_time"] = predict_time
         cost = pricing.cost(sku, predict_time)
     elif status is JobStatus.RUNNING and started_at is not None:
-        cost = pricing.cost(sku, max(0.0, (now - started_at).total_seconds()))
-        if cost is not None:
+        price = pricing.price_per_second(sku)
+        if price is not None:  # the cost so far is derived from this where it is read (Job.cost_at)
+            metadata[PRICE_PER_S] = price
             metadata["cost_estimate"] = True
     if total_time is not None:
         metadata["total_time"] = total_time

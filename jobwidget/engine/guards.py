@@ -21,6 +21,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from jobwidget.core.models import GUARD, Job
@@ -145,12 +146,12 @@ class GuardAction:
         }
 
 
-def _trigger_reason(trigger: str, flag: str | None, guard: Guard, job: Job) -> str | None:
-    """Why `trigger` fires for `job` now, or None."""
+def _trigger_reason(trigger: str, flag: str | None, guard: Guard, job: Job, now: float) -> str | None:
+    """Why `trigger` fires for `job` at `now` (epoch seconds), or None."""
     if flag is not None:
         raised = job.flags.get(flag)
         return str(raised.get("reason") or flag) if raised else None
-    limit, cost = guard.max_cost_usd, job.cost_usd
+    limit, cost = guard.max_cost_usd, job.cost_at(datetime.fromtimestamp(now, UTC))
     if limit is None or cost is None or cost < limit:
         return None
     return f"cost ${cost:.2f} reached the ${limit:.2f} limit"
@@ -218,7 +219,7 @@ class GuardKeeper:
                     key = (job.job_id, guard.id, trigger)
                     if key in self._done:
                         continue
-                    reason = _trigger_reason(trigger, _TRIGGERS[trigger][1], guard, job)
+                    reason = _trigger_reason(trigger, _TRIGGERS[trigger][1], guard, job, self.clock())
                     if reason is None:
                         continue
                     if action == "cancel" and not guard.dry_run and job.job_id in self._tasks:

@@ -165,14 +165,27 @@ class SyncService:
                 for flag in raised:
                     if flag.job_id in changed:
                         self.bus.emit("job_flagged", flag.to_event())
-        if self.after_apply is not None and result.changed:
-            self.after_apply(result.changed)
+        if self.after_apply is not None:
+            # A running job's cost grows with the clock though its row does not change: the guards see
+            # the ones this write left alone too, so a cost limit is still met on time.
+            changed = {job.job_id for job in result.changed}
+            ticking = [
+                job
+                for job in batch
+                if job.job_id not in changed
+                and job.status is JobStatus.RUNNING
+                and job.price_per_s is not None
+            ]
+            if result.changed or ticking:
+                self.after_apply([*result.changed, *ticking])
         return result
 
     async def load_seen(self) -> None:
-        """Remember the store's current state, so `follow()` reports only later changes."""
+        """Remember the store's revision and its active jobs' states, so `follow()` reports only later
+        changes. Only active jobs: the time to open does not grow with the store's history, and a finished
+        job another process changes later (late billing) is announced as a change with no earlier state."""
         async with self._write_lock:
-            self._rev, self._seen = await self.store.states()
+            self._rev, self._seen = await self.store.states(active_only=True)
 
     async def follow(self) -> int:
         """Announce jobs that other processes (another notebook, `jobwidget serve`) changed in the store."""

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from jobwidget.core.health import FLAG_NAMES, SPARK_POINTS
-from jobwidget.core.models import HEALTH, Job
+from jobwidget.core.models import HEALTH, Job, JobStatus
 
 __all__ = ["card_diff", "clip", "epoch", "int_or_none", "job_to_card", "num"]
 
@@ -143,7 +143,7 @@ def _spark(job: Job) -> list[list[Any]] | None:
 def job_to_card(job: Job) -> dict[str, Any]:
     """The compact dict the view renders for one job (None fields are left out).
 
-    Keys: id, status, name, model, hw, stage, pct, log, step, total, eta, rate, loss, nan, cost, est,
+    Keys: id, status, name, model, hw, stage, pct, log, step, total, eta, rate, loss, nan, cost, pps, est,
     created, started, ended, err, url, note, retry_of; run health: flags [{n, r, at}], spark [[step,
     loss|null]], pfin (projected finish), pcost (projected cost), guard (what a guard did). Times are
     epoch seconds; numbers are rounded for display. Stage, ETA, rate and projections only make sense
@@ -153,6 +153,7 @@ def job_to_card(job: Job) -> dict[str, Any]:
     inline = meta.get("inline")
     inline = inline if isinstance(inline, Mapping) else {}
     active = job.is_active
+    ticking = job.status is JobStatus.RUNNING and job.started_at is not None and job.price_per_s is not None
     card: dict[str, Any] = {
         "id": job.job_id,
         "status": job.status.value,
@@ -167,8 +168,11 @@ def job_to_card(job: Job) -> dict[str, Any]:
         "eta": int_or_none(inline.get("eta_seconds")) if active else None,
         "rate": sig(inline.get("rate"), 3) if active else None,
         "loss": sig(inline.get("loss"), 4),
-        "cost": num(job.cost_usd, 4),
-        "est": True if job.cost_is_estimate else None,
+        # A running job with a known price carries the price, not a cost that moves with the clock: the
+        # view ticks `(now - started) x pps` itself, so a poll that changes nothing sends nothing.
+        "cost": None if ticking else num(job.cost_usd, 4),
+        "pps": job.price_per_s if ticking else None,
+        "est": True if job.cost_is_estimate or ticking else None,
         "created": epoch(job.created_at),
         "started": epoch(job.started_at),
         "ended": epoch(job.completed_at),

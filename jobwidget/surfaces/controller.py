@@ -17,7 +17,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Coroutine, Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from jobwidget.core.errors import JobNotFound, JobwidgetError, ProviderError
@@ -199,7 +199,7 @@ class Jobs(Launching):
             self._run(self._engine.refresh_active())
         self._check_open()
         filters = narrowing(model, created_after, created_before, search)
-        return self._store.list(status=status, provider=provider, limit=limit, **filters)
+        return _priced(self._store.list(status=status, provider=provider, limit=limit, **filters))
 
     async def async_list(
         self,
@@ -217,8 +217,8 @@ class Jobs(Launching):
             await self._arun(self._engine.refresh_active())
         self._check_open()
         filters = narrowing(model, created_after, created_before, search)
-        return await self._arun(
-            self._engine.list_jobs(status=status, provider=provider, limit=limit, **filters)
+        return _priced(
+            await self._arun(self._engine.list_jobs(status=status, provider=provider, limit=limit, **filters))
         )
 
     def get(self, job_id: str) -> Job:
@@ -227,10 +227,10 @@ class Jobs(Launching):
         job = self._store.get(job_id)
         if job is None:
             raise JobNotFound(job_id)
-        return job
+        return job.priced()
 
     async def async_get(self, job_id: str) -> Job:
-        return await self._arun(self._engine.get(job_id))
+        return (await self._arun(self._engine.get(job_id))).priced()
 
     def inline_progress(self, job_id: str) -> InlineProgress:
         """Stage, progress and last log line of a job, read fresh from its log tail while it runs."""
@@ -506,3 +506,9 @@ class Jobs(Launching):
             f"<Jobs provider={self._provider.label!r} store={self.settings.store!r} jobs={total} "
             f"running={counts['running']} queued={counts['queued']} {poll}>"
         )
+
+
+def _priced(jobs: builtins.list[Job]) -> builtins.list[Job]:
+    """Running jobs' cost so far as it reads now: stored rows keep only the price (see `Job.cost_at`)."""
+    now = datetime.now(UTC)
+    return [job.priced(now) for job in jobs]

@@ -630,10 +630,15 @@ def _totals_wire(raw: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, An
             continue
         out[label] = {
             "n": int_or_none(rec.get("count")) or 0,
-            "cost": num(rec.get("cost"), 4) or 0.0,
+            # The clock-free parts only (the view adds rate x now - t0): totals move when jobs do.
+            "cost": num(rec.get("billed", rec.get("cost")), 4) or 0.0,
             "costed": int_or_none(rec.get("costed")) or 0,
             "est": int_or_none(rec.get("estimated")) or 0,
         }
+        rate, t0 = rec.get("rate"), rec.get("rate_t0")
+        if isinstance(rate, int | float) and isinstance(t0, int | float) and rate > 0 and math.isfinite(t0):
+            out[label]["rate"] = float(rate)
+            out[label]["t0"] = float(t0)
     return out
 
 

@@ -5,7 +5,8 @@
 //   trait `snapshot` {seq, now, jobs: [card]}  - the source of truth on (re)sync
 //   trait `status`   {provider, demo, source, updated_at, error, last_success, polling, now}
 //   trait `syncing`  bool
-//   trait `totals`   {by_search: {text: {status: {n, cost, costed, est}}}, now}  - the whole store's counts
+//   trait `totals`   {by_search: {text: {status: {n, cost, costed, est, rate?, t0?}}}, now}  - the whole store's
+//       counts; running costs travel clock-free: cost + rate × now - t0 (kernel seconds)
 //   msg {type: "patch", seq, now, upsert: [card], remove: [id], update?: [{id, changed fields, dropped: null}]}
 //       applied in seq order; a gap -> resync
 //   msg {type: "hello", seq, now}  - answer to our resync request
@@ -100,7 +101,7 @@ export function normalizeQuery(query) {
  * Header numbers from per-status totals {status: {n, cost, costed, est}}: the filter buttons' counts, the
  * counts line's parts, and the total cost of the statuses the filter shows.
  */
-export function summarizeTotals(byStatus, filter) {
+export function summarizeTotals(byStatus, filter, nowS = Date.now() / 1000) {
   const counts = { all: 0, active: 0, completed: 0, failed: 0, cancelled: 0 };
   let cost = 0;
   let costed = 0;
@@ -120,6 +121,10 @@ export function summarizeTotals(byStatus, filter) {
     parts.push(`${n} ${status}`);
     if (matchesFilter({ status }, filter)) {
       cost += num(t.cost) || 0;
+      // running jobs' costs so far travel clock-free (summed price per second and price × start)
+      const rate = num(t.rate);
+      const t0 = num(t.t0);
+      if (rate !== null && t0 !== null && Number.isFinite(nowS)) cost += Math.max(0, rate * nowS - t0);
       costed += num(t.costed) || 0;
       estimated += num(t.est) || 0;
     }
@@ -164,11 +169,32 @@ function desc(a, b) {
   if (b === null) return -1;
   return b - a;
 }
-export function compareCards(sort) {
+export function compareCards(sort, nowS = Date.now() / 1000) {
   const newest = (a, b) => desc(num(a.created), num(b.created)) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
   if (sort === "progress") return (a, b) => desc(num(a.pct), num(b.pct)) || newest(a, b);
-  if (sort === "cost") return (a, b) => desc(num(a.cost), num(b.cost)) || newest(a, b);
+  if (sort === "cost") return (a, b) => desc(cardCost(a, nowS), cardCost(b, nowS)) || newest(a, b);
   return newest;
+}
+
+/**
+ * A card's cost at kernel time `nowS`: a running card carries its price per second (`pps`) rather than a
+ * cost that moves with the clock, so the view ticks it as (now - started) × pps; otherwise the card's cost.
+ */
+export function cardCost(c, nowS) {
+  const pps = num(c && c.pps);
+  const started = num(c && c.started);
+  if (c && c.status === "running" && pps !== null && started !== null && Number.isFinite(nowS)) {
+    return Math.max(0, nowS - started) * pps;
+  }
+  return num(c && c.cost);
+}
+
+/** The ETA left at `nowS` of one that read `eta` seconds at `etaAt` (kernel seconds); never below zero. */
+export function tickedEta(eta, etaAt, nowS) {
+  const e = num(eta);
+  if (e === null) return null;
+  const since = num(etaAt) !== null && Number.isFinite(nowS) ? Math.max(0, nowS - etaAt) : 0;
+  return Math.max(0, e - since);
 }
 
 /**
@@ -346,6 +372,7 @@ function createPanel(model, el) {
     resyncAt: -Infinity,
     retries: 0,
     skewMs: 0, // browser clock minus kernel clock
+    etaAt: new Map(), // card id -> kernel time its ETA arrived (the view counts it down from there)
     syncPending: false,
     confirming: null,
     confirmAction: "cancel", // what the open in-card confirmation is for: "cancel" | "retry"
@@ -604,11 +631,9 @@ function createPanel(model, el) {
     setText(n.model, modelText);
     show(n.model, !!modelText);
 
-    const hasCost = typeof c.cost === "number";
-    setText(n.cost, hasCost ? `${formatCost(c.cost)}${c.est ? " est." : ""}` : "");
+    updateTicking(n, c);
     setAttr(n.cost, "title", c.est ? "Estimate so far: elapsed time × hardware price" : null);
     n.cost.classList.toggle("jw-est", !!c.est);
-    show(n.cost, hasCost);
 
     const pct = num(c.pct);
     const showBar = pct !== null || c.status === "running";
@@ -636,7 +661,6 @@ function createPanel(model, el) {
     else if (c.nan) extras.push("loss NaN");
     if (typeof c.rate === "number") extras.push(`${c.rate} it/s`);
     setText(n.step, extras.filter(Boolean).join(" · "));
-    setText(n.eta, active && typeof c.eta === "number" ? `ETA ${formatDuration(c.eta)}` : "");
 
     setText(n.log, c.log || "");
     setAttr(n.log, "title", c.log || null);
@@ -724,6 +748,16 @@ function createPanel(model, el) {
     show(n.sparkTip, true);
   }
 
+  /** The values that move with the clock (cost so far, ETA), ticked here from the card's facts. */
+  function updateTicking(n, c) {
+    const now = kernelNow();
+    const cost = cardCost(c, now);
+    setText(n.cost, cost !== null ? `${formatCost(cost)}${c.est ? " est." : ""}` : "");
+    show(n.cost, cost !== null);
+    const eta = ACTIVE.has(c.status) ? tickedEta(c.eta, state.etaAt.get(c.id), now) : null;
+    setText(n.eta, eta !== null ? `ETA ${formatDuration(eta)}` : "");
+  }
+
   function updateAge(n, c) {
     const now = kernelNow();
     let text = "";
@@ -755,6 +789,8 @@ function createPanel(model, el) {
       n = buildCard(c.id);
       state.nodes.set(c.id, n);
     }
+    const before = state.cards.get(c.id);
+    if (!before || before.eta !== c.eta) state.etaAt.set(c.id, kernelNow()); // when this ETA was read
     state.cards.set(c.id, c);
     updateCard(n, c);
   }
@@ -764,6 +800,7 @@ function createPanel(model, el) {
     if (n) n.root.remove();
     state.nodes.delete(id);
     state.cards.delete(id);
+    state.etaAt.delete(id);
     state.cancelling.delete(id);
     state.retrying.delete(id);
     if (state.confirming === id) state.confirming = null;
@@ -923,7 +960,7 @@ function createPanel(model, el) {
 
   function layout() {
     const q = normalizeQuery(state.query);
-    const sorted = Array.from(state.cards.values()).sort(compareCards(state.sort));
+    const sorted = Array.from(state.cards.values()).sort(compareCards(state.sort, kernelNow()));
     let cursor = list.firstChild;
     let shown = 0;
     for (const c of sorted) {
@@ -984,8 +1021,9 @@ function createPanel(model, el) {
       if (q && !(n && n.hay.includes(q))) continue;
       const t = by[c.status] || (by[c.status] = { n: 0, cost: 0, costed: 0, est: 0 });
       t.n += 1;
-      if (typeof c.cost === "number" && Number.isFinite(c.cost)) {
-        t.cost += c.cost;
+      const cost = cardCost(c, kernelNow());
+      if (cost !== null && Number.isFinite(cost)) {
+        t.cost += cost;
         t.costed += 1;
         if (c.est) t.est += 1;
       }
@@ -995,7 +1033,7 @@ function createPanel(model, el) {
 
   function renderCounts() {
     const fromStore = storeTotals();
-    const sum = summarizeTotals(fromStore || loadedTotals(), state.filter);
+    const sum = summarizeTotals(fromStore || loadedTotals(), state.filter, kernelNow());
     for (const [key, b] of filterButtons) {
       setText(b.lastChild, String(sum.counts[key]));
       const pressed = key === state.filter ? "true" : "false";
@@ -1017,8 +1055,12 @@ function createPanel(model, el) {
   function refreshAges() {
     if (!state.connected) return; // frozen: nothing here is live any more
     for (const [id, n] of state.nodes) {
-      if (!n.root.hidden) updateAge(n, state.cards.get(id));
+      if (n.root.hidden) continue;
+      const c = state.cards.get(id);
+      updateAge(n, c);
+      if (c.status === "running") updateTicking(n, c);
     }
+    renderCounts();
     renderStatus();
   }
 

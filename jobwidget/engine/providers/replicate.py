@@ -57,6 +57,7 @@ from jobwidget.core.replicate_convert import (
     validate_training,
 )
 from jobwidget.core.training_request import TrainingRequest
+from jobwidget.engine.providers import json_big
 from jobwidget.engine.providers.base import MAX_SERVER_WAIT, JobDetail, Page, Provider, ProviderStats
 
 __all__ = ["DEFAULT_BASE_URL", "RETRY_STATUSES", "RateLimiter", "ReplicateProvider", "RetryPolicy"]
@@ -485,7 +486,8 @@ class ReplicateProvider(Provider):
             await self.limiter.acquire()
             self.stats.requests += 1
             self.stats.by_route[route] = self.stats.by_route.get(route, 0) + 1
-            return await self._client.request(method, url, json=body)
+            request = self._client.build_request(method, url, json=body)
+            return await json_big.read_off_loop(await self._client.send(request, stream=True))
 
     async def _request(
         self,
@@ -556,7 +558,8 @@ class ReplicateProvider(Provider):
                 raise ProviderError(self._redact(fatal))
             if response is not None:
                 try:
-                    outcome = self._outcome(response, route, job_id, rejects=not idempotent)
+                    decoded = await json_big.decode_large(response, sliced=route == "GET /v1/trainings/{id}")
+                    outcome = self._outcome(response, route, job_id, rejects=not idempotent, decoded=decoded)
                 finally:
                     _release(response)
                 if not isinstance(outcome, _Failure):
@@ -586,13 +589,24 @@ class ReplicateProvider(Provider):
         raise self._final_error(failure, route, attempt + 1)
 
     def _outcome(
-        self, response: httpx.Response, route: str, job_id: str | None, *, rejects: bool = False
+        self,
+        response: httpx.Response,
+        route: str,
+        job_id: str | None,
+        *,
+        rejects: bool = False,
+        decoded: tuple[Any] | Exception | None = None,
     ) -> _Body | _Failure:
-        """Classify one answer: a decoded body, a retryable failure, or raise a final error."""
+        """Classify one answer: a decoded body, a retryable failure, or raise a final error.
+
+        `decoded`: a large body already decoded off the loop (`json_big.decode_large`), or why it could
+        not be."""
         status = response.status_code
         if 200 <= status < 300:
             try:
-                return _Body(response.json())
+                if isinstance(decoded, Exception):
+                    raise decoded
+                return _Body(decoded[0] if decoded is not None else response.json())
             except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, absurd nesting
                 ctype = response.headers.get("content-type", "?").split(";")[0]
                 return _Failure(

@@ -188,7 +188,7 @@ def _row_to_job(row: Sequence[Any]) -> Job:
     values["output"] = None if values["output"] is None else json.loads(values["output"])
     values["metadata"] = json.loads(values["metadata"]) if values["metadata"] else {}
     values["inputs"] = None if values["inputs"] is None else json.loads(values["inputs"])
-    return Job(**values)
+    return Job.from_checked(values)  # written from a checked Job: not cleaned a second time
 
 
 def _revision(conn: sqlite3.Connection) -> int:
@@ -570,8 +570,10 @@ class JobStore:
 
     def totals(self, search: str | None = None) -> dict[str, dict[str, Any]]:
         """Per status, over every job (not a page of them) whose id, name or model contains `search`:
-        `count`, summed `cost` (USD), `costed` (jobs with a cost) and `estimated` (active jobs whose cost
-        is an estimate so far). One query; statuses with no job are left out.
+        `count`, summed `cost` (USD, running estimates at the time of the read), `costed` (jobs with a
+        cost) and `estimated` (active jobs whose cost is an estimate so far); the clock-free parts of
+        `cost`: `billed` (stored costs) plus `rate` x now - `rate_t0` (running jobs' summed price per
+        second, and summed price x start in epoch seconds). One query; statuses with no job are left out.
 
         The match is a substring match, case-insensitive for ASCII letters (SQLite's LIKE); `%`, `_` and
         `\\` in `search` match themselves. A blank `search` counts every job.
@@ -584,23 +586,37 @@ class JobStore:
             pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             where = " WHERE " + " OR ".join(f"{c} LIKE ? ESCAPE '\\'" for c in ("job_id", "name", "model"))
             params += [pattern] * 3
+        # A running job with a stored price costs (now - started) x price so far: summed as rate x now -
+        # sum(price x started), so the clock-free parts (`billed`, `rate`, `rate_t0`) can travel and be
+        # ticked by whoever shows them, and `cost` is that sum at the time of this read.
+        ticking = (
+            "(status = 'running' AND started_at IS NOT NULL AND json_extract(metadata, '$.price_per_s') > 0)"
+        )
         query = (
-            "SELECT status, count(*), total(cost_usd), count(cost_usd), "
-            f"sum(CASE WHEN status IN ({', '.join('?' * len(active))}) AND cost_usd IS NOT NULL "
-            "AND json_extract(metadata, '$.cost_estimate') THEN 1 ELSE 0 END) "
+            f"SELECT status, count(*), total(CASE WHEN {ticking} THEN NULL ELSE cost_usd END), "
+            f"sum(CASE WHEN {ticking} OR cost_usd IS NOT NULL THEN 1 ELSE 0 END), "
+            f"sum(CASE WHEN status IN ({', '.join('?' * len(active))}) AND ({ticking} OR "
+            "(cost_usd IS NOT NULL AND json_extract(metadata, '$.cost_estimate'))) THEN 1 ELSE 0 END), "
+            f"total(CASE WHEN {ticking} THEN json_extract(metadata, '$.price_per_s') END), "
+            f"total(CASE WHEN {ticking} THEN json_extract(metadata, '$.price_per_s') * started_at / 1e6 END) "
             f"FROM jobs{where} GROUP BY status"
         )
         with self._read() as conn:
             rows = conn.execute(query, params).fetchall()
-        return {
-            str(status): {
+        now = time.time()
+        out: dict[str, dict[str, Any]] = {}
+        for status, n, billed, c, e, rate, rate_t0 in rows:
+            running = max(0.0, rate * now - rate_t0) if rate else 0.0
+            out[str(status)] = {
                 "count": int(n),
-                "cost": round(float(cost), 6),
+                "cost": round(float(billed) + running, 6),
                 "costed": int(c),
                 "estimated": int(e),
+                "billed": round(float(billed), 6),
+                "rate": float(rate),
+                "rate_t0": float(rate_t0),
             }
-            for status, n, cost, c, e in rows
-        }
+        return out
 
     @staticmethod
     def _filters(
@@ -647,13 +663,24 @@ class JobStore:
                 conn.execute("COMMIT")
         return current, [(int(r[0]), _row_to_job(r[1:])) for r in rows]
 
-    def states(self) -> tuple[int, dict[str, tuple[JobStatus, str | None, float | None, str | None]]]:
-        """(revision, job_id -> (status, stage, progress, last_log)): what a follower starts from."""
+    def states(
+        self, *, active_only: bool = False
+    ) -> tuple[int, dict[str, tuple[JobStatus, str | None, float | None, str | None]]]:
+        """(revision, job_id -> (status, stage, progress, last_log)): what a follower starts from.
+
+        `active_only`: of active jobs only, read through the status index, so a follower starts in a time
+        that does not grow with the store's history (a finished job's state does not move)."""
+        query = "SELECT job_id, status, stage, progress, last_log FROM jobs"
+        params: list[Any] = []
+        if active_only:
+            active = [s.value for s in ACTIVE_STATUSES]
+            query += f" WHERE status IN ({', '.join('?' * len(active))})"
+            params = active
         with self._read() as conn:
             conn.execute("BEGIN")
             try:
                 current = _revision(conn)
-                rows = conn.execute("SELECT job_id, status, stage, progress, last_log FROM jobs").fetchall()
+                rows = conn.execute(query, params).fetchall()
             finally:
                 conn.execute("COMMIT")
         return current, {r[0]: (JobStatus(r[1]), r[2], r[3], r[4]) for r in rows}
@@ -856,8 +883,8 @@ class SQLiteStore:
     async def changes_in_order(self, rev: int) -> tuple[int, builtins.list[tuple[int, Job]]]:
         return await self._call(self.sync.changes_in_order, rev)
 
-    async def states(self) -> tuple[int, dict[str, JobState]]:
-        return await self._call(self.sync.states)
+    async def states(self, *, active_only: bool = False) -> tuple[int, dict[str, JobState]]:
+        return await self._call(self.sync.states, active_only=active_only)
 
     async def frame_rows(self) -> builtins.list[tuple[Any, ...]]:
         return await self._call(self.sync.frame_rows)

@@ -1,0 +1,99 @@
+"""Opening a big store and reading its newest page: `Jobs()` open, the follower's start, `list(limit=50)`.
+
+A realistic store: 100,000 jobs (20,000 with --quick), 1 % of them active. Baselines (same run):
+- follower start: every job's state (what `load_seen` read before), against the active jobs' only;
+- `list(limit=50)`: a raw SQLite fetch of the same 50 rows (same columns, same order) with no Job built,
+  the floor a store read can reach (target: within 1.5x of it);
+- `Jobs()` open + close on an empty store, so the figure shows what the store's size adds.
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import tempfile
+import time
+from pathlib import Path
+
+from bench._harness import Row, bench, best_of
+from bench.bench_store import _job
+from jobwidget import Jobs
+from jobwidget.core.models import JobStatus
+from jobwidget.engine.providers.replicate import ReplicateProvider
+from jobwidget.engine.stores import JobStore
+from jobwidget.engine.stores.sqlite import _COLUMNS, _ORDER
+from jobwidget.sim import SimConfig, SimulatedReplicate, start_in_thread
+
+
+def _fill(path: Path, n: int) -> None:
+    rng = random.Random(3)
+    with JobStore(path) as store:
+        for start in range(0, n, 5000):
+            batch = []
+            for i in range(start, min(n, start + 5000)):
+                status = JobStatus.RUNNING if i % 100 == 0 else JobStatus.COMPLETED
+                batch.append(_job(i, rng, status))
+            store.upsert(batch)
+
+
+def _open_close(path: Path, base_url: str) -> None:
+    provider = ReplicateProvider(token="r8_bench_token", base_url=base_url)
+    with Jobs(provider=provider, store=path, autostart=False):
+        pass
+
+
+@bench("open")
+def run_open(quick: bool) -> list[Row]:
+    n = 20_000 if quick else 100_000
+    rows: list[Row] = []
+    sim = SimulatedReplicate(SimConfig(seed=1, fleet_size=5, active=1))
+    with tempfile.TemporaryDirectory() as tmp, start_in_thread(sim=sim) as running:
+        path, empty = Path(tmp) / "big.sqlite3", Path(tmp) / "empty.sqlite3"
+        _fill(path, n)
+        JobStore(empty).close()
+        with JobStore(path) as store:
+            active = best_of(lambda: store.states(active_only=True), repeat=5)
+            everything = best_of(lambda: store.states(), repeat=3)
+            rows.append(
+                Row(
+                    "open",
+                    f"follower start over {n:,} jobs (1 % active)",
+                    active * 1e3,
+                    "ms",
+                    everything * 1e3,
+                    note="vs every job's state",
+                )
+            )
+            listed = best_of(lambda: store.list(limit=50), repeat=20, number=20)
+            raw = sqlite3.connect(path)
+            query = f"SELECT {', '.join(_COLUMNS)} FROM jobs {_ORDER} LIMIT 50"
+            fetched = best_of(lambda: raw.execute(query).fetchall(), repeat=20, number=20)
+            raw.close()
+            rows.append(
+                Row(
+                    "open",
+                    f"list(limit=50) over {n:,} jobs",
+                    listed * 1e6,
+                    "µs",
+                    fetched * 1e6,
+                    target="≤ 1.5x raw",
+                    note=f"{listed / fetched:.2f}x a raw fetch (baseline)",
+                )
+            )
+        t0 = time.perf_counter()
+        _open_close(path, running.base_url)
+        big = time.perf_counter() - t0
+        big = min(big, best_of(lambda: _open_close(path, running.base_url), repeat=3))
+        small = best_of(lambda: _open_close(empty, running.base_url), repeat=3)
+        rows.append(
+            Row(
+                "open",
+                f"Jobs() open + close, {n:,} jobs",
+                big * 1e3,
+                "ms",
+                small * 1e3,
+                target="constant",
+                note="baseline: the same on an empty store",
+            )
+        )
+    return rows
