@@ -239,8 +239,8 @@ def test_odd_text_absurd_times_and_missing_fields_flow_through_store_panel_and_f
     with hostile_replicate(_odd_trainings()) as server:
         provider = ReplicateProvider(token=TOKEN, base_url=server.base_url)
         with Jobs(provider=provider, store=tmp_path / "odd.sqlite3", poll_interval=0.2) as jobs:
-            result = jobs.sync()
-            assert result.synced == 10
+            jobs.sync()  # the poller may have discovered them first: either way all ten are stored
+            assert jobs.store.count() == 10
             panel = jobs.panel
             odd = jobs.inline_progress("oddlog00000000000000000001")
             assert odd.progress == 50.0 and odd.step == 5
