@@ -405,7 +405,7 @@ _TERMINAL_LATE_FIELDS = (
 # Inline-progress figures that describe a run in motion; a finished job has none.
 # The slots' own setters: a frozen dataclass refuses `setattr`, its slot descriptors do not.
 _SLOT_SETTERS = tuple((f.name, getattr(Job, f.name).__set__) for f in dataclasses.fields(Job))
-_SET_STATUS = Job.status.__set__  # type: ignore[attr-defined]
+_SET_STATUS = Job.__dict__["status"].__set__  # the slot descriptor (Job.status reads as a field)
 _STATUS_BY_VALUE = {s.value: s for s in JobStatus}
 
 _MOTION_FIGURES = ("eta_seconds", "rate")

@@ -59,7 +59,7 @@ class Coalesced(Generic[R, T]):
             if run is not None and not run.task.done():
                 if self._covers(run.request, request):
                     return await self._join(run)
-                self._pending = self._merge(self._pending, request) if self._has_pending else request
+                self._pending = self._merge(self._pending, request) if self._has_pending else request  # type: ignore[arg-type]
                 self._has_pending = True
                 await asyncio.wait([run.task])
                 continue

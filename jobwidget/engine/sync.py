@@ -36,7 +36,7 @@ from jobwidget.core.models import (
     SyncResult,
 )
 from jobwidget.engine.events import EventBus
-from jobwidget.engine.health import HealthMonitor
+from jobwidget.engine.health import FlagRaised, HealthMonitor
 from jobwidget.engine.providers.base import JobDetail, Provider
 from jobwidget.engine.shared import Coalesced
 from jobwidget.engine.stores import JobStore, Store, UpsertResult, as_store
@@ -150,7 +150,7 @@ class SyncService:
         """
         batch = [_sighted(job) for job in jobs] if sighted else list(jobs)
         async with self._write_lock:
-            raised = []
+            raised: list[FlagRaised] = []
             if self.health is not None and batch:
                 batch, raised = await self.health.prepare(batch)
             if delivery_id is None:

@@ -4,6 +4,7 @@ any route runs, and header lookup on a raw scope."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -21,7 +22,7 @@ def error_body(status: int, detail: str, **extra: Any) -> dict[str, Any]:
 
 
 async def send_json(
-    send: Send, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+    send: Send, status: int, body: dict[str, Any], headers: Mapping[str, str] | None = None
 ) -> None:
     """A JSON answer straight from middleware (before any route runs)."""
     raw = dumps(body).encode()

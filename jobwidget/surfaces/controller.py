@@ -375,17 +375,17 @@ class Jobs(Launching):
         return self._run(self._engine.add_guard(guard))
 
     @property
-    def guards(self) -> list[Guard]:
+    def guards(self) -> builtins.list[Guard]:
         """The guards in force (from `guard()` and the config file's `guards:`)."""
         self._check_open()
         return self._engine.guards()
 
-    def unguard(self, guard: Guard | int | None = None) -> list[Guard]:
+    def unguard(self, guard: Guard | int | None = None) -> builtins.list[Guard]:
         """Remove a guard (or its id), or every guard with no argument; returns what was removed."""
         self._check_open()
         return self._engine.remove_guards(guard.id if isinstance(guard, Guard) else guard)
 
-    def guard_actions(self) -> list[GuardAction]:
+    def guard_actions(self) -> builtins.list[GuardAction]:
         """What the guards did (and, in dry runs, would have done) in this process, oldest first."""
         self._check_open()
         return self._engine.guard_actions()
@@ -431,7 +431,7 @@ class Jobs(Launching):
         self._detail = self._make_detail_follower(panel)
 
     @property
-    def _panel(self) -> JobsPanel | None:  # type: ignore[override]
+    def _panel(self) -> JobsPanel | None:
         return self._feed.panel if self._feed is not None else None
 
     @property

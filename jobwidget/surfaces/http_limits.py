@@ -175,7 +175,7 @@ def protocol_with_header_timeout(header_timeout: float, stats: HeaderTimeoutStat
         _header_timer: asyncio.TimerHandle | None = None
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            super().connection_made(transport)  # type: ignore[arg-type]
+            super().connection_made(transport)
             self._arm_header_timer()
 
         def on_response_complete(self) -> None:

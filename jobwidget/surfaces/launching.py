@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from jobwidget.engine.config import Settings
     from jobwidget.engine.providers.base import Provider
     from jobwidget.engine.runtime import Engine
-    from jobwidget.engine.stores import JobStore
+    from jobwidget.engine.stores import BlockingStore
     from jobwidget.surfaces.server import ServerHandle
     from jobwidget.surfaces.widget import JobsPanel
 
@@ -44,15 +44,18 @@ class Launching:
 
     _engine: Engine
     _provider: Provider
-    _store: JobStore
+    _store: BlockingStore
     _server: ServerHandle | None
-    _panel: JobsPanel | None
     _closed: bool
     _detail: DetailFollower | None
     _loop: Any
-    settings: Settings
 
     if TYPE_CHECKING:  # supplied by Jobs
+
+        @property
+        def _panel(self) -> JobsPanel | None: ...
+        @property
+        def settings(self) -> Settings: ...
 
         def _run(self, coro: Any, timeout: float | None = None) -> Any: ...
         async def _arun(self, coro: Any) -> Any: ...

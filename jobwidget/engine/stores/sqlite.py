@@ -530,7 +530,7 @@ class JobStore:
         created_after: datetime | None = None,
         created_before: datetime | None = None,
         search: str | None = None,
-    ) -> list[Job]:
+    ) -> builtins.list[Job]:
         """Jobs newest first, filtered by status (one or several), provider, trainer `model` (one or
         several), creation time (`created_after <= created_at < created_before`; undated jobs are left
         out when either is given) and `search`, a substring of the id, name or model (as `totals`)."""
@@ -546,7 +546,7 @@ class JobStore:
         with self._read() as conn:
             return [_row_to_job(row) for row in conn.execute(query, params)]
 
-    def active(self, provider: str | None = None) -> list[Job]:
+    def active(self, provider: str | None = None) -> builtins.list[Job]:
         return self.list(status=ACTIVE_STATUSES, provider=provider, limit=None)
 
     def count(self, *, status: str | JobStatus | Iterable[str | JobStatus] | None = None) -> int:
@@ -554,10 +554,10 @@ class JobStore:
         with self._read() as conn:
             return int(conn.execute(f"SELECT count(*) FROM jobs{where}", params).fetchone()[0])
 
-    def newer_counts(self, created: Iterable[datetime | None]) -> list[int]:
+    def newer_counts(self, created: Iterable[datetime | None]) -> builtins.list[int]:
         """For each creation time, how many stored jobs are newer: where a job sits in the provider's
         newest-first list (a lower bound when the store has not seen all of history)."""
-        out: list[int] = []
+        out: builtins.list[int] = []
         with self._read() as conn:
             for at in created:
                 us = _to_us(at)
@@ -579,7 +579,7 @@ class JobStore:
         `\\` in `search` match themselves. A blank `search` counts every job.
         """
         active = [s.value for s in ACTIVE_STATUSES]
-        params: list[Any] = list(active)
+        params: builtins.list[Any] = list(active)
         where = ""
         text = (search or "").strip()
         if text:
@@ -621,9 +621,9 @@ class JobStore:
     @staticmethod
     def _filters(
         status: str | JobStatus | Iterable[str | JobStatus] | None, provider: str | None
-    ) -> tuple[str, list[Any]]:
-        clauses: list[str] = []
-        params: list[Any] = []
+    ) -> tuple[str, builtins.list[Any]]:
+        clauses: builtins.list[str] = []
+        params: builtins.list[Any] = []
         if status is not None:
             statuses = [status] if isinstance(status, str) else list(status)
             values = [JobStatus(s).value for s in statuses]  # ValueError names a bad status
@@ -638,7 +638,7 @@ class JobStore:
         with self._read() as conn:
             return _revision(conn)
 
-    def changes_since(self, rev: int) -> tuple[int, list[Job]]:
+    def changes_since(self, rev: int) -> tuple[int, builtins.list[Job]]:
         """Jobs written after store revision `rev`, and the current revision (for followers)."""
         with self._read() as conn:
             conn.execute("BEGIN")  # one snapshot for both reads
@@ -649,7 +649,7 @@ class JobStore:
                 conn.execute("COMMIT")
         return current, [_row_to_job(row) for row in rows]
 
-    def changes_in_order(self, rev: int) -> tuple[int, list[tuple[int, Job]]]:
+    def changes_in_order(self, rev: int) -> tuple[int, builtins.list[tuple[int, Job]]]:
         """(current revision, [(revision, job)] for jobs written after `rev`, oldest write first): what an
         event stream replays to a client that last saw revision `rev`."""
         with self._read() as conn:
@@ -671,7 +671,7 @@ class JobStore:
         `active_only`: of active jobs only, read through the status index, so a follower starts in a time
         that does not grow with the store's history (a finished job's state does not move)."""
         query = "SELECT job_id, status, stage, progress, last_log FROM jobs"
-        params: list[Any] = []
+        params: builtins.list[Any] = []
         if active_only:
             active = [s.value for s in ACTIVE_STATUSES]
             query += f" WHERE status IN ({', '.join('?' * len(active))})"
@@ -685,13 +685,13 @@ class JobStore:
                 conn.execute("COMMIT")
         return current, {r[0]: (JobStatus(r[1]), r[2], r[3], r[4]) for r in rows}
 
-    def frame_rows(self) -> list[tuple[Any, ...]]:
+    def frame_rows(self) -> builtins.list[tuple[Any, ...]]:
         """Raw rows for `to_dataframe()` (datetimes as epoch µs), newest first, without building Jobs."""
         with self._read() as conn:
             columns = ", ".join([*ROW_COLUMNS, *HEALTH_COLUMNS.values()])
             return conn.execute(f"SELECT {columns} FROM jobs {_ORDER}").fetchall()
 
-    def frame_rows_with_inputs(self) -> list[tuple[Any, ...]]:
+    def frame_rows_with_inputs(self) -> builtins.list[tuple[Any, ...]]:
         """`frame_rows()` with each job's inputs, output (JSON text) and retry_of appended, in one read."""
         columns = ", ".join((*ROW_COLUMNS, *HEALTH_COLUMNS.values(), "inputs", "output", "retry_of"))
         with self._read() as conn:
@@ -704,7 +704,7 @@ class JobStore:
     # -- run health: each job's downsampled progress history ---------------------------------------
 
     @staticmethod
-    def _samples(conn: sqlite3.Connection, job_id: str) -> list[Sample]:
+    def _samples(conn: sqlite3.Connection, job_id: str) -> builtins.list[Sample]:
         rows = conn.execute(
             "SELECT t, step, total, loss, loss_nan, rate, n FROM health_samples "
             "WHERE job_id = ? ORDER BY idx",
@@ -715,17 +715,17 @@ class JobStore:
             for t, step, total, loss, nan, rate, n in rows
         ]
 
-    def history(self, job_id: str) -> list[Sample]:
+    def history(self, job_id: str) -> builtins.list[Sample]:
         """The job's progress history, oldest first (empty if it was never read while running)."""
         with self._read() as conn:
             return self._samples(conn, job_id)
 
     def add_samples(
         self, samples: Mapping[str, Sample], *, limit: int = HISTORY_POINTS
-    ) -> dict[str, list[Sample]]:
+    ) -> dict[str, builtins.list[Sample]]:
         """Append one sample per job (downsampled, see `core.health.add_sample`) in one transaction; the
         histories as they now stand. Only rows from the first one that changed are rewritten."""
-        out: dict[str, list[Sample]] = {}
+        out: dict[str, builtins.list[Sample]] = {}
         if not samples:
             return out
         with self._write() as conn:
