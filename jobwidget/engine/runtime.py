@@ -185,7 +185,7 @@ class Engine:
                 log.warning("jobwidget: following the store failed: %s", exc)
 
     @classmethod
-    def open(
+    async def open(
         cls,
         settings: Settings,
         provider: Provider,
@@ -194,7 +194,7 @@ class Engine:
         on_poll_state: Callable[[dict[str, Any]], None] | None = None,
     ) -> Engine:
         """An engine over the store the settings name (opened here, closed by `aclose`)."""
-        store = open_store(settings.store)
+        store = await open_store(settings.store)
         engine = cls(store, provider, settings, visible=visible, on_poll_state=on_poll_state)
         engine._owns_store = True
         return engine

@@ -128,7 +128,7 @@ class Jobs(Launching):
             _LIVE[self._key] = weakref.ref(self)
 
     async def _make_engine(self) -> Engine:
-        return Engine.open(
+        return await Engine.open(
             self.settings,
             self._provider,
             visible=lambda: self._feed is not None and self._feed.visible,
