@@ -130,7 +130,7 @@ def _latencies(store: str, base_url: str, n: int, changes: int) -> list[float]:
                 )
                 await s.upsert([job])
                 commits.append(time.time())
-                await asyncio.sleep(0.05 + random.random() * 0.1)
+                await asyncio.sleep(0.1 + random.random() * 0.2)
         finally:
             await s.aclose()
 
@@ -148,21 +148,22 @@ def _latencies(store: str, base_url: str, n: int, changes: int) -> list[float]:
         commits: list[float] = []
         asyncio.run(writer(commits))
         out: list[float] = []
+        last = float(changes - 1)
         for child in children:
-            heard: dict[float, float] = {}
+            heard: list[tuple[float, float]] = []  # (progress, when)
             deadline = time.monotonic() + _WAIT_S
-            while len(heard) < changes and time.monotonic() < deadline:
+            while not any(p >= last for p, _ in heard) and time.monotonic() < deadline:
                 try:
                     item = child.out.get(timeout=1.0)
                 except queue.Empty:
                     continue
-                if (
-                    item.get("job_id") == "bench-latency"
-                    and item["progress"] is not None
-                    and item["progress"] >= 0
-                ):
-                    heard[item["progress"]] = item["t"]
-            out += [heard[float(k)] - commits[k] for k in range(changes) if float(k) in heard]
+                if item.get("job_id") == "bench-latency" and (item.get("progress") or -1) >= 0:
+                    heard.append((item["progress"], item["t"]))
+            # A commit is seen when its state or a newer one is (a 1 s check folds several into one).
+            for k, committed in enumerate(commits):
+                seen = [t for p, t in heard if p >= k]
+                if seen:
+                    out.append(min(seen) - committed)
         return out
 
 

@@ -86,3 +86,18 @@ async def test_postgres_listen_yields_current_revision_then_each_commit(postgres
         await feed.aclose()
     finally:
         await store.aclose()
+
+
+def test_store_setting_takes_a_postgres_url_as_written_and_hides_its_password(monkeypatch) -> None:
+    from jobwidget.core.errors import ConfigError
+    from jobwidget.engine.config import load_settings
+
+    url = "postgresql://team:s3cret-pw@db.example.com:5432/jobwidget"
+    monkeypatch.setenv("JOBWIDGET_STORE", url)
+    settings = load_settings(config={})
+    assert settings.store == url  # not expanded or resolved as a file path
+    assert "s3cret" not in repr(settings) and "team:***@db.example.com" in repr(settings)
+    assert load_settings(store="~/jobs.sqlite3", config={}).store.endswith("/jobs.sqlite3")
+    assert load_settings(store="postgresql:///jobwidget", config={}).store == "postgresql:///jobwidget"
+    with pytest.raises(ConfigError, match="file path"):
+        load_settings(store="  ", config={})

@@ -92,8 +92,6 @@ def _path(value: Any, label: str) -> str:
 def _store(value: Any, label: str) -> str:
     """A SQLite file path (expanded) or a PostgreSQL URL (kept as written, never taken for a path)."""
     if isinstance(value, str) and value.strip().lower().startswith(("postgresql://", "postgres://")):
-        if not urlsplit(value.strip()).hostname and "host=" not in value:
-            raise ConfigError(f"{label} must name the database server, e.g. postgresql://user@host:5432/db")
         return value.strip()
     return _path(value, label)
 
