@@ -120,14 +120,13 @@ def _calls_per_interval(store: str, base_url: str, running: object, n: int, wind
 
 def _latencies(store: str, base_url: str, n: int, changes: int) -> list[float]:
     """Seconds from this process's commit to each other process's callback, for `changes` commits."""
+    job_id = f"bench-latency-{n}"  # a job of its own per run: earlier runs' progress is no head start
 
     async def writer(commits: list[float]) -> None:
         s = await open_store(store)
         try:
             for k in range(changes):
-                job = Job(
-                    job_id="bench-latency", provider="replicate", status=JobStatus.RUNNING, progress=float(k)
-                )
+                job = Job(job_id=job_id, provider="replicate", status=JobStatus.RUNNING, progress=float(k))
                 await s.upsert([job])
                 commits.append(time.time())
                 await asyncio.sleep(0.1 + random.random() * 0.2)
@@ -138,7 +137,7 @@ def _latencies(store: str, base_url: str, n: int, changes: int) -> list[float]:
         s = await open_store(store)
         try:
             await s.upsert(
-                [Job(job_id="bench-latency", provider="replicate", status=JobStatus.RUNNING, progress=-1.0)]
+                [Job(job_id=job_id, provider="replicate", status=JobStatus.RUNNING, progress=-1.0)]
             )
         finally:
             await s.aclose()
@@ -157,7 +156,7 @@ def _latencies(store: str, base_url: str, n: int, changes: int) -> list[float]:
                     item = child.out.get(timeout=1.0)
                 except queue.Empty:
                     continue
-                if item.get("job_id") == "bench-latency" and (item.get("progress") or -1) >= 0:
+                if item.get("job_id") == job_id and (item.get("progress") or -1) >= 0:
                     heard.append((item["progress"], item["t"]))
             # A commit is seen when its state or a newer one is (a 1 s check folds several into one).
             for k, committed in enumerate(commits):
