@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from .pg import postgres_url  # noqa: F401  (a fresh database on the throwaway PostgreSQL)
+
 _ENV_VARS = (
     "REPLICATE_API_TOKEN",
     "REPLICATE_BASE_URL",

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import platformdirs
 
@@ -87,6 +87,13 @@ def _path(value: Any, label: str) -> str:
     if not isinstance(value, str | os.PathLike) or not str(value).strip():
         raise ConfigError(f"{label} must be a file path, got {value!r}")
     return os.path.expanduser(str(value).strip())
+
+
+def _store(value: Any, label: str) -> str:
+    """A SQLite file path (expanded) or a PostgreSQL URL (kept as written, never taken for a path)."""
+    if isinstance(value, str) and value.strip().lower().startswith(("postgresql://", "postgres://")):
+        return value.strip()
+    return _path(value, label)
 
 
 def _url(value: Any, label: str) -> str:
@@ -179,8 +186,8 @@ def _default_polling(ctx: _Context) -> tuple[Any, str]:
 SETTINGS: tuple[Setting, ...] = (
     Setting(
         "store",
-        "job store path (SQLite; ':memory:' for throwaway use)",
-        _path,
+        "job store: a SQLite path (':memory:' for throwaway use) or a postgresql:// URL (a team store)",
+        _store,
         argument="store",
         env=("JOBWIDGET_STORE",),
         yaml=("store",),
@@ -339,6 +346,11 @@ def _shown(row: Setting, value: Any) -> str:
             f"stall {value.stall_minutes:g} min, slow start {value.slow_start_minutes:g} min, "
             f"diverging x{value.diverging_factor:g}"
         )
+    if row.name == "store" and "://" in str(value):  # a database URL's password stays out of sight
+        parts = urlsplit(str(value))
+        if parts.password is not None:
+            host = parts.netloc.rsplit("@", 1)[-1]
+            return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
     if row.name == "guards":
         return "none" if not value else "; ".join(repr(g) for g in value)
     return str(value)

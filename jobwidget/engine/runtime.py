@@ -24,6 +24,7 @@ from jobwidget.core.training_request import TrainingRequest
 from jobwidget.engine.actions import launch, read_log, relaunch
 from jobwidget.engine.config import Settings
 from jobwidget.engine.events import Callback, EventBus
+from jobwidget.engine.follower import StoreFollower
 from jobwidget.engine.guards import Guard, GuardAction, GuardKeeper
 from jobwidget.engine.health import HealthMonitor
 from jobwidget.engine.poller import Poller
@@ -34,7 +35,6 @@ from jobwidget.engine.sync import RefreshResult, SyncService
 __all__ = ["Engine", "EngineStatus", "make_provider", "resolve_provider", "wants_demo"]
 
 log = logging.getLogger("jobwidget.engine")
-_FOLLOW_S = 1.0  # how often the store is checked for other processes' changes
 _PROVIDER_SETTINGS = ("pricing", "max_requests_per_minute", "max_concurrency")
 
 
@@ -143,6 +143,8 @@ class Engine:
             visible=lambda: visible() or self.guard_keeper.needs_logs,
             on_state=on_poll_state,
         )
+        # Other processes' changes: pushed (PostgreSQL NOTIFY) or read each second (SQLite).
+        self.follower = StoreFollower(self.store, self.service, on_state=on_poll_state)
         self._follow_task: asyncio.Task[None] | None = None
         self._owns_store = False
 
@@ -170,22 +172,14 @@ class Engine:
     async def start(self, *, poll: bool) -> None:
         self.bus.start()
         await self.service.load_seen()
-        self._follow_task = asyncio.get_running_loop().create_task(self._follow(), name="jobwidget-follow")
+        self._follow_task = asyncio.get_running_loop().create_task(
+            self.follower.run(), name="jobwidget-follow"
+        )
         if poll:
             self.poller.start()
 
-    async def _follow(self) -> None:
-        while True:
-            await asyncio.sleep(_FOLLOW_S)
-            try:
-                await self.service.follow()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a locked or vanished store must not end following
-                log.warning("jobwidget: following the store failed: %s", exc)
-
     @classmethod
-    def open(
+    async def open(
         cls,
         settings: Settings,
         provider: Provider,
@@ -194,7 +188,7 @@ class Engine:
         on_poll_state: Callable[[dict[str, Any]], None] | None = None,
     ) -> Engine:
         """An engine over the store the settings name (opened here, closed by `aclose`)."""
-        store = open_store(settings.store)
+        store = await open_store(settings.store)
         engine = cls(store, provider, settings, visible=visible, on_poll_state=on_poll_state)
         engine._owns_store = True
         return engine
@@ -351,7 +345,7 @@ class Engine:
             polling=self.poller.running,
             updated_at=self.service.last_update,
             source=self.service.last_source,
-            error=self.poller.last_error,
+            error=self.follower.error or self.poller.last_error,
             last_success=self.poller.last_success,
         )
 

@@ -30,6 +30,8 @@ from jobwidget.core.errors import ConfigError, JobwidgetError
 
 if TYPE_CHECKING:
     from jobwidget.engine.config import Settings
+    from jobwidget.engine.providers.base import Provider
+    from jobwidget.surfaces.server import ServerOptions
 
 __all__ = ["build_parser", "main"]
 
@@ -235,8 +237,8 @@ def _load(args: argparse.Namespace, poll: bool | None = None) -> Settings:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from jobwidget.engine.runtime import Engine, make_provider
-    from jobwidget.surfaces.server import ServerOptions, bind_socket, check_bind, create_app, make_server
+    from jobwidget.engine.runtime import make_provider
+    from jobwidget.surfaces.server import ServerOptions, check_bind
 
     token = args.api_token or os.environ.get("JOBWIDGET_API_TOKEN") or None
     options = ServerOptions(
@@ -253,7 +255,22 @@ def _serve(args: argparse.Namespace) -> int:
     check_bind(args.host, token)
     settings = _load(args, poll=args.poll)  # refuses a bad provider spec before the store is opened
     provider = make_provider(args.provider, settings)
-    engine = Engine.open(settings, provider)
+    # The store is opened on the loop that serves (a PostgreSQL pool belongs to its loop), and closed there.
+    return asyncio.run(_serve_on_loop(args, settings, provider, options, token))
+
+
+async def _serve_on_loop(
+    args: argparse.Namespace,
+    settings: Settings,
+    provider: Provider,
+    options: ServerOptions,
+    token: str | None,
+) -> int:
+    from jobwidget.engine.runtime import Engine
+    from jobwidget.engine.stores.urls import redact_url
+    from jobwidget.surfaces.server import bind_socket, create_app, make_server
+
+    engine = await Engine.open(settings, provider)
     try:
         poll = settings.poll_enabled
         app = create_app(engine, options, start_engine=True, poll=poll, bind_host=args.host)
@@ -264,7 +281,7 @@ def _serve(args: argparse.Namespace) -> int:
             host,
             sock.getsockname()[1],
             provider.label,
-            settings.store,
+            redact_url(settings.store),
             "bearer token" if token else "none (loopback only)",
         )
         if poll:
@@ -277,9 +294,9 @@ def _serve(args: argparse.Namespace) -> int:
             log.info("jobwidget: job status polling off (%s)", settings.source("poll_enabled"))
             if args.poll_interval is not None:
                 log.warning("jobwidget: --poll-interval has no effect while polling is off; add --poll")
-        make_server(app, log_level=args.log_level).run(sockets=[sock])
+        await make_server(app, log_level=args.log_level).serve(sockets=[sock])
     finally:
-        asyncio.run(engine.close_store())
+        await engine.close_store()
     return 0
 
 

@@ -28,6 +28,7 @@ from jobwidget.engine.guards import Guard, GuardAction
 from jobwidget.engine.providers.base import Provider
 from jobwidget.engine.runtime import Engine, make_provider, wants_demo
 from jobwidget.engine.stores import BlockingStore
+from jobwidget.engine.stores.urls import redact_url
 from jobwidget.engine.sync import POLL_STOPPED
 from jobwidget.surfaces.arguments import narrowing
 from jobwidget.surfaces.launching import Launching
@@ -99,7 +100,7 @@ class Jobs(Launching):
         with _LIVE_LOCK:
             previous = _LIVE.pop(self._key, None)
         if previous is not None and (old := previous()) is not None:
-            log.info("jobwidget: closing the previous Jobs on %s", self.settings.store)
+            log.info("jobwidget: closing the previous Jobs on %s", redact_url(self.settings.store))
             old.close()
         self._closed = False
         self._feed: PanelFeed | None = None
@@ -128,7 +129,7 @@ class Jobs(Launching):
             _LIVE[self._key] = weakref.ref(self)
 
     async def _make_engine(self) -> Engine:
-        return Engine.open(
+        return await Engine.open(
             self.settings,
             self._provider,
             visible=lambda: self._feed is not None and self._feed.visible,

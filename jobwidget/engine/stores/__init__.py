@@ -1,7 +1,7 @@
 """Job stores: one async protocol (`Store`), SQLite embedded by default.
 
 `open_store(location)` picks the implementation from the location: a file path or ":memory:" is
-SQLite.
+SQLite; a `postgresql://` URL is the team store (`stores.postgres`, imported only when asked for).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import os
 from jobwidget.engine.stores.base import Lease, Store, UpsertResult, fold_updates, new_holder_id
 from jobwidget.engine.stores.blocking import BlockingStore
 from jobwidget.engine.stores.sqlite import SCHEMA_VERSION, JobStore, SQLiteStore
+from jobwidget.engine.stores.urls import is_postgres_url, redact_url
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -22,13 +23,22 @@ __all__ = [
     "UpsertResult",
     "as_store",
     "fold_updates",
+    "is_postgres_url",
     "new_holder_id",
     "open_store",
+    "redact_url",
 ]
 
 
-def open_store(location: str | os.PathLike[str]) -> Store:
-    """The store at `location`: a SQLite file path (or ":memory:")."""
+async def open_store(location: str | os.PathLike[str]) -> Store:
+    """The store at `location`: a `postgresql://` URL, else a SQLite file path (or ":memory:").
+
+    Async because a PostgreSQL store's connection pool belongs to the running loop."""
+    if is_postgres_url(location):
+        assert isinstance(location, str)
+        from jobwidget.engine.stores.postgres import PostgresStore
+
+        return await PostgresStore.open(location.strip())
     return SQLiteStore(JobStore(location))
 
 

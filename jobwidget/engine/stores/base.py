@@ -89,7 +89,11 @@ class Store(Protocol):
         status: StatusFilter = None,
         provider: str | None = None,
         limit: int | None = 50,
-        **narrowing: Any,  # model, created_after, created_before, search (`stores.query.narrowing`)
+        offset: int = 0,
+        model: str | Iterable[str] | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        search: str | None = None,
     ) -> builtins.list[Job]: ...
     async def active(self, provider: str | None = None) -> builtins.list[Job]: ...
     async def count(self, *, status: StatusFilter = None) -> int: ...

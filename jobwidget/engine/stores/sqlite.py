@@ -858,9 +858,23 @@ class SQLiteStore:
         status: str | JobStatus | Iterable[str | JobStatus] | None = None,
         provider: str | None = None,
         limit: int | None = 50,
-        **narrowing: Any,
+        offset: int = 0,
+        model: str | Iterable[str] | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        search: str | None = None,
     ) -> builtins.list[Job]:
-        return await self._call(self.sync.list, status=status, provider=provider, limit=limit, **narrowing)
+        return await self._call(
+            self.sync.list,
+            status=status,
+            provider=provider,
+            limit=limit,
+            offset=offset,
+            model=model,
+            created_after=created_after,
+            created_before=created_before,
+            search=search,
+        )
 
     async def active(self, provider: str | None = None) -> builtins.list[Job]:
         return await self._call(self.sync.active, provider)
