@@ -21,7 +21,7 @@ from jobwidget.core.pricing import Pricing
 from jobwidget.core.replicate_convert import MAX_INPUT_BYTES, training_to_job
 from jobwidget.core.training_request import TrainingRequest, destination_of, retry_request
 from jobwidget.engine.stores import JobStore
-from jobwidget.engine.stores import sqlite as store_mod
+from jobwidget.engine.stores import sqlite_file as store_mod
 
 from .fakes import make_job
 

@@ -15,7 +15,8 @@ import pytest
 from jobwidget.core.errors import StoreCorruptError, StoreError
 from jobwidget.core.models import Job, JobStatus
 from jobwidget.engine.stores import SCHEMA_VERSION, JobStore
-from jobwidget.engine.stores import sqlite as store_mod
+from jobwidget.engine.stores import sqlite_file as store_mod
+from jobwidget.engine.stores.sqlite_rows import _HOST
 
 from .fakes import make_job
 
@@ -194,7 +195,7 @@ def test_lease_is_exclusive_expires_and_dead_holder_is_taken_over(tmp_path: Path
     with s._write() as conn:
         conn.execute(
             "INSERT INTO leases VALUES ('poller', 'ghost', ?, ?, ?)",
-            (time.time() + 600, dead.pid, store_mod._HOST),
+            (time.time() + 600, dead.pid, _HOST),
         )
     assert s.acquire_lease("poller", "c", ttl=30)
     s.close()

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import jobwidget.core.webhooks as webhooks
-import jobwidget.engine.stores.sqlite as store_mod
+import jobwidget.engine.stores.sqlite_file as store_mod
 from jobwidget.core.errors import ConfigError, WebhookVerificationError
 from jobwidget.core.models import JobStatus
 from jobwidget.core.webhooks import check_headers, decode_secret, sign, verify

@@ -10,7 +10,8 @@ import os
 
 from jobwidget.engine.stores.base import Lease, Store, UpsertResult, fold_updates, new_holder_id
 from jobwidget.engine.stores.blocking import BlockingStore
-from jobwidget.engine.stores.sqlite import SCHEMA_VERSION, JobStore, SQLiteStore
+from jobwidget.engine.stores.sqlite import SCHEMA_VERSION, JobStore
+from jobwidget.engine.stores.sqlite_async import SQLiteStore
 from jobwidget.engine.stores.urls import is_postgres_url, redact_url
 
 __all__ = [

@@ -6,421 +6,54 @@ Why SQLite and these choices:
   processes writing the same job at once can neither duplicate it nor move a finished job back to running.
 - Each write bumps a store revision and stamps the rows it changed, so another process can follow the
   store's changes cheaply (`changes_since`) instead of calling the provider itself.
-- Datetimes are stored as integer microseconds since the epoch (UTC): exact round trips, cheap sorting,
-  and a zero-copy path into pandas.
+- The file and its connections are `sqlite_file.SQLiteFile`'s; the row layout is `sqlite_rows`'s; the
+  async `Store` face is `sqlite_async.SQLiteStore`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import contextlib
-import json
 import math
 import os
-import random
-import socket
 import sqlite3
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any, TypeVar
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 from jobwidget.core.columns import HEALTH_COLUMNS, ROW_COLUMNS
-from jobwidget.core.errors import StoreCorruptError, StoreError
 from jobwidget.core.health import HISTORY_POINTS, Sample, add_sample
 from jobwidget.core.models import ACTIVE_STATUSES, Job, JobStatus, merge_job
-from jobwidget.engine.stores.base import JobState, Lease, UpsertResult, fold_updates
+from jobwidget.engine.stores.base import Lease, UpsertResult, fold_updates
 from jobwidget.engine.stores.query import narrowing
-
-__all__ = ["SCHEMA_VERSION", "JobStore", "SQLiteStore"]
-
-SCHEMA_VERSION = 4
-APPLICATION_ID = 0x4A574731  # "JWG1": marks a file as a jobwidget store
-_SQLITE_MAGIC = b"SQLite format 3\x00"
-_HEADER_BYTES = 100  # SQLite's file header: application_id at offset 68
-_LOCK_BUDGET_S = 30.0  # how long a writer waits for another process before the user hears about it
-_BATCH = 500  # SQLite's variable limit is 32766 on modern builds; smaller batches keep each query cheap
-# Webhook ids are kept this long: far beyond the 5-minute timestamp tolerance and Replicate's ~1-minute
-# retries, so any duplicate that could still pass verification is recognised.
-WEBHOOK_RETENTION_S = 86_400.0
-
-# Columns in storage order; `_row_to_job` relies on it.
-_COLUMNS = (
-    "job_id",
-    "provider",
-    "status",
-    "name",
-    "model",
-    "version",
-    "hardware",
-    "created_at",
-    "started_at",
-    "completed_at",
-    "cost_usd",
-    "error_message",
-    "output",
-    "web_url",
-    "stage",
-    "progress",
-    "last_log",
-    "updated_at",
-    "metadata",
-    "inputs",
-    "retry_of",
+from jobwidget.engine.stores.sqlite_file import SQLiteFile
+from jobwidget.engine.stores.sqlite_rows import (
+    _BATCH,
+    _COLUMNS,
+    _HOST,
+    _ORDER,
+    _SELECT,
+    APPLICATION_ID,
+    SCHEMA_VERSION,
+    WEBHOOK_RETENTION_S,
+    _content,
+    _holder_dead,
+    _job_to_row,
+    _revision,
+    _row_to_job,
+    _to_us,
 )
-_JSON_COLUMNS = frozenset({"output", "metadata", "inputs"})
-_DATETIME_COLUMNS = frozenset({"created_at", "started_at", "completed_at", "updated_at"})
-_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM jobs"
-_ORDER = "ORDER BY created_at DESC, job_id DESC"  # SQLite sorts NULL lowest: undated jobs come last
 
-# Migrations: version -> statements taking the store from version-1 to version. Never edit a shipped
-# entry; append a new one (and bump SCHEMA_VERSION) instead.
-_MIGRATIONS: dict[int, tuple[str, ...]] = {
-    1: (
-        """
-        CREATE TABLE jobs (
-            job_id TEXT PRIMARY KEY,
-            provider TEXT NOT NULL,
-            status TEXT NOT NULL,
-            name TEXT, model TEXT, version TEXT, hardware TEXT,
-            created_at INTEGER, started_at INTEGER, completed_at INTEGER,
-            cost_usd REAL, error_message TEXT, output TEXT, web_url TEXT,
-            stage TEXT, progress REAL, last_log TEXT,
-            updated_at INTEGER,
-            metadata TEXT NOT NULL DEFAULT '{}',
-            rev INTEGER NOT NULL DEFAULT 0
-        )
-        """,
-        "CREATE INDEX jobs_status_created ON jobs (status, created_at DESC, job_id DESC)",
-        "CREATE INDEX jobs_created ON jobs (created_at DESC, job_id DESC)",
-        "CREATE INDEX jobs_rev ON jobs (rev)",
-        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-        "INSERT INTO meta (key, value) VALUES ('rev', '0')",
-        """
-        CREATE TABLE leases (
-            name TEXT PRIMARY KEY,
-            holder TEXT NOT NULL,
-            expires_at REAL NOT NULL,
-            pid INTEGER,
-            host TEXT
-        )
-        """,
-    ),
-    # Webhook deliveries already applied, so a retried delivery (same webhook-id) is applied once, across
-    # restarts and across processes sharing the store.
-    2: (
-        """
-        CREATE TABLE webhook_deliveries (
-            webhook_id TEXT PRIMARY KEY,
-            received_at REAL NOT NULL,
-            job_id TEXT
-        )
-        """,
-        "CREATE INDEX webhook_deliveries_received ON webhook_deliveries (received_at)",
-    ),
-    # What each training was started with (to compare and retry runs), the job a retry came from, and
-    # an index for `list(model=...)`: one trainer's runs, newest first, without scanning the table.
-    3: (
-        "ALTER TABLE jobs ADD COLUMN inputs TEXT",
-        "ALTER TABLE jobs ADD COLUMN retry_of TEXT",
-        "CREATE INDEX jobs_model_created ON jobs (model, created_at DESC, job_id DESC)",
-    ),
-    # Run health: each job's progress reads (time, step, total, loss, rate), downsampled to a few
-    # hundred per job (core/health.py). SQLite stores a NaN REAL as NULL, so a NaN loss is its own bit.
-    4: (
-        """
-        CREATE TABLE health_samples (
-            job_id TEXT NOT NULL,
-            idx INTEGER NOT NULL,
-            t REAL NOT NULL,
-            step INTEGER, total INTEGER, loss REAL,
-            loss_nan INTEGER NOT NULL DEFAULT 0,
-            rate REAL,
-            n INTEGER NOT NULL DEFAULT 1,
-            PRIMARY KEY (job_id, idx)
-        ) WITHOUT ROWID
-        """,
-    ),
-}
+__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "JobStore", "SQLiteFile"]
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_US = timedelta(microseconds=1)
-
-
-def _to_us(value: datetime | None) -> int | None:
-    return None if value is None else (value - _EPOCH) // _US
-
-
-def _from_us(value: int | None) -> datetime | None:
-    return None if value is None else _EPOCH + timedelta(microseconds=value)
-
-
-_CONTENT_FIELDS = tuple(c for c in _COLUMNS if c != "updated_at")
-
-
-def _content(job: Job) -> tuple[Any, ...]:
-    """Everything but `updated_at`: an upsert that changes none of it is a no-op."""
-    return tuple(getattr(job, name) for name in _CONTENT_FIELDS)
-
-
-def _job_to_row(job: Job) -> tuple[Any, ...]:
-    out: list[Any] = []
-    for name in _COLUMNS:
-        value = getattr(job, name)
-        if name in _DATETIME_COLUMNS:
-            value = _to_us(value)
-        elif name == "status":
-            value = value.value
-        elif name in _JSON_COLUMNS:
-            value = None if value is None else json.dumps(dict(value), ensure_ascii=False, default=str)
-        out.append(value)
-    return tuple(out)
-
-
-def _row_to_job(row: Sequence[Any]) -> Job:
-    values = dict(zip(_COLUMNS, row, strict=True))
-    for name in _DATETIME_COLUMNS:
-        values[name] = _from_us(values[name])
-    values["output"] = None if values["output"] is None else json.loads(values["output"])
-    values["metadata"] = json.loads(values["metadata"]) if values["metadata"] else {}
-    values["inputs"] = None if values["inputs"] is None else json.loads(values["inputs"])
-    return Job.from_checked(values)  # written from a checked Job: not cleaned a second time
-
-
-def _revision(conn: sqlite3.Connection) -> int:
-    return int(conn.execute("SELECT value FROM meta WHERE key = 'rev'").fetchone()[0])
-
-
-_HOST = socket.gethostname()
-
-
-def _holder_dead(pid: int | None, host: str | None) -> bool:
-    """A lease holder on this machine whose process is gone need not be waited out."""
-    if pid is None or host != _HOST or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:
-        return False
-    return False
-
-
-def _is_lock_error(exc: sqlite3.OperationalError) -> bool:
-    msg = str(exc).lower()
-    return "locked" in msg or "busy" in msg
-
-
-class JobStore:
+class JobStore(SQLiteFile):
     """A job store at `path` (a file, or ":memory:" for tests). Thread-safe; one per process and path.
 
     File stores give each thread its own connection (WAL readers never wait for the writer); an
     in-memory store has one connection behind a lock, since it cannot be shared across connections.
     """
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.is_memory = str(path) == ":memory:"
-        self.path = ":memory:" if self.is_memory else Path(path).expanduser()
-        self._local = threading.local()
-        self._lock = threading.RLock()  # serialises the single in-memory connection
-        self._all: list[sqlite3.Connection] = []
-        self._closed = False
-        if not self.is_memory:
-            self._check_file()
-            assert isinstance(self.path, Path)
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._shared: sqlite3.Connection | None = self._open() if self.is_memory else None
-        self._migrate()
-
-    # -- connections -------------------------------------------------------------------------
-
-    def _check_file(self) -> None:
-        """Refuse anything at the path that is not a jobwidget store before a byte of it changes.
-
-        Opening in WAL mode rewrites the header, so the identity (SQLite header, `application_id`,
-        tables) is read first: from the header bytes, and when those cannot tell (an SQLite file without
-        an application id), through a read-only connection that creates no side file.
-        """
-        assert isinstance(self.path, Path)
-        if not self.path.exists():
-            return
-        if self.path.is_dir():
-            raise StoreCorruptError(
-                f"the job store path {self.path} is a directory. Point Jobs(store=...) or JOBWIDGET_STORE "
-                "at a file path instead."
-            )
-        try:
-            with self.path.open("rb") as fh:
-                head = fh.read(_HEADER_BYTES)
-        except OSError as exc:
-            raise StoreError(f"cannot read the job store {self.path}: {exc.strerror or exc}") from None
-        if not head:
-            return  # an empty file: SQLite makes it a new database
-        if not head.startswith(_SQLITE_MAGIC):
-            raise self._corrupt("is not an SQLite database")
-        page_size = int.from_bytes(head[16:18], "big")
-        if len(head) < _HEADER_BYTES or head[21:24] != b"\x40\x20\x20" or page_size & (page_size - 1):
-            raise self._corrupt("is a damaged SQLite database (its header is not valid)")
-        app_id = int.from_bytes(head[68:72], "big")
-        if app_id == APPLICATION_ID:
-            return
-        if app_id != 0:
-            raise self._corrupt("is an SQLite database of another application, not a jobwidget store")
-        # No application id in the header: a new store whose first writes are still in its WAL, an empty
-        # database, or another application's file. Only a look inside can tell.
-        app_id, tables = self._inspect_read_only()
-        if app_id != APPLICATION_ID and (app_id != 0 or tables):  # every jobwidget schema sets the id
-            raise self._corrupt("is an SQLite database of another application, not a jobwidget store")
-
-    def _inspect_read_only(self) -> tuple[int, set[str]]:
-        """(application_id, table names) without writing: `immutable` when there is no WAL
-        to read (a read-only WAL reader would otherwise leave -wal and -shm files behind)."""
-        assert isinstance(self.path, Path)
-        wal = self.path.with_name(self.path.name + "-wal")
-        uri = self.path.resolve().as_uri() + ("?mode=ro" if wal.exists() else "?mode=ro&immutable=1")
-        try:
-            conn = sqlite3.connect(uri, uri=True, timeout=_LOCK_BUDGET_S)
-        except sqlite3.Error as exc:
-            raise self._corrupt(f"cannot be opened ({exc})") from None
-        try:
-            app_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
-            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        except sqlite3.Error as exc:
-            if isinstance(exc, sqlite3.OperationalError) and _is_lock_error(exc):
-                raise StoreError(f"the job store {self.path} is locked by another process: {exc}") from None
-            raise self._corrupt(f"cannot be read as a jobwidget store ({exc})") from None
-        finally:
-            conn.close()
-        return app_id, tables
-
-    def _corrupt(self, what: str) -> StoreCorruptError:
-        return StoreCorruptError(
-            f"the job store {self.path} {what}. It was left untouched. Move it aside (jobwidget will start "
-            "a new store and `jobs.sync()` rediscovers your provider's jobs), or point Jobs(store=...) or "
-            "JOBWIDGET_STORE at another path."
-        )
-
-    def _open(self) -> sqlite3.Connection:
-        """A configured connection. Opening races other processes creating or switching the same file to
-        WAL (SQLite answers "locked" at once there, without its busy handler): retry within the budget."""
-        deadline = time.monotonic() + _LOCK_BUDGET_S
-        delay = 0.01
-        while True:
-            try:
-                conn = self._connect()
-            except sqlite3.OperationalError as exc:
-                if not _is_lock_error(exc):
-                    raise self._corrupt(f"cannot be opened as a jobwidget store ({exc})") from None
-                if time.monotonic() + delay > deadline:
-                    raise StoreError(
-                        f"the job store {self.path} is locked by another process: {exc}"
-                    ) from None
-                time.sleep(delay * random.uniform(0.5, 1.5))
-                delay = min(delay * 2, 0.5)
-                continue
-            except sqlite3.DatabaseError as exc:
-                raise self._corrupt(f"cannot be opened as a jobwidget store ({exc})") from None
-            self._all.append(conn)
-            return conn
-
-    def _connect(self) -> sqlite3.Connection:
-        target = ":memory:" if self.is_memory else str(self.path)
-        conn = sqlite3.connect(
-            target,
-            timeout=_LOCK_BUDGET_S,
-            isolation_level=None,  # we issue BEGIN/COMMIT ourselves
-            check_same_thread=False,  # one connection per thread; close() may run on another
-        )
-        try:
-            conn.execute("PRAGMA busy_timeout = 10000")
-            if not self.is_memory:
-                conn.execute("PRAGMA journal_mode = WAL")
-                conn.execute("PRAGMA synchronous = NORMAL")  # durable across app crashes in WAL mode
-            conn.execute("PRAGMA foreign_keys = ON")
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
-    def _conn(self) -> sqlite3.Connection:
-        if self._closed:
-            raise StoreError("the job store is closed")
-        if self._shared is not None:
-            return self._shared
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = self._open()
-        return conn
-
-    @contextlib.contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        with self._lock if self.is_memory else contextlib.nullcontext():
-            try:
-                yield self._conn()
-            except sqlite3.DatabaseError as exc:
-                if isinstance(exc, sqlite3.OperationalError) and _is_lock_error(exc):
-                    raise StoreError(f"the job store {self.path} stayed locked: {exc}") from None
-                if isinstance(exc, sqlite3.OperationalError):
-                    raise StoreError(f"reading the job store {self.path} failed: {exc}") from None
-                raise self._corrupt(f"is damaged ({exc})") from None
-
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One IMMEDIATE transaction, retried while another process holds the write lock."""
-        deadline = time.monotonic() + _LOCK_BUDGET_S
-        delay = 0.005
-        with self._lock if self.is_memory else contextlib.nullcontext():
-            conn = self._conn()
-            while True:
-                try:
-                    conn.execute("BEGIN IMMEDIATE")
-                    break
-                except sqlite3.OperationalError as exc:
-                    if not _is_lock_error(exc) or time.monotonic() > deadline:
-                        raise StoreError(
-                            f"the job store {self.path} stayed locked by another process for over "
-                            f"{_LOCK_BUDGET_S:.0f} s; nothing was written"
-                        ) from None
-                    time.sleep(delay * (1 + random.random()))
-                    delay = min(delay * 2, 0.25)
-                except sqlite3.DatabaseError as exc:
-                    raise self._corrupt(f"is damaged ({exc})") from None
-            try:
-                yield conn
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-                raise
-            else:
-                conn.execute("COMMIT")
-
-    def _migrate(self) -> None:
-        with self._read() as conn:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-            tables = conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"the job store {self.path} has schema version {version}, written by a newer jobwidget "
-                f"(this one knows up to {SCHEMA_VERSION}). Upgrade jobwidget, or use another store path."
-            )
-        if app_id not in (0, APPLICATION_ID) or (app_id == 0 and tables):
-            raise self._corrupt("is an SQLite database of another application, not a jobwidget store")
-        if version == SCHEMA_VERSION:
-            return
-        with self._write() as conn:
-            # Re-read inside the write lock: another process may have migrated meanwhile.
-            current = conn.execute("PRAGMA user_version").fetchone()[0]
-            for target in range(current + 1, SCHEMA_VERSION + 1):
-                for statement in _MIGRATIONS[target]:
-                    conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {target}")
-            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
 
     # -- writes ------------------------------------------------------------------------------
 
@@ -803,133 +436,3 @@ def _same_sample(a: Sample, b: Sample) -> bool:
     return (a.t, a.step, a.total, a.rate, a.nan, a.n) == (b.t, b.step, b.total, b.rate, b.nan, b.n) and (
         a.nan or a.loss == b.loss
     )
-
-
-T = TypeVar("T")
-_CLOSE_WAIT_S = 30.0  # bounded: a call stuck longer than this is not waited for
-
-
-class SQLiteStore:
-    """The `Store` protocol over a `JobStore`: each call runs on a worker thread, never on the loop.
-
-    SQLite has no async driver worth its cost; its calls take microseconds to milliseconds, and a worker
-    thread keeps even a 100,000-row export off the engine loop. `sync` is the blocking store itself.
-    """
-
-    def __init__(self, store: JobStore) -> None:
-        self.sync = store
-        self.location = str(store.path)
-        self._busy = 0  # calls running on worker threads: closing waits for them
-        self._idle = threading.Condition()
-
-    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        def run() -> T:
-            with self._idle:
-                self._busy += 1
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                with self._idle:
-                    self._busy -= 1
-                    self._idle.notify_all()
-
-        return await asyncio.to_thread(run)
-
-    async def upsert(self, jobs: Iterable[Job], *, now: datetime | None = None) -> UpsertResult:
-        return await self._call(self.sync.upsert, list(jobs), now=now)
-
-    async def upsert_delivery(
-        self, webhook_id: str, jobs: Iterable[Job], *, now: datetime | None = None
-    ) -> UpsertResult:
-        return await self._call(self.sync.upsert_delivery, webhook_id, list(jobs), now=now)
-
-    async def delivery_seen(self, webhook_id: str) -> bool:
-        return await self._call(self.sync.delivery_seen, webhook_id)
-
-    async def get(self, job_id: str) -> Job | None:
-        return await self._call(self.sync.get, job_id)
-
-    async def get_many(self, job_ids: Iterable[str]) -> dict[str, Job]:
-        return await self._call(self.sync.get_many, list(job_ids))
-
-    async def list(
-        self,
-        *,
-        status: str | JobStatus | Iterable[str | JobStatus] | None = None,
-        provider: str | None = None,
-        limit: int | None = 50,
-        offset: int = 0,
-        model: str | Iterable[str] | None = None,
-        created_after: datetime | None = None,
-        created_before: datetime | None = None,
-        search: str | None = None,
-    ) -> builtins.list[Job]:
-        return await self._call(
-            self.sync.list,
-            status=status,
-            provider=provider,
-            limit=limit,
-            offset=offset,
-            model=model,
-            created_after=created_after,
-            created_before=created_before,
-            search=search,
-        )
-
-    async def active(self, provider: str | None = None) -> builtins.list[Job]:
-        return await self._call(self.sync.active, provider)
-
-    async def count(self, *, status: str | JobStatus | Iterable[str | JobStatus] | None = None) -> int:
-        return await self._call(self.sync.count, status=status)
-
-    async def newer_counts(self, created: Iterable[datetime | None]) -> builtins.list[int]:
-        return await self._call(self.sync.newer_counts, list(created))
-
-    async def totals(self, search: str | None = None) -> dict[str, dict[str, Any]]:
-        return await self._call(self.sync.totals, search)
-
-    async def revision(self) -> int:
-        return await self._call(self.sync.revision)
-
-    async def changes_since(self, rev: int) -> tuple[int, builtins.list[Job]]:
-        return await self._call(self.sync.changes_since, rev)
-
-    async def changes_in_order(self, rev: int) -> tuple[int, builtins.list[tuple[int, Job]]]:
-        return await self._call(self.sync.changes_in_order, rev)
-
-    async def states(self, *, active_only: bool = False) -> tuple[int, dict[str, JobState]]:
-        return await self._call(self.sync.states, active_only=active_only)
-
-    async def frame_rows(self) -> builtins.list[tuple[Any, ...]]:
-        return await self._call(self.sync.frame_rows)
-
-    async def frame_rows_with_inputs(self) -> builtins.list[tuple[Any, ...]]:
-        return await self._call(self.sync.frame_rows_with_inputs)
-
-    async def history(self, job_id: str) -> builtins.list[Sample]:
-        return await self._call(self.sync.history, job_id)
-
-    async def add_samples(self, samples: Mapping[str, Sample]) -> dict[str, builtins.list[Sample]]:
-        return await self._call(self.sync.add_samples, samples)
-
-    async def integrity_check(self) -> str:
-        return await self._call(self.sync.integrity_check)
-
-    async def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
-        return await self._call(self.sync.acquire_lease, name, holder, ttl)
-
-    async def release_lease(self, name: str, holder: str) -> None:
-        await self._call(self.sync.release_lease, name, holder)
-
-    async def lease(self, name: str) -> Lease | None:
-        return await self._call(self.sync.lease, name)
-
-    async def aclose(self) -> None:
-        """Close once no call is still running on a worker thread (a cancelled caller's call may be)."""
-
-        def close() -> None:
-            with self._idle:
-                self._idle.wait_for(lambda: self._busy == 0, timeout=_CLOSE_WAIT_S)
-            self.sync.close()
-
-        await asyncio.to_thread(close)
