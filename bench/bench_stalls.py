@@ -32,6 +32,7 @@ from jobwidget.engine.config import load_settings
 from jobwidget.engine.providers import json_big
 from jobwidget.engine.providers.replicate import ReplicateProvider
 from jobwidget.engine.stores import JobStore
+from jobwidget.surfaces import http_app as app_mod
 from jobwidget.surfaces import server as server_mod
 
 TRAINING_ID = "wj4is6lbdqqkdepnwpr6v2kuva"
@@ -137,12 +138,12 @@ def run_stalls(quick: bool) -> list[Row]:
         with JobStore(path) as store:
             store.upsert([_job(i, rng, JobStatus.COMPLETED) for i in range(rows)])
         off = min(asyncio.run(_answer_stall(path, rows)) for _ in range(2))
-        saved_rows = server_mod._THREAD_ROWS
-        server_mod._THREAD_ROWS = 1 << 60
+        saved_rows = app_mod._THREAD_ROWS
+        app_mod._THREAD_ROWS = 1 << 60
         try:
             on = min(asyncio.run(_answer_stall(path, rows)) for _ in range(2))
         finally:
-            server_mod._THREAD_ROWS = saved_rows
+            app_mod._THREAD_ROWS = saved_rows
     out.append(
         Row(
             "stalls",
