@@ -19,7 +19,8 @@ from jobwidget.core.errors import MalformedResponse, ProviderError, ProviderUnav
 from jobwidget.core.models import Job
 from jobwidget.core.replicate_convert import training_to_job, validate_training
 from jobwidget.core.training_request import TrainingRequest
-from jobwidget.engine.providers.replicate import CREATE_ROUTE, AmbiguousOutcome, policy_delay
+from jobwidget.engine.providers.limits import policy_delay
+from jobwidget.engine.providers.replicate_http import CREATE_ROUTE, AmbiguousOutcome
 
 if TYPE_CHECKING:
     from jobwidget.engine.providers.replicate import ReplicateProvider
