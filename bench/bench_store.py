@@ -17,7 +17,8 @@ import pandas as pd
 
 from bench._harness import Row, bench, best_of
 from jobwidget.core.frame import jobs_frame
-from jobwidget.core.models import Job, JobStatus, merge_job
+from jobwidget.core.models import Job, JobStatus
+from jobwidget.core.rules import merge_job
 from jobwidget.engine.stores import JobStore
 from jobwidget.engine.stores.sqlite import _job_to_row, _row_to_job
 

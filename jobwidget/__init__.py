@@ -30,15 +30,8 @@ from jobwidget.core.errors import (
     WebhookVerificationError,
 )
 from jobwidget.core.logparse import parse_logs
-from jobwidget.core.models import (
-    ACTIVE_STATUSES,
-    TERMINAL_STATUSES,
-    InlineProgress,
-    Job,
-    JobStatus,
-    ProviderCheck,
-    SyncResult,
-)
+from jobwidget.core.models import ACTIVE_STATUSES, TERMINAL_STATUSES, Job, JobStatus
+from jobwidget.core.results import InlineProgress, ProviderCheck, SyncResult
 from jobwidget.surfaces.controller import Jobs, JobsTimeout
 
 if TYPE_CHECKING:

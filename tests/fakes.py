@@ -9,7 +9,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from jobwidget.core.errors import JobNotFound
-from jobwidget.core.models import Job, JobStatus, ProviderCheck
+from jobwidget.core.models import Job, JobStatus
+from jobwidget.core.results import ProviderCheck
 from jobwidget.engine.providers.base import JobDetail, Page, Provider, ProviderStats
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)

@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from jobwidget.core.logparse import parse_logs
-from jobwidget.core.models import InlineProgress, Job
+from jobwidget.core.models import Job
+from jobwidget.core.results import InlineProgress
 from jobwidget.engine.config import load_settings
 from jobwidget.engine.runtime import Engine
 from jobwidget.engine.stores import JobStore

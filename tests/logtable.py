@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from jobwidget.core.logparse import parse_logs
-from jobwidget.core.models import InlineProgress
+from jobwidget.core.results import InlineProgress
 
 FIXTURES = Path(__file__).parent / "fixtures" / "logs"
 PRE, WARMUP, TRAIN, VAL, SAVE = "Preprocessing", "Warmup", "Training", "Validation", "Saving checkpoint"

@@ -16,9 +16,9 @@ from jobwidget import InvalidRequest
 from jobwidget.core.columns import HEALTH_COLUMNS, ROW_COLUMNS
 from jobwidget.core.frame import FRAME_COLUMNS
 from jobwidget.core.frame_inputs import OUTPUT_COLUMNS, jobs_frame_with_inputs
-from jobwidget.core.models import merge_job
 from jobwidget.core.pricing import Pricing
 from jobwidget.core.replicate_convert import MAX_INPUT_BYTES, training_to_job
+from jobwidget.core.rules import merge_job
 from jobwidget.core.training_request import TrainingRequest, destination_of, retry_request
 from jobwidget.engine.stores import JobStore
 from jobwidget.engine.stores import sqlite_file as store_mod

@@ -15,7 +15,8 @@ from jobwidget import (
     ProviderCheck,
     SyncResult,
 )
-from jobwidget.core.models import can_transition, merge_job, next_status
+from jobwidget.core.models import can_transition, next_status
+from jobwidget.core.rules import merge_job
 
 ORDER = [JobStatus.PENDING, JobStatus.UPLOADING, JobStatus.QUEUED, JobStatus.RUNNING]
 

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jobwidget.core.errors import MalformedResponse
-from jobwidget.core.models import Job, JobStatus, merge_job
+from jobwidget.core.models import Job, JobStatus
 from jobwidget.core.pricing import Pricing
 from jobwidget.core.replicate_convert import (
     STATUS_MAP,
@@ -28,6 +28,7 @@ from jobwidget.core.replicate_convert import (
     training_to_job,
     validate_page,
 )
+from jobwidget.core.rules import merge_job
 
 from .paths import REPLICATE_FIXTURES
 

@@ -21,7 +21,8 @@ import comm
 import pytest
 from comm.base_comm import BaseComm
 
-from jobwidget.core.models import Job, JobStatus, SyncResult
+from jobwidget.core.models import Job, JobStatus
+from jobwidget.core.results import SyncResult
 from jobwidget.surfaces import widget as widget_mod
 from jobwidget.surfaces.widget import JobsPanel, job_to_card, static_path
 

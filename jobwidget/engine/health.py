@@ -28,7 +28,8 @@ from jobwidget.core.health import (
     project,
     sparkline,
 )
-from jobwidget.core.models import HEALTH, INLINE, SETTLED, Job, JobStatus, merge_job
+from jobwidget.core.models import HEALTH, INLINE, SETTLED, Job, JobStatus
+from jobwidget.core.rules import merge_job
 from jobwidget.engine.stores import Store
 
 __all__ = ["FlagRaised", "HealthMonitor"]

@@ -19,7 +19,8 @@ from typing import Any
 from jobwidget.core.errors import ConfigError, JobNotFound
 from jobwidget.core.health import Sample
 from jobwidget.core.logtail import TAIL_LINES, LogTail
-from jobwidget.core.models import InlineProgress, Job, JobStatus, ProviderCheck, SyncResult
+from jobwidget.core.models import Job, JobStatus
+from jobwidget.core.results import InlineProgress, ProviderCheck, SyncResult
 from jobwidget.core.training_request import TrainingRequest
 from jobwidget.engine.actions import launch, read_log, relaunch
 from jobwidget.engine.config import Settings

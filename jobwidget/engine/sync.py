@@ -5,7 +5,7 @@
   training started elsewhere appears without a Sync), more pages while they answer for several active
   jobs, and per-job GETs only for active jobs the pages did not reach: the reference made one GET per job.
 - A job that finishes is settled in the same write: its final log is read once (`last_log` is the real
-  last line), and it keeps no stage, ETA or rate (`core.models.settle`).
+  last line), and it keeps no stage, ETA or rate (`core.rules.settle`).
 - A 404 is not the end: the job is retried with backoff and only stops being polled after repeated
   misses over minutes; any later sighting (list page, GET, webhook) clears the misses.
 - `refresh_progress()` fetches logs (only the per-job GET has them) for running jobs, within a budget of
@@ -26,15 +26,8 @@ from typing import Any
 
 from jobwidget.core.errors import JobNotFound, PaginationStopped, ProviderError
 from jobwidget.core.logparse import parse_logs
-from jobwidget.core.models import (
-    INLINE,
-    SETTLED,
-    InlineProgress,
-    Job,
-    JobStatus,
-    ProviderCheck,
-    SyncResult,
-)
+from jobwidget.core.models import INLINE, SETTLED, Job, JobStatus
+from jobwidget.core.results import InlineProgress, ProviderCheck, SyncResult
 from jobwidget.engine.events import EventBus
 from jobwidget.engine.health import FlagRaised, HealthMonitor
 from jobwidget.engine.providers.base import JobDetail, Provider

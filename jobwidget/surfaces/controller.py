@@ -21,7 +21,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from jobwidget.core.errors import JobNotFound, JobwidgetError, ProviderError
-from jobwidget.core.models import InlineProgress, Job, JobStatus, ProviderCheck, SyncResult
+from jobwidget.core.models import Job, JobStatus
+from jobwidget.core.results import InlineProgress, ProviderCheck, SyncResult
 from jobwidget.engine.config import Settings, load_settings
 from jobwidget.engine.events import PUBLIC_EVENTS
 from jobwidget.engine.guards import Guard, GuardAction

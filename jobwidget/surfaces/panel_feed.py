@@ -12,7 +12,8 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from jobwidget.core.models import Job, SyncResult
+from jobwidget.core.models import Job
+from jobwidget.core.results import SyncResult
 from jobwidget.engine.runtime import Engine
 from jobwidget.surfaces.loop_thread import LoopThread
 

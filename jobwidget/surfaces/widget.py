@@ -51,7 +51,8 @@ from typing import Any
 import anywidget
 import traitlets
 
-from jobwidget.core.models import Job, SyncResult
+from jobwidget.core.models import Job
+from jobwidget.core.results import SyncResult
 from jobwidget.surfaces.cards import card_diff, clip, epoch, int_or_none, job_to_card, num
 from jobwidget.surfaces.panel_threads import Coalescer, Heartbeat
 

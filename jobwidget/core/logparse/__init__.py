@@ -45,7 +45,7 @@ from jobwidget.core.logparse.context import Context
 from jobwidget.core.logparse.events import STAGES, Event
 from jobwidget.core.logparse.patterns import ANSI, CTRL
 from jobwidget.core.logparse.scanner import Scanner, Stop
-from jobwidget.core.models import InlineProgress
+from jobwidget.core.results import InlineProgress
 
 __all__ = ["MAX_SCAN", "STAGES", "parse_logs"]
 

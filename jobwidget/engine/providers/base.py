@@ -11,8 +11,9 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from jobwidget.core.errors import PaginationStopped, ProviderError
-from jobwidget.core.models import Job, ProviderCheck
+from jobwidget.core.models import Job
 from jobwidget.core.pricing import Pricing
+from jobwidget.core.results import ProviderCheck
 from jobwidget.core.training_request import TrainingRequest
 
 __all__ = ["MAX_SERVER_WAIT", "JobDetail", "Page", "Provider", "ProviderStats"]

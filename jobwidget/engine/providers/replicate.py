@@ -40,7 +40,7 @@ from jobwidget.core.errors import (
     MalformedResponse,
     ProviderError,
 )
-from jobwidget.core.models import Job, ProviderCheck
+from jobwidget.core.models import Job
 from jobwidget.core.pricing import Pricing
 from jobwidget.core.replicate_convert import (
     is_valid_job_id,
@@ -49,6 +49,7 @@ from jobwidget.core.replicate_convert import (
     training_to_job,
     validate_training,
 )
+from jobwidget.core.results import ProviderCheck
 from jobwidget.core.training_request import TrainingRequest
 from jobwidget.engine.providers.base import JobDetail, Page, Provider, ProviderStats
 from jobwidget.engine.providers.limits import (

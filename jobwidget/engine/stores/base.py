@@ -4,7 +4,7 @@ The engine talks to a `Store` only; SQLite (`stores.sqlite`, embedded, the defau
 implementation (a shared database for a team) must behave the same, which `tests/store_contract.py`
 checks for each. The rules a store must keep:
 
-- `upsert` applies the transition rule (`core.models.merge_job`) inside its write transaction, so two
+- `upsert` applies the transition rule (`core.rules.merge_job`) inside its write transaction, so two
   writers can neither duplicate a job nor move a finished one back.
 - Every write bumps one store revision; `changes_since` / `changes_in_order` answer what was written
   after a revision, so followers and event streams catch up without asking the provider.
@@ -24,7 +24,8 @@ from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from jobwidget.core.health import Sample
-from jobwidget.core.models import Job, JobStatus, merge_job
+from jobwidget.core.models import Job, JobStatus
+from jobwidget.core.rules import merge_job
 
 __all__ = ["Lease", "Store", "UpsertResult", "fold_updates", "new_holder_id"]
 

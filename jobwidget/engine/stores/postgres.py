@@ -31,7 +31,8 @@ from psycopg_pool import AsyncConnectionPool
 from jobwidget.core.columns import HEALTH_COLUMNS, ROW_COLUMNS
 from jobwidget.core.errors import StoreError
 from jobwidget.core.health import HISTORY_POINTS, Sample, add_sample
-from jobwidget.core.models import ACTIVE_STATUSES, Job, JobStatus, merge_job
+from jobwidget.core.models import ACTIVE_STATUSES, Job, JobStatus
+from jobwidget.core.rules import merge_job
 from jobwidget.engine.stores.base import JobState, Lease, UpsertResult, fold_updates
 from jobwidget.engine.stores.query import narrowing
 from jobwidget.engine.stores.sqlite import (
