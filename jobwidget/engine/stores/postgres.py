@@ -15,11 +15,10 @@ Why these choices:
 from __future__ import annotations
 
 import builtins
-import math
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -28,12 +27,21 @@ from urllib.parse import urlsplit
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from jobwidget.core.columns import HEALTH_COLUMNS, ROW_COLUMNS
+from jobwidget.core.columns import ROW_COLUMNS
 from jobwidget.core.errors import StoreError
-from jobwidget.core.health import HISTORY_POINTS, Sample, add_sample
 from jobwidget.core.models import ACTIVE_STATUSES, Job, JobStatus
 from jobwidget.core.rules import merge_job
 from jobwidget.engine.stores.base import JobState, Lease, UpsertResult, fold_updates
+from jobwidget.engine.stores.postgres_history import PostgresHistory
+from jobwidget.engine.stores.postgres_schema import (
+    _MIGRATIONS,
+    _ORDER,
+    _PG_HEALTH,
+    _SELECT,
+    _num,
+    _pg,
+    _status_filter,
+)
 from jobwidget.engine.stores.query import narrowing
 from jobwidget.engine.stores.sqlite import (
     _COLUMNS,
@@ -43,7 +51,6 @@ from jobwidget.engine.stores.sqlite import (
     _holder_dead,
     _job_to_row,
     _row_to_job,
-    _same_sample,
     _to_us,
 )
 from jobwidget.engine.stores.urls import is_postgres_url, redact_url
@@ -55,85 +62,8 @@ PG_SCHEMA_VERSION = 1
 _MIGRATION_LOCK = 0x4A574731  # advisory lock key: one process migrates at a time
 _CONNECT_TIMEOUT_S = 30.0
 
-_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM jobs"
-_ORDER = "ORDER BY created_at DESC NULLS LAST, job_id DESC"  # as SQLite: undated jobs come last
 
-
-def _num(path: str) -> str:
-    expr = f"(metadata::jsonb #> '{{{path}}}')"
-    return f"(CASE WHEN jsonb_typeof({expr}) = 'number' THEN ({expr})::text::float8 END)"
-
-
-# The SQL for `HEALTH_COLUMNS` (written for SQLite's json_extract) in PostgreSQL's words, same order.
-_PG_HEALTH = {
-    "projected_finish_at": _num("health,finish_at"),
-    "projected_cost_usd": _num("health,cost"),
-    "flags": "(metadata::jsonb #> '{health,flags}')::text",
-    "price_per_s": _num("price_per_s"),
-}
-assert tuple(_PG_HEALTH) == tuple(HEALTH_COLUMNS)
-
-# version -> statements taking the schema from version-1 to version. Append; never edit a shipped one.
-_MIGRATIONS: dict[int, tuple[str, ...]] = {
-    1: (
-        """
-        CREATE TABLE jobs (
-            job_id TEXT PRIMARY KEY,
-            provider TEXT NOT NULL,
-            status TEXT NOT NULL,
-            name TEXT, model TEXT, version TEXT, hardware TEXT,
-            created_at BIGINT, started_at BIGINT, completed_at BIGINT,
-            cost_usd DOUBLE PRECISION, error_message TEXT, output TEXT, web_url TEXT,
-            stage TEXT, progress DOUBLE PRECISION, last_log TEXT,
-            updated_at BIGINT,
-            metadata TEXT NOT NULL DEFAULT '{}',
-            inputs TEXT, retry_of TEXT,
-            rev BIGINT NOT NULL DEFAULT 0
-        )
-        """,
-        "CREATE INDEX jobs_status_created ON jobs (status, created_at DESC NULLS LAST, job_id DESC)",
-        "CREATE INDEX jobs_created ON jobs (created_at DESC NULLS LAST, job_id DESC)",
-        "CREATE INDEX jobs_model_created ON jobs (model, created_at DESC NULLS LAST, job_id DESC)",
-        "CREATE INDEX jobs_rev ON jobs (rev)",
-        "INSERT INTO jobwidget_meta (key, value) VALUES ('rev', '0')",
-        """
-        CREATE TABLE leases (
-            name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at DOUBLE PRECISION NOT NULL,
-            pid INTEGER, host TEXT
-        )
-        """,
-        """
-        CREATE TABLE webhook_deliveries (
-            webhook_id TEXT PRIMARY KEY, received_at DOUBLE PRECISION NOT NULL, job_id TEXT
-        )
-        """,
-        "CREATE INDEX webhook_deliveries_received ON webhook_deliveries (received_at)",
-        """
-        CREATE TABLE health_samples (
-            job_id TEXT NOT NULL, idx INTEGER NOT NULL, t DOUBLE PRECISION NOT NULL,
-            step BIGINT, total BIGINT, loss DOUBLE PRECISION,
-            loss_nan INTEGER NOT NULL DEFAULT 0, rate DOUBLE PRECISION, n INTEGER NOT NULL DEFAULT 1,
-            PRIMARY KEY (job_id, idx)
-        )
-        """,
-    ),
-}
-
-
-def _pg(sql: str) -> str:
-    """SQLite-style SQL from `stores.query` in PostgreSQL's words: `?` -> `%s`, LIKE -> ILIKE (SQLite's
-    LIKE ignores ASCII case)."""
-    return sql.replace("?", "%s").replace(" LIKE ", " ILIKE ")
-
-
-def _status_filter(status: Any) -> list[str] | None:
-    if status is None:
-        return None
-    statuses = [status] if isinstance(status, str) else list(status)
-    return [JobStatus(s).value for s in statuses]  # ValueError names a bad status
-
-
-class PostgresStore:
+class PostgresStore(PostgresHistory):
     """The `Store` protocol over a PostgreSQL database. Open with `await PostgresStore.open(url)`."""
 
     def __init__(self, url: str, pool: AsyncConnectionPool) -> None:
@@ -465,59 +395,6 @@ class PostgresStore:
     async def integrity_check(self) -> str:
         await self._all("SELECT count(*) FROM jobs")
         return "ok"
-
-    # -- run health ----------------------------------------------------------------------------
-
-    @staticmethod
-    async def _samples(
-        cur: psycopg.AsyncCursor[Any], job_id: str, *, lock: bool = False
-    ) -> builtins.list[Sample]:
-        await cur.execute(
-            "SELECT t, step, total, loss, loss_nan, rate, n FROM health_samples "
-            "WHERE job_id = %s ORDER BY idx" + (" FOR UPDATE" if lock else ""),
-            (job_id,),
-        )
-        return [
-            Sample(t, step, total, math.nan if nan else loss, rate, n)
-            for t, step, total, loss, nan, rate, n in await cur.fetchall()
-        ]
-
-    async def history(self, job_id: str) -> builtins.list[Sample]:
-        async with self._tx() as cur:
-            return await self._samples(cur, job_id)
-
-    async def add_samples(
-        self, samples: Mapping[str, Sample], *, limit: int = HISTORY_POINTS
-    ) -> dict[str, builtins.list[Sample]]:
-        """As `JobStore.add_samples`: one sample per job, downsampled, in one transaction."""
-        out: dict[str, builtins.list[Sample]] = {}
-        if not samples:
-            return out
-        async with self._tx() as cur:
-            for job_id in sorted(samples):
-                # Serialise writers of one job's history (its rows may not exist yet to lock).
-                await cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (job_id,))
-                old = await self._samples(cur, job_id)
-                new = add_sample(old, samples[job_id], limit)
-                same = 0
-                while same < min(len(old), len(new)) and _same_sample(old[same], new[same]):
-                    same += 1
-                if same < len(old):
-                    await cur.execute(
-                        "DELETE FROM health_samples WHERE job_id = %s AND idx >= %s", (job_id, same)
-                    )
-                rows = [
-                    (job_id, i, s.t, s.step, s.total, None if s.nan else s.loss, int(s.nan), s.rate, s.n)
-                    for i, s in enumerate(new[same:], start=same)
-                ]
-                if rows:
-                    await cur.executemany(
-                        "INSERT INTO health_samples (job_id, idx, t, step, total, loss, loss_nan, rate, n) "
-                        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                        rows,
-                    )
-                out[job_id] = new
-        return out
 
     # -- the poll lease ------------------------------------------------------------------------
 
