@@ -18,6 +18,7 @@ from jobwidget.core.errors import (
     ConfigError,
     InvalidRequest,
     JobNotFound,
+    JobsTimeout,
     JobwidgetError,
     MalformedResponse,
     PaginationStopped,
@@ -32,7 +33,7 @@ from jobwidget.core.errors import (
 from jobwidget.core.logparse import parse_logs
 from jobwidget.core.models import ACTIVE_STATUSES, TERMINAL_STATUSES, Job, JobStatus
 from jobwidget.core.results import InlineProgress, ProviderCheck, SyncResult
-from jobwidget.surfaces.controller import Jobs, JobsTimeout
+from jobwidget.surfaces.controller import Jobs
 
 if TYPE_CHECKING:
     from jobwidget.engine.providers.replicate import ReplicateProvider

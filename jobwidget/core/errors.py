@@ -113,3 +113,11 @@ class ProviderRejected(ProviderError):
         self.detail = detail
         self.invalid_fields = invalid_fields
         super().__init__(message, status=status)
+
+
+class JobsTimeout(JobwidgetError, TimeoutError):
+    """`jobs.wait()` ran out of time; `.pending` holds the jobs still active."""
+
+    def __init__(self, message: str, pending: list[Any]) -> None:
+        super().__init__(message)
+        self.pending = pending

@@ -32,6 +32,7 @@ from jobwidget.engine.poller import Poller
 from jobwidget.engine.providers.base import Provider
 from jobwidget.engine.stores import JobStore, Store, UpsertResult, as_store, open_store
 from jobwidget.engine.sync import RefreshResult, SyncService
+from jobwidget.engine.waiting import wait_for_jobs
 
 __all__ = ["Engine", "EngineStatus", "make_provider", "resolve_provider", "wants_demo"]
 
@@ -277,6 +278,10 @@ class Engine:
 
     async def refresh_jobs(self, job_ids: Iterable[str]) -> int:
         return await self.service.refresh_jobs(job_ids)
+
+    async def wait(self, job_ids: Iterable[str] | str | None, timeout: float | None) -> builtins.list[Job]:
+        """Until those jobs (default: every active one) are terminal; `JobsTimeout` after `timeout`."""
+        return await wait_for_jobs(self, job_ids, timeout, poll_interval=self.settings.poll_interval)
 
     async def inline_progress(self, job_id: str) -> InlineProgress:
         return await self.service.inline_progress(job_id)

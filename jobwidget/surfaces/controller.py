@@ -14,13 +14,12 @@ import contextlib
 import logging
 import os
 import threading
-import time
 import weakref
 from collections.abc import Callable, Coroutine, Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from jobwidget.core.errors import JobNotFound, JobwidgetError, ProviderError
+from jobwidget.core.errors import JobNotFound, JobwidgetError
 from jobwidget.core.models import Job, JobStatus
 from jobwidget.core.results import InlineProgress, ProviderCheck, SyncResult
 from jobwidget.engine.config import Settings, load_settings
@@ -30,7 +29,6 @@ from jobwidget.engine.providers.base import Provider
 from jobwidget.engine.runtime import Engine, make_provider, wants_demo
 from jobwidget.engine.stores import BlockingStore
 from jobwidget.engine.stores.urls import redact_url
-from jobwidget.engine.sync import POLL_STOPPED
 from jobwidget.surfaces.arguments import narrowing
 from jobwidget.surfaces.launching import Launching
 from jobwidget.surfaces.loop_thread import LoopThread
@@ -43,20 +41,10 @@ if TYPE_CHECKING:
     from jobwidget.surfaces.server import ServerHandle
     from jobwidget.surfaces.widget import JobsPanel
 
-__all__ = ["Jobs", "JobsTimeout"]
+__all__ = ["Jobs"]
 
 log = logging.getLogger("jobwidget")
 T = TypeVar("T")
-_WAIT_REFRESH_S = 3.0  # while `wait` waits, the awaited jobs are read this often...
-_WAIT_GETS = 20  # ...one GET each up to this many, list pages beyond
-
-
-class JobsTimeout(JobwidgetError, TimeoutError):
-    """`jobs.wait()` ran out of time; `.pending` holds the jobs still active."""
-
-    def __init__(self, message: str, pending: list[Job]) -> None:
-        super().__init__(message)
-        self.pending = pending
 
 
 # Live controllers by store path: a second Jobs on the same store replaces the first, so re-running
@@ -257,57 +245,12 @@ class Jobs(Launching):
 
     def wait(self, job_ids: Iterable[str] | None = None, timeout: float | None = None) -> builtins.list[Job]:
         """Block until those jobs (default: every active one) are terminal; `JobsTimeout` otherwise."""
-        return self._run(self._wait(job_ids, timeout))
+        return self._run(self._engine.wait(job_ids, timeout))
 
     async def async_wait(
         self, job_ids: Iterable[str] | None = None, timeout: float | None = None
     ) -> builtins.list[Job]:
-        return await self._arun(self._wait(job_ids, timeout))
-
-    async def _wait(self, job_ids: Iterable[str] | None, timeout: float | None) -> builtins.list[Job]:
-        """Poll the awaited jobs themselves every few seconds, so `wait` returns within seconds of the
-        provider reporting them finished rather than at the next background poll."""
-        if timeout is not None and timeout < 0:
-            raise ValueError(f"timeout must be >= 0 seconds, got {timeout!r}")
-        engine = self._engine
-        if job_ids is None:
-            ids = [j.job_id for j in await engine.active()]
-        else:
-            ids = list(dict.fromkeys([job_ids] if isinstance(job_ids, str) else job_ids))
-        deadline = None if timeout is None else time.monotonic() + timeout
-        check_every = min(self.settings.poll_interval, _WAIT_REFRESH_S)
-        next_refresh = time.monotonic() + min(check_every, 1.0)
-        last_error: str | None = None
-        while True:
-            jobs = await engine.get_many(ids)
-            unknown = [i for i in ids if i not in jobs]
-            if unknown:
-                raise JobNotFound(unknown[0])
-            pending = [
-                jobs[i] for i in ids if not jobs[i].is_terminal and not jobs[i].metadata.get(POLL_STOPPED)
-            ]
-            if not pending:
-                return [jobs[i] for i in ids]
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                shown = ", ".join(j.job_id for j in pending[:5]) + (" ..." if len(pending) > 5 else "")
-                trouble = f" (last provider error: {last_error})" if last_error else ""
-                raise JobsTimeout(
-                    f"{len(pending)} of {len(ids)} jobs still active after {timeout:g} s: {shown}{trouble}",
-                    pending,
-                )
-            if now >= next_refresh:
-                try:
-                    if len(pending) <= _WAIT_GETS:
-                        await engine.refresh_jobs([j.job_id for j in pending])
-                    else:
-                        await engine.refresh_active()  # list pages: a few calls for many jobs
-                    last_error = None
-                except ProviderError as exc:
-                    last_error = str(exc)  # keep waiting: the outage may pass before the deadline
-                next_refresh = time.monotonic() + check_every
-            sleep = 0.25 if deadline is None else max(0.0, min(0.25, deadline - now))
-            await asyncio.sleep(sleep)
+        return await self._arun(self._engine.wait(job_ids, timeout))
 
     # -- analysis ----------------------------------------------------------------------------
 
