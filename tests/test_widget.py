@@ -23,7 +23,7 @@ from comm.base_comm import BaseComm
 
 from jobwidget.core.models import Job, JobStatus
 from jobwidget.core.results import SyncResult
-from jobwidget.surfaces import widget as widget_mod
+from jobwidget.surfaces import panel_inbox
 from jobwidget.surfaces.widget import JobsPanel, job_to_card, static_path
 
 from .deadlines import DEADLINE
@@ -608,7 +608,7 @@ def test_visibility_is_any_view_on_screen(panels, monkeypatch):
     from_view(panel, {"type": "visible", "visible": False, "view": "b"})
     assert seen == [True, False] and not panel.visible
     # a view that vanished without saying so (closed tab) expires
-    monkeypatch.setattr(widget_mod, "_VIEW_EXPIRY_S", 0.05)
+    monkeypatch.setattr(panel_inbox, "_VIEW_EXPIRY_S", 0.05)
     from_view(panel, {"type": "visible", "visible": True, "view": "c"})
     assert seen[-1] is True
     time.sleep(0.1)
@@ -790,7 +790,7 @@ def test_totals_follow_job_changes_throttled_and_searches_are_capped(panels):
     for v in range(20):
         from_view(panel, {"type": "search", "text": f"q{v}", "view": f"v{v}"})
     assert wait_until(lambda: "q19" in panel.totals["by_search"])
-    assert len(panel.totals["by_search"]) == 1 + widget_mod._MAX_SEARCHES  # "" and the newest eight
+    assert len(panel.totals["by_search"]) == 1 + panel_inbox._MAX_SEARCHES  # "" and the newest eight
     assert "q0" not in panel.totals["by_search"]
     panel.close()
     assert not panel._totals_worker._thread.is_alive()
