@@ -14,9 +14,10 @@ import pytest
 from jobwidget.core.models import Job, JobStatus
 from jobwidget.engine.config import load_settings
 from jobwidget.engine.events import EventBus
+from jobwidget.engine.job_reads import MISS_LIMIT
 from jobwidget.engine.runtime import Engine
 from jobwidget.engine.stores import JobStore
-from jobwidget.engine.sync import MISS_LIMIT, SyncService
+from jobwidget.engine.sync import SyncService
 from jobwidget.sim import SimConfig
 
 from .simhelpers import GET, LIST, ManualClock, loopback_sim, provider_for, route_count

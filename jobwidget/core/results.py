@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["InlineProgress", "ProviderCheck", "SyncResult"]
+__all__ = ["InlineProgress", "ProviderCheck", "RefreshResult", "SyncResult"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,3 +82,15 @@ class ProviderCheck:
         mark = "ok" if self.ok else "FAILED"
         acct = f", account={self.account!r}" if self.account else ""
         return f"ProviderCheck({mark}, provider={self.provider!r}{acct}, message={self.message!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshResult:
+    """What one refresh of the active jobs did, and what it cost in provider calls."""
+
+    checked: int
+    updated: int
+    list_calls: int
+    get_calls: int
+    not_found: int
+    discovered: int = 0

@@ -20,7 +20,7 @@ from jobwidget.core.errors import ConfigError, JobNotFound
 from jobwidget.core.health import Sample
 from jobwidget.core.logtail import TAIL_LINES, LogTail
 from jobwidget.core.models import Job, JobStatus
-from jobwidget.core.results import InlineProgress, ProviderCheck, SyncResult
+from jobwidget.core.results import InlineProgress, ProviderCheck, RefreshResult, SyncResult
 from jobwidget.core.training_request import TrainingRequest
 from jobwidget.engine.actions import launch, read_log, relaunch
 from jobwidget.engine.config import Settings
@@ -31,7 +31,7 @@ from jobwidget.engine.health import HealthMonitor
 from jobwidget.engine.poller import Poller
 from jobwidget.engine.providers.base import Provider
 from jobwidget.engine.stores import JobStore, Store, UpsertResult, as_store, open_store
-from jobwidget.engine.sync import RefreshResult, SyncService
+from jobwidget.engine.sync import SyncService
 from jobwidget.engine.waiting import wait_for_jobs
 
 __all__ = ["Engine", "EngineStatus", "make_provider", "resolve_provider", "wants_demo"]

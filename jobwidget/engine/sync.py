@@ -20,32 +20,30 @@ import bisect
 import contextlib
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from jobwidget.core.errors import JobNotFound, PaginationStopped, ProviderError
-from jobwidget.core.logparse import parse_logs
 from jobwidget.core.models import INLINE, SETTLED, Job, JobStatus
-from jobwidget.core.results import InlineProgress, ProviderCheck, SyncResult
+from jobwidget.core.results import InlineProgress, ProviderCheck, RefreshResult, SyncResult
 from jobwidget.engine.events import EventBus
 from jobwidget.engine.health import FlagRaised, HealthMonitor
+from jobwidget.engine.job_reads import (
+    INLINE_FIELDS,
+    MISSING,
+    POLL_STOPPED,
+    final_read,
+    missed,
+    with_progress,
+)
+from jobwidget.engine.job_reads import sighted as mark_sighted
 from jobwidget.engine.providers.base import JobDetail, Provider
 from jobwidget.engine.shared import Coalesced
 from jobwidget.engine.stores import JobStore, Store, UpsertResult, as_store
 
-__all__ = ["RefreshResult", "SyncService"]
+__all__ = ["SyncService"]
 
-POLL_STOPPED = "poll_stopped"  # metadata: why a job is no longer polled (the provider lost it)
-MISSING = "missing"  # metadata: {"count", "first", "retry_at"} of consecutive 404s (epoch seconds)
 _MAX_LIST_PAGES = 50  # beyond this, per-job GETs are cheaper than walking history
-# A job the provider answers 404 for is retried with backoff and given up only after this many misses
-# spanning at least this long: one transient 404 (a replica behind, a deploy) must not end its polling.
-MISS_LIMIT = 5
-MISS_WINDOW_S = 600.0
-_MISS_BACKOFF_S = (15.0, 30.0, 60.0, 120.0, 300.0)
-_SIGHTED = {MISSING: None, POLL_STOPPED: None}  # merged into provider data: a sighting clears misses
-_INLINE_FIELDS = ("step", "total_steps", "rate", "eta_seconds", "loss")
 
 
 _State = tuple[JobStatus, str | None, float | None, str | None]
@@ -55,36 +53,8 @@ def _state(job: Job) -> _State:
     return (job.status, job.stage, job.progress, job.last_log)
 
 
-@dataclass(frozen=True, slots=True)
-class RefreshResult:
-    checked: int
-    updated: int
-    list_calls: int
-    get_calls: int
-    not_found: int
-    discovered: int = 0
-
-
-def _sighted(job: Job) -> Job:
-    """`job` as the provider just showed it: merging it ends any record of the provider having lost it."""
-    return job.evolve(metadata={**job.metadata, **_SIGHTED})
-
-
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
-def progress_fields(progress: InlineProgress) -> dict[str, Any]:
-    """Job fields (and the `inline` metadata cards show) from a parsed log tail."""
-    inline = {k: getattr(progress, k) for k in _INLINE_FIELDS if getattr(progress, k) is not None}
-    if progress.loss_nan:
-        inline["loss_nan"] = True  # the loss is None because it was NaN: the health flags need to know
-    return {
-        "stage": progress.stage,
-        "progress": progress.progress,
-        "last_log": progress.last_log,
-        "metadata": {INLINE: inline},
-    }
 
 
 class SyncService:
@@ -141,7 +111,7 @@ class SyncService:
         With `delivery_id` (a webhook's id) the update and the record of the delivery commit together,
         and a delivery applied before changes nothing (`result.duplicate`).
         """
-        batch = [_sighted(job) for job in jobs] if sighted else list(jobs)
+        batch = [mark_sighted(job) for job in jobs] if sighted else list(jobs)
         async with self._write_lock:
             raised: list[FlagRaised] = []
             if self.health is not None and batch:
@@ -357,24 +327,8 @@ class SyncService:
             self.bus.emit("jobs_discovered", {"count": len(ids), "job_ids": ids})
 
     def _missed(self, job: Job) -> Job:
-        """One more 404 for `job`: retry later with backoff, or stop polling after repeated misses."""
-        now = self.clock()
-        prior = job.metadata.get(MISSING)
-        prior = prior if isinstance(prior, dict) else {}
-        count = int(prior.get("count") or 0) + 1
-        first = float(prior.get("first") or now)
-        if job.job_id in self._unaddressable:
-            reason = f"{self.provider.label} cannot look this job up (not a valid id); it is no longer polled"
-            return job.evolve(metadata={**job.metadata, MISSING: None, POLL_STOPPED: reason})
-        if count >= MISS_LIMIT and now - first >= MISS_WINDOW_S:
-            reason = (
-                f"{self.provider.label} no longer knows this job (404 {count} times over "
-                f"{(now - first) / 60:.0f} min); it is no longer polled"
-            )
-            return job.evolve(metadata={**job.metadata, MISSING: None, POLL_STOPPED: reason})
-        delay = _MISS_BACKOFF_S[min(count, len(_MISS_BACKOFF_S)) - 1]
-        missing = {"count": count, "first": first, "retry_at": now + delay}
-        return job.evolve(metadata={**job.metadata, MISSING: missing})
+        """One more 404 for `job` (see `job_reads.missed`)."""
+        return missed(job, self.clock(), self.provider.label, final=job.job_id in self._unaddressable)
 
     async def _settle_finishing(self, jobs: list[Job]) -> list[Job]:
         """Read the final log of jobs that are finishing with this update, so they settle in one write.
@@ -401,16 +355,7 @@ class SyncService:
         settled = {d.job.job_id: self._final_read(d) for d in details if d is not None and d.job.is_terminal}
         return [settled.get(j.job_id, j) for j in jobs]
 
-    @staticmethod
-    def _final_read(detail: JobDetail) -> Job:
-        """A finished job with what its final log says (last line, last step counts and loss)."""
-        job = detail.job
-        meta: dict[str, Any] = {**job.metadata, SETTLED: True}
-        if detail.logs is None:
-            return job.evolve(metadata=meta)
-        fields = progress_fields(parse_logs(detail.logs, job_id=job.job_id))
-        meta[INLINE] = fields["metadata"][INLINE]
-        return job.evolve(last_log=fields["last_log"], progress=fields["progress"], metadata=meta)
+    _final_read = staticmethod(final_read)
 
     async def _get(self, job_id: str) -> JobDetail:
         """GET one job and read its log tail at once, returning it without the log.
@@ -445,15 +390,7 @@ class SyncService:
                 details.append(res)
         return details, not_found, errors
 
-    @staticmethod
-    def _with_progress(detail: JobDetail) -> JobDetail:
-        job = detail.job
-        if detail.logs is None or job.status is not JobStatus.RUNNING:
-            return detail
-        fields = progress_fields(parse_logs(detail.logs, job_id=job.job_id))
-        # The log's length orders two snapshots of it (it only grows): see `merge_job`.
-        fields["metadata"] = {**job.metadata, **fields["metadata"], "log_chars": len(detail.logs)}
-        return JobDetail(job=job.evolve(**fields), logs=detail.logs)
+    _with_progress = staticmethod(with_progress)
 
     async def refresh_progress(self, *, budget: int | None = None) -> int:
         """Read the log tail of running jobs (least recently read first), at most `budget` GETs."""
@@ -537,7 +474,7 @@ class SyncService:
             stage=job.stage,
             last_log=job.last_log,
             progress=job.progress,
-            **{k: inline.get(k) for k in _INLINE_FIELDS},
+            **{k: inline.get(k) for k in INLINE_FIELDS},
             loss_nan=bool(inline.get("loss_nan")),
         )
 

@@ -12,7 +12,7 @@ from typing import Protocol
 
 from jobwidget.core.errors import JobNotFound, JobsTimeout, ProviderError
 from jobwidget.core.models import Job
-from jobwidget.engine.sync import POLL_STOPPED
+from jobwidget.engine.job_reads import POLL_STOPPED
 
 __all__ = ["WAIT_GETS", "WAIT_REFRESH_S", "wait_for_jobs"]
 

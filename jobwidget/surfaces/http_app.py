@@ -21,9 +21,9 @@ from starlette.routing import Route
 from starlette.schemas import SchemaGenerator
 
 from jobwidget.core.errors import JobNotFound, ProviderError, RateLimited, StoreError
+from jobwidget.core.results import RefreshResult
 from jobwidget.engine.runtime import Engine
 from jobwidget.engine.shared import Coalesced
-from jobwidget.engine.sync import RefreshResult
 from jobwidget.surfaces.asgi import dumps, error_body
 from jobwidget.surfaces.http_guard import Guard, host_name
 from jobwidget.surfaces.http_limits import (
