@@ -1,21 +1,11 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import widget, { applyLogMessage, logStateText } from "../src/widget.js";
-import { card, fakeModel } from "./fake-model.js";
+import { card, mounter } from "./fake-model.js";
 
 const NOW = 1_700_000_600;
 
-let cleanups = [];
-function mount(jobs) {
-  const model = fakeModel({ snapshot: { seq: 1, now: NOW, jobs } });
-  const el = document.createElement("div");
-  document.body.append(el);
-  const cleanup = widget.render({ model, el });
-  cleanups.push(() => {
-    cleanup();
-    el.remove();
-  });
-  return { model, el, cleanup };
-}
+const { mount: mountWith, unmountAll } = mounter(widget);
+const mount = (jobs) => mountWith({ snapshot: { seq: 1, now: NOW, jobs } });
 const cardEl = (el, id) => el.querySelector(`.jw-card[data-job-id="${id}"]`);
 const sentOf = (model, type) => model.sent.filter((m) => m.type === type);
 const detailOf = (el, id) => cardEl(el, id).querySelector(".jw-detail");
@@ -25,8 +15,7 @@ beforeEach(() => {
   vi.setSystemTime(NOW * 1000);
 });
 afterEach(() => {
-  for (const c of cleanups) c();
-  cleanups = [];
+  unmountAll();
   vi.useRealTimers();
 });
 

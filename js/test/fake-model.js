@@ -50,3 +50,27 @@ export function fakeModel(initial = {}) {
 export function card(id, extra = {}) {
   return { id, status: "running", name: `job ${id}`, model: "acme/trainer", created: 1_700_000_000, ...extra };
 }
+
+/**
+ * Mount views of `widget` into the document and take them all down again: `mount(initial)` renders one
+ * over a fake model (returns {model, el, cleanup}); `unmountAll()` belongs in each file's afterEach.
+ */
+export function mounter(widget) {
+  let cleanups = [];
+  function mount(initial = {}) {
+    const model = fakeModel(initial);
+    const el = document.createElement("div");
+    document.body.append(el);
+    const cleanup = widget.render({ model, el });
+    cleanups.push(() => {
+      cleanup();
+      el.remove();
+    });
+    return { model, el, cleanup };
+  }
+  function unmountAll() {
+    for (const c of cleanups) c();
+    cleanups = [];
+  }
+  return { mount, unmountAll };
+}

@@ -1,20 +1,9 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import widget, { describeDot, nearestDot, notificationFor, sparkGeometry } from "../src/widget.js";
-import { card, fakeModel } from "./fake-model.js";
+import { card, mounter } from "./fake-model.js";
 
 const NOW = 1_700_000_600;
-let cleanups = [];
-function mount(initial = {}) {
-  const model = fakeModel(initial);
-  const el = document.createElement("div");
-  document.body.append(el);
-  const cleanup = widget.render({ model, el });
-  cleanups.push(() => {
-    cleanup();
-    el.remove();
-  });
-  return { model, el };
-}
+const { mount, unmountAll } = mounter(widget);
 const snap = (seq, jobs) => ({ seq, now: NOW, jobs });
 const patch = (seq, update) => ({ type: "patch", seq, now: NOW, upsert: [], remove: [], update });
 const SPARK = [
@@ -29,8 +18,7 @@ beforeEach(() => {
   vi.setSystemTime(NOW * 1000);
 });
 afterEach(() => {
-  for (const c of cleanups) c();
-  cleanups = [];
+  unmountAll();
   vi.useRealTimers();
   delete globalThis.Notification;
   localStorage.clear();

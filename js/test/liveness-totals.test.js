@@ -2,22 +2,11 @@
 // store's. Fake timers drive the heartbeat silence; the fake model plays the kernel.
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import widget, { formatClock, normalizeQuery, summarizeTotals } from "../src/widget.js";
-import { card, fakeModel } from "./fake-model.js";
+import { card, mounter } from "./fake-model.js";
 
 const NOW = 1_700_000_600; // kernel clock, epoch seconds
 
-let cleanups = [];
-function mount(initial = {}) {
-  const model = fakeModel(initial);
-  const el = document.createElement("div");
-  document.body.append(el);
-  const cleanup = widget.render({ model, el });
-  cleanups.push(() => {
-    cleanup();
-    el.remove();
-  });
-  return { model, el, cleanup };
-}
+const { mount, unmountAll } = mounter(widget);
 const q = (el, sel) => el.querySelector(sel);
 const root = (el) => q(el, ".jw-root");
 const snap = (seq, jobs) => ({ seq, now: NOW, jobs });
@@ -44,8 +33,7 @@ beforeEach(() => {
   vi.setSystemTime(NOW * 1000);
 });
 afterEach(() => {
-  for (const c of cleanups) c();
-  cleanups = [];
+  unmountAll();
   vi.useRealTimers();
 });
 

@@ -2,22 +2,11 @@
 // ticked by the view from facts the kernel sends once: with no message at all, they still move.
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import widget, { cardCost, compareCards, summarizeTotals, tickedEta } from "../src/widget.js";
-import { card, fakeModel } from "./fake-model.js";
+import { card, mounter } from "./fake-model.js";
 
 const NOW = 1_700_000_600; // kernel clock, epoch seconds
 
-let cleanups = [];
-function mount(initial = {}) {
-  const model = fakeModel(initial);
-  const el = document.createElement("div");
-  document.body.append(el);
-  const cleanup = widget.render({ model, el });
-  cleanups.push(() => {
-    cleanup();
-    el.remove();
-  });
-  return { model, el };
-}
+const { mount, unmountAll } = mounter(widget);
 const q = (el, sel) => el.querySelector(sel);
 const snap = (seq, jobs) => ({ seq, now: NOW, jobs });
 
@@ -26,8 +15,7 @@ beforeEach(() => {
   vi.setSystemTime(NOW * 1000);
 });
 afterEach(() => {
-  for (const c of cleanups) c();
-  cleanups = [];
+  unmountAll();
   vi.useRealTimers();
 });
 

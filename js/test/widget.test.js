@@ -7,22 +7,11 @@ import widget, {
   matchesFilter,
   safeHttpsUrl,
 } from "../src/widget.js";
-import { card, fakeModel } from "./fake-model.js";
+import { card, mounter } from "./fake-model.js";
 
 const NOW = 1_700_000_600; // kernel clock, epoch seconds
 
-let cleanups = [];
-function mount(initial = {}) {
-  const model = fakeModel(initial);
-  const el = document.createElement("div");
-  document.body.append(el);
-  const cleanup = widget.render({ model, el });
-  cleanups.push(() => {
-    cleanup();
-    el.remove();
-  });
-  return { model, el, cleanup };
-}
+const { mount, unmountAll } = mounter(widget);
 const cardsIn = (el) => [...el.querySelectorAll(".jw-card[data-job-id]")];
 const shownIds = (el) => cardsIn(el).filter((c) => !c.hidden).map((c) => c.dataset.jobId);
 const cardEl = (el, id) => el.querySelector(`.jw-card[data-job-id="${id}"]`);
@@ -34,8 +23,7 @@ beforeEach(() => {
   vi.setSystemTime(NOW * 1000);
 });
 afterEach(() => {
-  for (const c of cleanups) c();
-  cleanups = [];
+  unmountAll();
   vi.useRealTimers();
 });
 

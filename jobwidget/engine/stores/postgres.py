@@ -30,7 +30,6 @@ from psycopg_pool import AsyncConnectionPool
 from jobwidget.core.columns import ROW_COLUMNS
 from jobwidget.core.errors import StoreError
 from jobwidget.core.models import ACTIVE_STATUSES, Job, JobStatus
-from jobwidget.core.rules import merge_job
 from jobwidget.engine.stores.base import JobState, Lease, UpsertResult, fold_updates
 from jobwidget.engine.stores.postgres_history import PostgresHistory
 from jobwidget.engine.stores.postgres_schema import (
@@ -43,15 +42,14 @@ from jobwidget.engine.stores.postgres_schema import (
     _status_filter,
 )
 from jobwidget.engine.stores.query import narrowing
-from jobwidget.engine.stores.sqlite import (
+from jobwidget.engine.stores.sqlite_rows import (
     _COLUMNS,
     _HOST,
     WEBHOOK_RETENTION_S,
-    _content,
     _holder_dead,
-    _job_to_row,
     _row_to_job,
     _to_us,
+    merge_rows,
 )
 from jobwidget.engine.stores.urls import is_postgres_url, redact_url
 
@@ -198,22 +196,7 @@ class PostgresStore(PostgresHistory):
         rev = await self._lock_revision(cur)
         await cur.execute(f"{_SELECT} WHERE job_id = ANY(%s) ORDER BY job_id FOR UPDATE", (sorted(incoming),))
         existing = {row[0]: _row_to_job(row) for row in await cur.fetchall()}
-        created: list[Job] = []
-        updated: list[tuple[Job, Job]] = []
-        unchanged = 0
-        rows: list[tuple[Any, ...]] = []
-        for job_id, job in incoming.items():
-            before = existing.get(job_id)
-            after = merge_job(before, job)
-            if before is not None and _content(after) == _content(before):
-                unchanged += 1
-                continue
-            after = after.evolve(updated_at=stamp)
-            rows.append(_job_to_row(after))
-            if before is None:
-                created.append(after)
-            else:
-                updated.append((before, after))
+        created, updated, unchanged, rows = merge_rows(existing, incoming, stamp)
         if not rows:
             return UpsertResult(unchanged=unchanged, rev=rev)
         rev += 1

@@ -25,7 +25,6 @@ from typing import Any
 from jobwidget.core.columns import HEALTH_COLUMNS, ROW_COLUMNS
 from jobwidget.core.health import HISTORY_POINTS, Sample, add_sample
 from jobwidget.core.models import ACTIVE_STATUSES, Job, JobStatus
-from jobwidget.core.rules import merge_job
 from jobwidget.engine.stores.base import Lease, UpsertResult, fold_updates
 from jobwidget.engine.stores.query import narrowing
 from jobwidget.engine.stores.sqlite_file import SQLiteFile
@@ -38,12 +37,11 @@ from jobwidget.engine.stores.sqlite_rows import (
     APPLICATION_ID,
     SCHEMA_VERSION,
     WEBHOOK_RETENTION_S,
-    _content,
     _holder_dead,
-    _job_to_row,
     _revision,
     _row_to_job,
     _to_us,
+    merge_rows,
 )
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "JobStore", "SQLiteFile"]
@@ -103,23 +101,8 @@ class JobStore(SQLiteFile):
             return row.fetchone() is not None
 
     def _upsert_in(self, conn: sqlite3.Connection, incoming: dict[str, Job], stamp: datetime) -> UpsertResult:
-        created: list[Job] = []
-        updated: list[tuple[Job, Job]] = []
-        unchanged = 0
         existing = self._fetch_many(conn, list(incoming))
-        rows: list[tuple[Any, ...]] = []
-        for job_id, job in incoming.items():
-            before = existing.get(job_id)
-            after = merge_job(before, job)
-            if before is not None and _content(after) == _content(before):
-                unchanged += 1
-                continue
-            after = after.evolve(updated_at=stamp)
-            rows.append(_job_to_row(after))
-            if before is None:
-                created.append(after)
-            else:
-                updated.append((before, after))
+        created, updated, unchanged, rows = merge_rows(existing, incoming, stamp)
         rev = _revision(conn)
         if rows:
             rev += 1

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from jobwidget.core.models import Job
+from jobwidget.core.rules import merge_job
 
 SCHEMA_VERSION = 4
 APPLICATION_ID = 0x4A574731  # "JWG1": marks a file as a jobwidget store
@@ -193,3 +194,27 @@ def _holder_dead(pid: int | None, host: str | None) -> bool:
 def _is_lock_error(exc: sqlite3.OperationalError) -> bool:
     msg = str(exc).lower()
     return "locked" in msg or "busy" in msg
+
+
+def merge_rows(
+    existing: dict[str, Job], incoming: dict[str, Job], stamp: datetime
+) -> tuple[list[Job], list[tuple[Job, Job]], int, list[tuple[Any, ...]]]:
+    """The transition rule over one write: (created, (before, after) pairs, unchanged count, rows to
+    store). Both stores run it inside their write transaction, on rows read under its lock."""
+    created: list[Job] = []
+    updated: list[tuple[Job, Job]] = []
+    unchanged = 0
+    rows: list[tuple[Any, ...]] = []
+    for job_id, job in incoming.items():
+        before = existing.get(job_id)
+        after = merge_job(before, job)
+        if before is not None and _content(after) == _content(before):
+            unchanged += 1
+            continue
+        after = after.evolve(updated_at=stamp)
+        rows.append(_job_to_row(after))
+        if before is None:
+            created.append(after)
+        else:
+            updated.append((before, after))
+    return created, updated, unchanged, rows
