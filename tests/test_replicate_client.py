@@ -674,6 +674,141 @@ async def test_404_on_a_collection_points_at_the_base_url(
     assert not isinstance(err, JobNotFound) and "base URL" in str(err)
 
 
+_LIST = "GET /v1/trainings"
+_TRIES = "after 5 attempts"
+
+
+def _bare(status: int, headers: dict[str, str] | None = None) -> Fault:
+    return lambda _request: httpx.Response(status, headers=headers)
+
+
+@pytest.mark.parametrize(
+    ("fault", "kind", "status", "message"),
+    [
+        (
+            answer(429, {"retry-after": "2"}),
+            RateLimited,
+            429,
+            f"Replicate is still rate limiting {_LIST} (HTTP 429) {_TRIES}; it asks to wait 2 s",
+        ),
+        (_bare(429), RateLimited, 429, f"Replicate is still rate limiting {_LIST} (HTTP 429) {_TRIES}"),
+        (
+            answer(503, detail="Service Unavailable"),
+            ProviderUnavailable,
+            503,
+            f"Replicate is unavailable: {_LIST} answered HTTP 503 Service Unavailable {_TRIES}",
+        ),
+        (
+            _bare(502),
+            ProviderUnavailable,
+            502,
+            f"Replicate is unavailable: {_LIST} answered HTTP 502 Bad Gateway {_TRIES}",
+        ),
+        (
+            raise_(httpx.ConnectError),
+            ProviderUnavailable,
+            None,
+            f"could not reach Replicate at {ORIGIN} for {_LIST} (ConnectError: simulated) {_TRIES}",
+        ),
+        (
+            raise_(httpx.RemoteProtocolError),
+            ProviderUnavailable,
+            None,
+            f"could not reach Replicate at {ORIGIN} for {_LIST} (RemoteProtocolError: simulated) {_TRIES}",
+        ),
+        (
+            raise_(httpx.ReadTimeout),
+            ProviderUnavailable,
+            None,
+            f"Replicate did not answer {_LIST} in time (ReadTimeout) {_TRIES}",
+        ),
+        (
+            body(b"<html>502 Bad Gateway</html>", ctype="text/html"),
+            MalformedResponse,
+            None,
+            f"Replicate answered {_LIST} with a HTTP 200 body is not JSON (text/html, 28 B) {_TRIES}",
+        ),
+        (
+            raise_(httpx.UnsupportedProtocol),
+            ProviderError,
+            None,
+            f"Replicate: {_LIST} could not be sent (UnsupportedProtocol)",
+        ),
+        (
+            answer(401, detail="Invalid token."),
+            AuthError,
+            401,
+            "the Replicate token was rejected (HTTP 401: Invalid token.); check REPLICATE_API_TOKEN",
+        ),
+        (
+            _bare(403),
+            AuthError,
+            403,
+            "the Replicate token was rejected (HTTP 403); check REPLICATE_API_TOKEN",
+        ),
+        (
+            answer(404, detail="Not found."),
+            ProviderError,
+            404,
+            f"Replicate answered {_LIST} with HTTP 404 (Not found.); is the base URL {ORIGIN} right?",
+        ),
+        (
+            _bare(404),
+            ProviderError,
+            404,
+            f"Replicate answered {_LIST} with HTTP 404 (not found); is the base URL {ORIGIN} right?",
+        ),
+        (
+            _bare(302, {"location": "https://evil.example/steal"}),
+            ProviderError,
+            302,
+            f"Replicate answered {_LIST} with a redirect (HTTP 302)",
+        ),
+        (
+            answer(400, detail="bad request"),
+            ProviderError,
+            400,
+            f"Replicate answered {_LIST} with HTTP 400: bad request",
+        ),
+        (_bare(418), ProviderError, 418, f"Replicate answered {_LIST} with HTTP 418: I'm a teapot"),
+    ],
+    ids=[
+        "throttled-wait",
+        "throttled",
+        "server",
+        "server-bare",
+        "network",
+        "network-protocol",
+        "timeout",
+        "malformed",
+        "unsendable",
+        "auth",
+        "auth-bare",
+        "missing",
+        "missing-bare",
+        "redirect",
+        "refused",
+        "refused-bare",
+    ],
+)
+async def test_each_failure_kind_raises_its_error_with_its_message(
+    provider: ReplicateProvider,
+    fake: FakeReplicate,
+    fault: Fault,
+    kind: type,
+    status: int | None,
+    message: str,
+) -> None:
+    """What the table of failure kinds promises, word for word: the exception class, its status and
+    message (the user reads these; a refactor must not change them)."""
+    fake.always = fault
+    err = await raises(ProviderError, provider.list_page())
+    assert type(err) is kind and isinstance(err, ProviderError)
+    assert err.status == status and str(err) == message
+    if isinstance(err, RateLimited):
+        assert err.retry_after == (2.0 if "wait 2 s" in message else None)
+
+
 @pytest.mark.parametrize(
     "fault",
     [
