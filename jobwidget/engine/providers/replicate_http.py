@@ -1,6 +1,6 @@
 """How the Replicate client talks HTTP: one request with the limiter and the concurrency bound, retries
 with backoff for what may pass (429, 5xx, timeouts, resets, malformed bodies), and every failure turned
-into one `jobwidget` error by kind, without the token and without a traceback's worth of httpx.
+into one `jobwidget` error by kind (the table in `failures.py`), without the token and without a traceback's worth of httpx.
 
 `ReplicateHTTP` is the half of `ReplicateProvider` (providers/replicate.py) that does this; the other half
 says what to ask Replicate for.
@@ -19,38 +19,16 @@ from typing import Any
 
 import httpx
 
-from jobwidget.core.errors import (
-    AuthError,
-    JobNotFound,
-    MalformedResponse,
-    ProviderError,
-    ProviderRejected,
-    ProviderUnavailable,
-    RateLimited,
-)
+from jobwidget.core.errors import JobNotFound, ProviderError, ProviderRejected, RateLimited
 from jobwidget.core.replicate_convert import problem_detail, problem_fields
 from jobwidget.engine.providers import json_big
 from jobwidget.engine.providers.base import ProviderStats
+from jobwidget.engine.providers.failures import RETRY_STATUSES, Failure, FailureKind, kind_of_status
 from jobwidget.engine.providers.limits import RateLimiter, RetryPolicy, Sleep, policy_delay, server_wait
 
 __all__ = ["CREATE_ROUTE", "RETRY_STATUSES", "AmbiguousOutcome", "ReplicateHTTP"]
 
 log = logging.getLogger("jobwidget.replicate")
-
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-
-
-@dataclass(slots=True)
-class _Failure:
-    """The last retryable outcome of a call, turned into the right exception if the budget runs out."""
-
-    kind: str  # "throttled" | "server" | "timeout" | "network" | "malformed"
-    detail: str
-    status: int | None = None
-    server_wait: float | None = None
-    # False when the request cannot have reached the server (no connection): only then is a request
-    # that must not run twice (creating a training) safe to send again.
-    sent: bool = True
 
 
 class AmbiguousOutcome(ProviderError):
@@ -139,37 +117,36 @@ class ReplicateHTTP:
                 retry_after=held,
             )
         waited = 0.0
-        failure: _Failure | None = None
+        failure: Failure | None = None
         for attempt in range(policy.max_retries + 1):
             # Errors are raised outside the `except` blocks: an exception raised inside one keeps the httpx
             # exception (and its request, with the Authorization header) as __context__.
-            fatal: str | None = None
             response: httpx.Response | None = None
             try:
                 response = await self._send_once(method, url, route, body)
             except httpx.TimeoutException as exc:
                 unsent = isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout)
-                failure = _Failure("timeout", type(exc).__name__, sent=not unsent)
+                failure = Failure(FailureKind.TIMEOUT, type(exc).__name__, sent=not unsent)
             except (httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:  # our fault: no retry helps
-                fatal = f"{self.label}: {route} could not be sent ({type(exc).__name__})"
+                failure = Failure(FailureKind.UNSENDABLE, type(exc).__name__, sent=False)
             except httpx.RequestError as exc:  # connect/read/protocol errors, bad encodings
                 unsent = isinstance(exc, httpx.ConnectError)
-                failure = _Failure(
-                    "network", self._redact(f"{type(exc).__name__}: {exc}")[:300], sent=not unsent
+                failure = Failure(
+                    FailureKind.NETWORK, self._redact(f"{type(exc).__name__}: {exc}")[:300], sent=not unsent
                 )
-            if fatal is not None:
-                raise ProviderError(self._redact(fatal))
             if response is not None:
                 try:
                     decoded = await json_big.decode_large(response, sliced=route == "GET /v1/trainings/{id}")
                     outcome = self._outcome(response, route, job_id, rejects=not idempotent, decoded=decoded)
                 finally:
                     _release(response)
-                if not isinstance(outcome, _Failure):
+                if not isinstance(outcome, Failure):
                     return outcome.value
                 failure = outcome
             assert failure is not None
-            if not idempotent and failure.sent and failure.kind != "throttled":
+            if not failure.retry:
+                raise self._final_error(failure, route, attempt + 1)
+            if not idempotent and failure.sent and failure.kind is not FailureKind.THROTTLED:
                 raise AmbiguousOutcome(
                     self._redact(f"{self.label}: {route} failed ({failure.detail})"), status=failure.status
                 )
@@ -179,7 +156,7 @@ class ReplicateHTTP:
             delay = policy_delay(policy, attempt, failure.server_wait, self._rng)
             if delay is None or waited + delay > policy.budget:
                 break  # the server asks for longer than one call may wait: let the caller schedule it
-            if failure.kind == "throttled":  # everyone waits, not only this call: the limit is per account
+            if failure.kind is FailureKind.THROTTLED:  # everyone waits: the limit is per account
                 self.limiter.pause(delay)
             self.stats.retries += 1
             waited += delay
@@ -187,7 +164,7 @@ class ReplicateHTTP:
             log.info("%s: %s, retry %d in %.2fs", route, self._redact(failure.detail), attempt + 1, delay)
             await self._sleep(delay)
         assert failure is not None
-        if failure.kind == "throttled" and failure.server_wait:
+        if failure.kind is FailureKind.THROTTLED and failure.server_wait:
             self.limiter.pause(failure.server_wait)  # honoured by every later call, not only this one
         raise self._final_error(failure, route, attempt + 1)
 
@@ -199,8 +176,10 @@ class ReplicateHTTP:
         *,
         rejects: bool = False,
         decoded: tuple[Any] | Exception | None = None,
-    ) -> _Body | _Failure:
-        """Classify one answer: a decoded body, a retryable failure, or raise a final error.
+    ) -> _Body | Failure:
+        """Classify one answer: a decoded body, a failure of the kind its status says (`failures.RULES`
+        decides what each becomes), or raise what only this request can mean (a refusal of what it sent,
+        a job that does not exist).
 
         `decoded`: a large body already decoded off the loop (`json_big.decode_large`), or why it could
         not be."""
@@ -212,43 +191,20 @@ class ReplicateHTTP:
                 return _Body(decoded[0] if decoded is not None else response.json())
             except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, absurd nesting
                 ctype = response.headers.get("content-type", "?").split(";")[0]
-                return _Failure(
-                    "malformed", f"HTTP {status} body is not JSON ({ctype}, {len(response.content)} B)"
+                return Failure(
+                    FailureKind.MALFORMED,
+                    f"HTTP {status} body is not JSON ({ctype}, {len(response.content)} B)",
                 )
         detail = self._problem(response)
-        if status in RETRY_STATUSES:
-            wait = server_wait(response.headers, time.time())
-            if status == 429:
-                self.stats.throttled += 1
-                return _Failure("throttled", f"HTTP 429 {detail or 'rate limited'}", status, wait)
-            return _Failure(
-                "server", f"HTTP {status} {detail or response.reason_phrase}".strip(), status, wait
-            )
-        if status in (401, 403):
-            why = "no token was set (REPLICATE_API_TOKEN)" if not self._token else "check REPLICATE_API_TOKEN"
-            extra = f": {detail}" if detail else ""
-            raise AuthError(
-                self._redact(f"the Replicate token was rejected (HTTP {status}{extra}); {why}"), status=status
-            )
         if rejects and status in _REFUSALS:
             raise self._rejected(response, route, detail)
-        if status == 404 and job_id is not None:
+        kind = kind_of_status(status)
+        if kind is FailureKind.MISSING and job_id is not None:
             raise JobNotFound(job_id, self.label)
-        if status == 404:
-            message = f"{self.label} answered {route} with HTTP 404 ({detail or 'not found'})"
-            raise ProviderError(
-                self._redact(f"{message}; is the base URL {self.base_url} right?"), status=404
-            )
-        if 300 <= status < 400:
-            raise ProviderError(
-                f"{self.label} answered {route} with a redirect (HTTP {status})", status=status
-            )
-        raise ProviderError(
-            self._redact(
-                f"{self.label} answered {route} with HTTP {status}: {detail or response.reason_phrase}"
-            ),
-            status=status,
-        )
+        if kind is FailureKind.THROTTLED:
+            self.stats.throttled += 1
+        wait = server_wait(response.headers, time.time()) if status in RETRY_STATUSES else None
+        return Failure.answer(kind, status, detail, response.reason_phrase, wait)
 
     def _rejected(self, response: httpx.Response, route: str, detail: str | None) -> ProviderRejected:
         """The provider's refusal of what we sent, in its own words (and its per-field complaints)."""
@@ -278,27 +234,17 @@ class ReplicateHTTP:
         except (ValueError, RecursionError):
             return None
 
-    def _final_error(self, failure: _Failure, route: str, attempts: int) -> ProviderError:
-        tries = f"after {attempts} attempt{'s' if attempts != 1 else ''}"
-        if failure.kind == "throttled":
-            hint = f"; it asks to wait {failure.server_wait:.0f} s" if failure.server_wait is not None else ""
-            return RateLimited(
-                self._redact(f"{self.label} is still rate limiting {route} (HTTP 429) {tries}{hint}"),
-                retry_after=failure.server_wait,
-            )
-        if failure.kind == "malformed":
-            return MalformedResponse(
-                self._redact(f"{self.label} answered {route} with a {failure.detail} {tries}")
-            )
-        if failure.kind == "timeout":
-            message = f"{self.label} did not answer {route} in time ({failure.detail}) {tries}"
-        elif failure.kind == "network":
-            message = (
-                f"could not reach {self.label} at {self.base_url} for {route} ({failure.detail}) {tries}"
-            )
-        else:
-            message = f"{self.label} is unavailable: {route} answered {failure.detail} {tries}"
-        return ProviderUnavailable(self._redact(message), status=failure.status)
+    def _final_error(self, failure: Failure, route: str, attempts: int) -> ProviderError:
+        """What `failure` raises once no retry is left (or none can help): `failures.RULES` says."""
+        why = "no token was set (REPLICATE_API_TOKEN)" if not self._token else "check REPLICATE_API_TOKEN"
+        return failure.error(
+            label=self.label,
+            route=route,
+            base_url=self.base_url,
+            attempts=attempts,
+            why=why,
+            redact=self._redact,
+        )
 
 
 @dataclass(frozen=True, slots=True)
