@@ -21,7 +21,9 @@ import math
 import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
+
+from jobwidget.core.keys import HealthFlag
 
 __all__ = [
     "FLAG_NAMES",
@@ -328,25 +330,25 @@ FLAG_NAMES: tuple[str, ...] = tuple(rule.name for rule in FLAG_RULES)
 
 def evaluate(
     h: HealthInput, previous: Mapping[str, Mapping[str, Any]], rules: Iterable[FlagRule] = FLAG_RULES
-) -> tuple[dict[str, dict[str, Any]], list[str]]:
+) -> tuple[dict[str, HealthFlag], list[str]]:
     """(the job's flags now: name -> {"reason", "raised_at"}, names newly raised by this update)."""
-    flags: dict[str, dict[str, Any]] = {}
+    flags: dict[str, HealthFlag] = {}
     raised: list[str] = []
     for rule in rules:
         before = previous.get(rule.name)
         if before is not None and rule.sticky:
-            flags[rule.name] = dict(before)
+            flags[rule.name] = cast(HealthFlag, dict(before))
             continue
         verdict = rule.check(h)
         if verdict is KEEP:
             if before is not None:
-                flags[rule.name] = dict(before)
+                flags[rule.name] = cast(HealthFlag, dict(before))
         elif verdict is not None and before is not None and before.get("raised_at") is not None:
             # Still raised: the record stays as it was when raised (a reason such as "waiting for 12 min"
             # would otherwise be rewritten, and re-sent to every panel, on every poll while it holds).
-            flags[rule.name] = dict(before)
+            flags[rule.name] = cast(HealthFlag, dict(before))
         elif verdict is not None:
-            flags[rule.name] = {"reason": str(verdict), "raised_at": h.now}
+            flags[rule.name] = HealthFlag(reason=str(verdict), raised_at=h.now)
             if before is None:
                 raised.append(rule.name)
     return flags, raised

@@ -12,8 +12,23 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
+# The metadata keys once defined here (INLINE, SETTLED, ...) are re-exported for existing imports.
+from jobwidget.core.keys import (
+    COST_ESTIMATE,
+    GUARD,
+    GUARD_REASON,
+    HEALTH,
+    HEALTH_COST,
+    HEALTH_FINISH_AT,
+    HEALTH_FLAGS,
+    INLINE,
+    PRICE_PER_S,
+    PROVIDER_STATUS,
+    SETTLED,
+    HealthFlag,
+)
 from jobwidget.core.redact import redact_tokens
 
 __all__ = [
@@ -61,17 +76,6 @@ TERMINAL_STATUSES: frozenset[JobStatus] = frozenset(
 )
 
 # Active statuses move forward only: a stale poll that still says "queued" must not undo "running".
-# Metadata keys with a meaning across modules.
-INLINE = "inline"  # the last progress read: step, total_steps, rate, eta_seconds, loss
-SETTLED = "settled"  # the final log of a finished job has been read
-PROVIDER_STATUS = "provider_status"  # the provider's raw status word
-# Run health (engine/health.py): {"flags": {name: {"reason", "raised_at"}}, "finish_at", "cost", "spark"}
-HEALTH = "health"
-# USD per second of the job's hardware, stored while it runs: its cost so far is derived where it is read
-# (elapsed x price), so a poll that changes nothing else does not rewrite the row.
-PRICE_PER_S = "price_per_s"
-GUARD = "guard"  # what a guard did to the job: {"reason", "at", "action", "dry_run"} (engine/guards.py)
-
 _ACTIVE_RANK = {JobStatus.PENDING: 0, JobStatus.UPLOADING: 1, JobStatus.QUEUED: 2, JobStatus.RUNNING: 3}
 
 
@@ -236,7 +240,7 @@ class Job:
     @property
     def cost_is_estimate(self) -> bool:
         """Running jobs show cost so far (elapsed x price); only a finished job's cost is billed."""
-        return bool(self.metadata.get("cost_estimate")) and not self.is_terminal
+        return bool(self.metadata.get(COST_ESTIMATE)) and not self.is_terminal
 
     @property
     def price_per_s(self) -> float | None:
@@ -289,18 +293,18 @@ class Job:
         return health if isinstance(health, Mapping) else {}
 
     @property
-    def flags(self) -> dict[str, dict[str, Any]]:
+    def flags(self) -> dict[str, HealthFlag]:
         """Health flags now raised: name (nan_loss, stalled, diverging, slow_start) -> reason, raised_at
         (epoch seconds)."""
-        flags = self._health().get("flags")
+        flags = self._health().get(HEALTH_FLAGS)
         if not isinstance(flags, Mapping):
             return {}
-        return {str(k): dict(v) for k, v in flags.items() if isinstance(v, Mapping)}
+        return {str(k): cast(HealthFlag, dict(v)) for k, v in flags.items() if isinstance(v, Mapping)}
 
     @property
     def projected_finish_at(self) -> datetime | None:
         """When the run will end at its recent step rate; None when finished or without enough evidence."""
-        at = self._health().get("finish_at")
+        at = self._health().get(HEALTH_FINISH_AT)
         if self.is_terminal or isinstance(at, bool) or not isinstance(at, int | float):
             return None
         return datetime.fromtimestamp(at, UTC)
@@ -308,7 +312,7 @@ class Job:
     @property
     def projected_cost_usd(self) -> float | None:
         """What the run will have cost when it ends at its recent step rate (same conditions)."""
-        cost = self._health().get("cost")
+        cost = self._health().get(HEALTH_COST)
         if self.is_terminal or isinstance(cost, bool) or not isinstance(cost, int | float):
             return None
         return float(cost)
@@ -317,7 +321,7 @@ class Job:
     def guard_reason(self) -> str | None:
         """Why a guard cancelled (or, in a dry run, would have cancelled) this job."""
         guard = self.metadata.get(GUARD)
-        reason = guard.get("reason") if isinstance(guard, Mapping) else None
+        reason = guard.get(GUARD_REASON) if isinstance(guard, Mapping) else None
         return reason if isinstance(reason, str) else None
 
     def to_dict(self) -> dict[str, Any]:

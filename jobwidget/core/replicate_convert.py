@@ -17,7 +17,18 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from jobwidget.core.errors import MalformedResponse
-from jobwidget.core.models import PRICE_PER_S, PROVIDER_STATUS, Job, JobStatus
+from jobwidget.core.keys import (
+    COST_ESTIMATE,
+    DESTINATION,
+    INPUTS_OMITTED,
+    PREDICT_TIME,
+    PRICE_PER_S,
+    PROVIDER_STATUS,
+    SOURCE,
+    TOTAL_TIME,
+    UNKNOWN_STATUS,
+)
+from jobwidget.core.models import Job, JobStatus
 from jobwidget.core.pricing import Pricing
 
 __all__ = [
@@ -233,7 +244,7 @@ def training_to_job(
     if isinstance(raw_status, str):
         metadata[PROVIDER_STATUS] = raw_status
     if status is None:
-        metadata["unknown_status"] = raw_status if isinstance(raw_status, str) and raw_status else "<missing>"
+        metadata[UNKNOWN_STATUS] = raw_status if isinstance(raw_status, str) and raw_status else "<missing>"
         status = UNKNOWN_STATUS_PLACEHOLDER
 
     model = _text(data.get("model"))
@@ -248,15 +259,15 @@ def training_to_job(
     total_time = _number(metrics.get("total_time"))
     cost: float | None = None
     if predict_time is not None:
-        metadata["predict_time"] = predict_time
+        metadata[PREDICT_TIME] = predict_time
         cost = pricing.cost(sku, predict_time)
     elif status is JobStatus.RUNNING and started_at is not None:
         price = pricing.price_per_second(sku)
         if price is not None:  # the cost so far is derived from this where it is read (Job.cost_at)
             metadata[PRICE_PER_S] = price
-            metadata["cost_estimate"] = True
+            metadata[COST_ESTIMATE] = True
     if total_time is not None:
-        metadata["total_time"] = total_time
+        metadata[TOTAL_TIME] = total_time
 
     urls = data.get("urls")
     web_url = _https_url(urls.get("web")) if isinstance(urls, Mapping) else None
@@ -265,15 +276,15 @@ def training_to_job(
 
     source = _text(data.get("source"), 32)
     if source:
-        metadata["source"] = source
+        metadata[SOURCE] = source
     destination = _text(data.get("destination"), 256)
     if destination:
-        metadata["destination"] = destination
+        metadata[DESTINATION] = destination
 
     output = _output(data.get("output"))
     inputs, omitted = _inputs(data.get("input"))
     if omitted:
-        metadata["inputs_omitted"] = omitted
+        metadata[INPUTS_OMITTED] = omitted
     return Job(
         job_id=job_id,
         provider=provider,

@@ -10,7 +10,17 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from jobwidget.core.models import INLINE, SETTLED, Job, JobStatus, can_transition
+from jobwidget.core.keys import (
+    INLINE,
+    INLINE_ETA_SECONDS,
+    INLINE_RATE,
+    INLINE_STEP,
+    INLINE_TOTAL_STEPS,
+    LOG_CHARS,
+    SETTLED,
+    UNKNOWN_STATUS,
+)
+from jobwidget.core.models import Job, JobStatus, can_transition
 
 __all__ = ["merge_job", "settle"]
 
@@ -28,7 +38,7 @@ _TERMINAL_LATE_FIELDS = (
     "retry_of",
 )
 # Inline-progress figures that describe a run in motion; a finished job has none.
-_MOTION_FIGURES = ("eta_seconds", "rate")
+_MOTION_FIGURES = (INLINE_ETA_SECONDS, INLINE_RATE)
 
 
 def _merge_metadata(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
@@ -64,11 +74,11 @@ def settle(job: Job, previous: Job | None = None) -> Job:
         changes["cost_usd"] = round(seconds * job.price_per_s, 6)
     if isinstance(inline, Mapping):
         still = {k: v for k, v in inline.items() if k not in _MOTION_FIGURES}
-        step, total = still.get("step"), still.get("total_steps")
+        step, total = still.get(INLINE_STEP), still.get(INLINE_TOTAL_STEPS)
         counted = isinstance(step, int | float) and isinstance(total, int | float)
         if job.status is JobStatus.COMPLETED and counted and step < total:  # type: ignore[operator]
-            still.pop("step", None)  # a stale count beside "100 %" would contradict it
-            still.pop("total_steps", None)
+            still.pop(INLINE_STEP, None)  # a stale count beside "100 %" would contradict it
+            still.pop(INLINE_TOTAL_STEPS, None)
         if still != dict(inline):
             changes["metadata"] = {**job.metadata, INLINE: still}
     return job.evolve(**changes) if changes else job
@@ -91,7 +101,7 @@ def merge_job(existing: Job | None, incoming: Job) -> Job:
             incoming = incoming.evolve(metadata=_merge_metadata({}, incoming.metadata))
         return settle(incoming)
     status = incoming.status
-    if incoming.metadata.get("unknown_status"):
+    if incoming.metadata.get(UNKNOWN_STATUS):
         status = existing.status
     if not can_transition(existing.status, status):
         return existing
@@ -102,7 +112,7 @@ def merge_job(existing: Job | None, incoming: Job) -> Job:
             for name in _TERMINAL_LATE_FIELDS
             if getattr(incoming, name) is not None and getattr(incoming, name) != getattr(existing, name)
         }
-        late_meta = {k: v for k, v in incoming.metadata.items() if k != "unknown_status"}
+        late_meta = {k: v for k, v in incoming.metadata.items() if k != UNKNOWN_STATUS}
         if incoming.metadata.get(SETTLED) and not existing.metadata.get(SETTLED):
             if incoming.last_log is not None:
                 changes["last_log"] = incoming.last_log
@@ -121,8 +131,8 @@ def merge_job(existing: Job | None, incoming: Job) -> Job:
         old = getattr(existing, f.name)
         if f.name == "metadata":
             meta = _merge_metadata(old, new)
-            if not new.get("unknown_status"):
-                meta.pop("unknown_status", None)
+            if not new.get(UNKNOWN_STATUS):
+                meta.pop(UNKNOWN_STATUS, None)
             merged[f.name] = meta
         elif f.name == "status":
             merged[f.name] = status
@@ -146,7 +156,7 @@ def merge_job(existing: Job | None, incoming: Job) -> Job:
 # What a job's log says (read together from one log, so kept or replaced together), and the metadata
 # key recording how long that log was: Replicate's log only grows, so a shorter one is an older snapshot.
 _LOG_FIELDS = ("stage", "progress", "last_log")
-_LOG_META = (INLINE, "log_chars")
+_LOG_META = (INLINE, LOG_CHARS)
 
 
 def _older_log(existing: Job, incoming: Job) -> bool:
@@ -155,7 +165,7 @@ def _older_log(existing: Job, incoming: Job) -> bool:
     Progress moves forward within one status unless the log shows a new run: the log grew while the
     progress fell (a restarted run writes on), or the run has another start time.
     """
-    new_len, old_len = incoming.metadata.get("log_chars"), existing.metadata.get("log_chars")
+    new_len, old_len = incoming.metadata.get(LOG_CHARS), existing.metadata.get(LOG_CHARS)
     if isinstance(new_len, int) and isinstance(old_len, int) and new_len != old_len:
         return new_len < old_len
     if incoming.started_at is not None and existing.started_at not in (None, incoming.started_at):

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from jobwidget.core.errors import InvalidRequest
+from jobwidget.core.keys import DESTINATION, INPUTS_OMITTED
 from jobwidget.core.models import Job
 
 __all__ = [
@@ -202,7 +203,7 @@ def destination_of(job: Job) -> str | None:
     """Where `job` sent its trained version: recorded when jobwidget started it or the provider said so,
     else read from the version it produced (`owner/model:id`). None when nothing says (Replicate does not
     report a training's destination, so a job started elsewhere that never finished has none)."""
-    recorded = job.metadata.get("destination")
+    recorded = job.metadata.get(DESTINATION)
     if isinstance(recorded, str) and _OWNER_NAME.fullmatch(recorded):
         return recorded
     trained = job.trained_version
@@ -232,7 +233,7 @@ def retry_request(
     if job.inputs is None:
         raise InvalidRequest(
             f"the inputs of job {job.job_id} are not known, so it cannot be retried "
-            f"({job.metadata.get('inputs_omitted') or 'the provider did not report them'}); "
+            f"({job.metadata.get(INPUTS_OMITTED) or 'the provider did not report them'}); "
             "start a new training with jobs.create(...)"
         )
     target = destination or destination_of(job)

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from jobwidget.core.errors import JobNotFound, ProviderError
+from jobwidget.core.keys import DESTINATION
 from jobwidget.core.logtail import TAIL_LINES, LogTail, log_tail
 from jobwidget.core.models import Job
 from jobwidget.core.replicate_convert import job_name
@@ -30,7 +31,7 @@ async def launch(service: SyncService, request: TrainingRequest) -> Job:
         name=job_name(named, job.output, job.job_id),
         inputs=job.inputs if job.inputs is not None else dict(request.input),
         retry_of=request.retry_of,
-        metadata={**job.metadata, "destination": request.destination},
+        metadata={**job.metadata, DESTINATION: request.destination},
     )
     result = await service.apply([job], source="create")
     service._announce_discovered(result)

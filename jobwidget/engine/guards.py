@@ -24,7 +24,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from jobwidget.core.models import GUARD, Job
+from jobwidget.core.keys import GUARD, GUARD_REASON
+from jobwidget.core.models import Job
 
 __all__ = ["ACTIONS", "Guard", "GuardAction", "GuardKeeper", "parse_guards"]
 
@@ -280,7 +281,7 @@ class GuardKeeper:
 
 def _mark(action: GuardAction) -> dict[str, Any]:
     return {
-        "reason": action.message,
+        GUARD_REASON: action.message,
         "trigger": action.trigger,
         "action": action.action,
         "dry_run": action.dry_run,

@@ -28,7 +28,21 @@ from jobwidget.core.health import (
     project,
     sparkline,
 )
-from jobwidget.core.models import HEALTH, INLINE, SETTLED, Job, JobStatus
+from jobwidget.core.keys import (
+    HEALTH,
+    HEALTH_COST,
+    HEALTH_FINISH_AT,
+    HEALTH_FLAGS,
+    HEALTH_SPARK,
+    INLINE,
+    INLINE_LOSS,
+    INLINE_LOSS_NAN,
+    INLINE_RATE,
+    INLINE_STEP,
+    INLINE_TOTAL_STEPS,
+    SETTLED,
+)
+from jobwidget.core.models import Job, JobStatus
 from jobwidget.core.rules import merge_job
 from jobwidget.engine.stores import Store
 
@@ -69,8 +83,10 @@ def _sample(job: Job, now: float) -> Sample | None:
         return None
     if job.is_terminal and not job.metadata.get(SETTLED):
         return None  # a list page's copy of a finished job: its figures are the stored ones
-    step, total, loss, rate = (inline.get(k) for k in ("step", "total_steps", "loss", "rate"))
-    if inline.get("loss_nan"):
+    step, total, loss, rate = (
+        inline.get(k) for k in (INLINE_STEP, INLINE_TOTAL_STEPS, INLINE_LOSS, INLINE_RATE)
+    )
+    if inline.get(INLINE_LOSS_NAN):
         loss = float("nan")
     numbers = (step, total, loss, rate)
     if all(v is None for v in numbers[:3]):
@@ -127,10 +143,8 @@ class HealthMonitor:
                 history = await self.store.history(job.job_id) if after.status is JobStatus.RUNNING else []
             health, new = self._judge(after, history, fresh, now)
             out.append(job.evolve(metadata={**job.metadata, HEALTH: health}))
-            raised += [
-                FlagRaised(job.job_id, name, health["flags"][name]["reason"], now, tuple(health["flags"]))
-                for name in new
-            ]
+            flags = health[HEALTH_FLAGS]
+            raised += [FlagRaised(job.job_id, name, flags[name]["reason"], now, tuple(flags)) for name in new]
         return out, raised
 
     def _judge(
@@ -138,7 +152,7 @@ class HealthMonitor:
     ) -> tuple[dict[str, Any], list[str]]:
         previous = job.metadata.get(HEALTH)
         previous = previous if isinstance(previous, Mapping) else {}
-        prev_flags = previous.get("flags")
+        prev_flags = previous.get(HEALTH_FLAGS)
         h = HealthInput(
             status=job.status.value,
             now=now,
@@ -148,7 +162,7 @@ class HealthMonitor:
             thresholds=self.thresholds,
         )
         flags, raised = evaluate(h, prev_flags if isinstance(prev_flags, Mapping) else {})
-        health: dict[str, Any] = {"flags": flags}
+        health: dict[str, Any] = {HEALTH_FLAGS: flags}
         if job.status is JobStatus.RUNNING and "stalled" not in flags:
             cost = job.cost_usd
             updated = _epoch(job, "updated_at")
@@ -159,9 +173,9 @@ class HealthMonitor:
                 cost_so_far=(cost, updated) if cost is not None and updated is not None else None,
             )
             if projection is not None:
-                health["finish_at"] = round(projection.finish_at, 3)
-                health["cost"] = projection.cost_usd
-        spark = sparkline(history) if history else previous.get("spark")
+                health[HEALTH_FINISH_AT] = round(projection.finish_at, 3)
+                health[HEALTH_COST] = projection.cost_usd
+        spark = sparkline(history) if history else previous.get(HEALTH_SPARK)
         if spark:
-            health["spark"] = spark
+            health[HEALTH_SPARK] = spark
         return health, raised

@@ -10,8 +10,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from jobwidget.core.keys import (
+    INLINE,
+    INLINE_FIELDS,
+    INLINE_LOSS_NAN,
+    LOG_CHARS,
+    MISSING,
+    POLL_STOPPED,
+    SETTLED,
+)
 from jobwidget.core.logparse import parse_logs
-from jobwidget.core.models import INLINE, SETTLED, Job, JobStatus
+from jobwidget.core.models import Job, JobStatus
 from jobwidget.core.results import InlineProgress
 from jobwidget.engine.providers.base import JobDetail
 
@@ -28,15 +37,12 @@ __all__ = [
     "with_progress",
 ]
 
-POLL_STOPPED = "poll_stopped"  # metadata: why a job is no longer polled (the provider lost it)
-MISSING = "missing"  # metadata: {"count", "first", "retry_at"} of consecutive 404s (epoch seconds)
 # A job the provider answers 404 for is retried with backoff and given up only after this many misses
 # spanning at least this long: one transient 404 (a replica behind, a deploy) must not end its polling.
 MISS_LIMIT = 5
 MISS_WINDOW_S = 600.0
 _MISS_BACKOFF_S = (15.0, 30.0, 60.0, 120.0, 300.0)
 _SIGHTED = {MISSING: None, POLL_STOPPED: None}  # merged into provider data: a sighting clears misses
-INLINE_FIELDS = ("step", "total_steps", "rate", "eta_seconds", "loss")
 
 
 def sighted(job: Job) -> Job:
@@ -70,7 +76,7 @@ def progress_fields(progress: InlineProgress) -> dict[str, Any]:
     """Job fields (and the `inline` metadata cards show) from a parsed log tail."""
     inline = {k: getattr(progress, k) for k in INLINE_FIELDS if getattr(progress, k) is not None}
     if progress.loss_nan:
-        inline["loss_nan"] = True  # the loss is None because it was NaN: the health flags need to know
+        inline[INLINE_LOSS_NAN] = True  # the loss is None because it was NaN: the health flags need to know
     return {
         "stage": progress.stage,
         "progress": progress.progress,
@@ -86,7 +92,7 @@ def with_progress(detail: JobDetail) -> JobDetail:
         return detail
     fields = progress_fields(parse_logs(detail.logs, job_id=job.job_id))
     # The log's length orders two snapshots of it (it only grows): see `merge_job`.
-    fields["metadata"] = {**job.metadata, **fields["metadata"], "log_chars": len(detail.logs)}
+    fields["metadata"] = {**job.metadata, **fields["metadata"], LOG_CHARS: len(detail.logs)}
     return JobDetail(job=job.evolve(**fields), logs=detail.logs)
 
 

@@ -24,18 +24,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from jobwidget.core.errors import JobNotFound, PaginationStopped, ProviderError
-from jobwidget.core.models import INLINE, SETTLED, Job, JobStatus
+from jobwidget.core.keys import INLINE, INLINE_FIELDS, INLINE_LOSS_NAN, MISSING, POLL_STOPPED, SETTLED
+from jobwidget.core.models import Job, JobStatus
 from jobwidget.core.results import InlineProgress, ProviderCheck, RefreshResult, SyncResult
 from jobwidget.engine.events import EventBus
 from jobwidget.engine.health import FlagRaised, HealthMonitor
-from jobwidget.engine.job_reads import (
-    INLINE_FIELDS,
-    MISSING,
-    POLL_STOPPED,
-    final_read,
-    missed,
-    with_progress,
-)
+from jobwidget.engine.job_reads import final_read, missed, with_progress
 from jobwidget.engine.job_reads import sighted as mark_sighted
 from jobwidget.engine.providers.base import JobDetail, Provider
 from jobwidget.engine.shared import Coalesced
@@ -475,7 +469,7 @@ class SyncService:
             last_log=job.last_log,
             progress=job.progress,
             **{k: inline.get(k) for k in INLINE_FIELDS},
-            loss_nan=bool(inline.get("loss_nan")),
+            loss_nan=bool(inline.get(INLINE_LOSS_NAN)),
         )
 
     async def cancel(self, job_id: str, *, metadata: dict[str, Any] | None = None) -> Job:

@@ -11,8 +11,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
 from jobwidget.core.errors import JobNotFound, JobsTimeout, ProviderError
+from jobwidget.core.keys import POLL_STOPPED
 from jobwidget.core.models import Job
-from jobwidget.engine.job_reads import POLL_STOPPED
 
 __all__ = ["WAIT_GETS", "WAIT_REFRESH_S", "wait_for_jobs"]
 

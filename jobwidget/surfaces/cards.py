@@ -15,7 +15,20 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from jobwidget.core.health import FLAG_NAMES, SPARK_POINTS
-from jobwidget.core.models import HEALTH, Job, JobStatus
+from jobwidget.core.keys import (
+    HEALTH,
+    HEALTH_SPARK,
+    INLINE,
+    INLINE_ETA_SECONDS,
+    INLINE_LOSS,
+    INLINE_LOSS_NAN,
+    INLINE_RATE,
+    INLINE_STEP,
+    INLINE_TOTAL_STEPS,
+    POLL_STOPPED,
+    UNKNOWN_STATUS,
+)
+from jobwidget.core.models import Job, JobStatus
 
 __all__ = ["card_diff", "clip", "epoch", "int_or_none", "job_to_card", "num"]
 
@@ -96,11 +109,11 @@ def https_url(value: Any) -> str | None:
 
 
 def note(metadata: Mapping[str, Any]) -> str | None:
-    stopped = metadata.get("poll_stopped")
+    stopped = metadata.get(POLL_STOPPED)
     if stopped:
         reason = stopped if isinstance(stopped, str) else "the provider no longer knows this job"
         return clip(f"Not polled any more: {reason}", _MAX_NOTE)
-    unknown = metadata.get("unknown_status")
+    unknown = metadata.get(UNKNOWN_STATUS)
     if unknown:
         detail = unknown if isinstance(unknown, str) else "unrecognised"
         return clip(f"Provider reported an unknown status ({detail}); showing the last known one", _MAX_NOTE)
@@ -126,7 +139,7 @@ def _flags(job: Job) -> list[dict[str, Any]] | None:
 def _spark(job: Job) -> list[list[Any]] | None:
     """The loss sparkline as [[step, loss or None (a NaN)], ...]: finite numbers only, a bounded count."""
     health = job.metadata.get(HEALTH)
-    raw = health.get("spark") if isinstance(health, Mapping) else None
+    raw = health.get(HEALTH_SPARK) if isinstance(health, Mapping) else None
     if not isinstance(raw, list):
         return None
     points: list[list[Any]] = []
@@ -150,7 +163,7 @@ def job_to_card(job: Job) -> dict[str, Any]:
     while a job is active and are dropped once it finishes.
     """
     meta = job.metadata or {}
-    inline = meta.get("inline")
+    inline = meta.get(INLINE)
     inline = inline if isinstance(inline, Mapping) else {}
     active = job.is_active
     ticking = job.status is JobStatus.RUNNING and job.started_at is not None and job.price_per_s is not None
@@ -163,11 +176,11 @@ def job_to_card(job: Job) -> dict[str, Any]:
         "stage": clip(job.stage, _MAX_SHORT) if active else None,
         "pct": num(job.progress, 1),
         "log": clip(job.last_log, _MAX_LOG),
-        "step": int_or_none(inline.get("step")),
-        "total": int_or_none(inline.get("total_steps")),
-        "eta": int_or_none(inline.get("eta_seconds")) if active else None,
-        "rate": sig(inline.get("rate"), 3) if active else None,
-        "loss": sig(inline.get("loss"), 4),
+        "step": int_or_none(inline.get(INLINE_STEP)),
+        "total": int_or_none(inline.get(INLINE_TOTAL_STEPS)),
+        "eta": int_or_none(inline.get(INLINE_ETA_SECONDS)) if active else None,
+        "rate": sig(inline.get(INLINE_RATE), 3) if active else None,
+        "loss": sig(inline.get(INLINE_LOSS), 4),
         # A running job with a known price carries the price, not a cost that moves with the clock: the
         # view ticks `(now - started) x pps` itself, so a poll that changes nothing sends nothing.
         "cost": None if ticking else num(job.cost_usd, 4),
@@ -180,7 +193,7 @@ def job_to_card(job: Job) -> dict[str, Any]:
         "url": https_url(job.web_url),
         "note": note(meta),
         "retry_of": clip(job.retry_of, _MAX_NAME),
-        "nan": True if isinstance(inline.get("loss_nan"), bool) and inline["loss_nan"] else None,
+        "nan": True if inline.get(INLINE_LOSS_NAN) is True else None,
         "flags": _flags(job),
         "spark": _spark(job) if job.status.value not in ("pending", "uploading", "queued") else None,
         "pfin": epoch(job.projected_finish_at) if active else None,

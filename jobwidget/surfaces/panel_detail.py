@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from jobwidget.core.errors import JobNotFound, ProviderError
+from jobwidget.core.keys import INPUTS_OMITTED
 from jobwidget.core.logtail import LogTail, log_update
 from jobwidget.core.models import Job
 from jobwidget.core.training_request import destination_of
@@ -92,7 +93,7 @@ def detail_payload(job: Job) -> dict[str, Any]:
     weights = job.output.get("weights") if job.output else None
     if isinstance(weights, str) and weights:
         outputs.append({"label": "Weights", "text": clip(weights, 300), "url": https_url(weights)})
-    omitted = job.metadata.get("inputs_omitted")
+    omitted = job.metadata.get(INPUTS_OMITTED)
     return {
         "type": "detail",
         "job_id": job.job_id,

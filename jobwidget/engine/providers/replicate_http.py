@@ -1,6 +1,7 @@
 """How the Replicate client talks HTTP: one request with the limiter and the concurrency bound, retries
 with backoff for what may pass (429, 5xx, timeouts, resets, malformed bodies), and every failure turned
-into one `jobwidget` error by kind (the table in `failures.py`), without the token and without a traceback's worth of httpx.
+into one `jobwidget` error by its kind (the table in `failures.py`), without the token and without a
+traceback's worth of httpx.
 
 `ReplicateHTTP` is the half of `ReplicateProvider` (providers/replicate.py) that does this; the other half
 says what to ask Replicate for.

@@ -29,6 +29,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from jobwidget.core.columns import ROW_COLUMNS
 from jobwidget.core.errors import StoreError
+from jobwidget.core.keys import COST_ESTIMATE, PRICE_PER_S
 from jobwidget.core.models import ACTIVE_STATUSES, Job, JobStatus
 from jobwidget.engine.stores.base import JobState, Lease, UpsertResult, fold_updates
 from jobwidget.engine.stores.postgres_history import PostgresHistory
@@ -300,9 +301,9 @@ class PostgresStore(PostgresHistory):
             _, like = narrowing(None, None, None, text)
             where = " WHERE " + " OR ".join(f"{c} ILIKE %s ESCAPE '\\'" for c in ("job_id", "name", "model"))
             params += like
-        price = _num("price_per_s")
+        price = _num(PRICE_PER_S)
         ticking = f"(status = 'running' AND started_at IS NOT NULL AND COALESCE({price}, 0) > 0)"
-        estimate = "metadata::jsonb -> 'cost_estimate'"
+        estimate = f"metadata::jsonb -> '{COST_ESTIMATE}'"
         estimated = (
             f"({estimate} IS NOT NULL AND {estimate} NOT IN "
             "('false'::jsonb, '0'::jsonb, 'null'::jsonb, '\"\"'::jsonb))"

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from jobwidget.core.columns import HEALTH_COLUMNS
+from jobwidget.core.keys import HEALTH, HEALTH_COST, HEALTH_FINISH_AT, HEALTH_FLAGS, PRICE_PER_S
 from jobwidget.core.models import JobStatus
 from jobwidget.engine.stores.sqlite_rows import _COLUMNS
 
@@ -13,17 +14,22 @@ _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM jobs"
 _ORDER = "ORDER BY created_at DESC NULLS LAST, job_id DESC"  # as SQLite: undated jobs come last
 
 
-def _num(path: str) -> str:
-    expr = f"(metadata::jsonb #> '{{{path}}}')"
+def _json(*path: str) -> str:
+    """The jsonb value at `path` in a job's metadata (keys from `core.keys`)."""
+    return f"(metadata::jsonb #> '{{{','.join(path)}}}')"
+
+
+def _num(*path: str) -> str:
+    expr = _json(*path)
     return f"(CASE WHEN jsonb_typeof({expr}) = 'number' THEN ({expr})::text::float8 END)"
 
 
 # The SQL for `HEALTH_COLUMNS` (written for SQLite's json_extract) in PostgreSQL's words, same order.
 _PG_HEALTH = {
-    "projected_finish_at": _num("health,finish_at"),
-    "projected_cost_usd": _num("health,cost"),
-    "flags": "(metadata::jsonb #> '{health,flags}')::text",
-    "price_per_s": _num("price_per_s"),
+    "projected_finish_at": _num(HEALTH, HEALTH_FINISH_AT),
+    "projected_cost_usd": _num(HEALTH, HEALTH_COST),
+    "flags": f"{_json(HEALTH, HEALTH_FLAGS)}::text",
+    "price_per_s": _num(PRICE_PER_S),
 }
 assert tuple(_PG_HEALTH) == tuple(HEALTH_COLUMNS)
 

@@ -22,8 +22,9 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from jobwidget.core.columns import HEALTH_COLUMNS, ROW_COLUMNS
+from jobwidget.core.columns import HEALTH_COLUMNS, ROW_COLUMNS, metadata_sql
 from jobwidget.core.health import HISTORY_POINTS, Sample, add_sample
+from jobwidget.core.keys import COST_ESTIMATE, PRICE_PER_S
 from jobwidget.core.models import ACTIVE_STATUSES, Job, JobStatus
 from jobwidget.engine.stores.base import Lease, UpsertResult, fold_updates
 from jobwidget.engine.stores.query import narrowing
@@ -206,16 +207,15 @@ class JobStore(SQLiteFile):
         # A running job with a stored price costs (now - started) x price so far: summed as rate x now -
         # sum(price x started), so the clock-free parts (`billed`, `rate`, `rate_t0`) can travel and be
         # ticked by whoever shows them, and `cost` is that sum at the time of this read.
-        ticking = (
-            "(status = 'running' AND started_at IS NOT NULL AND json_extract(metadata, '$.price_per_s') > 0)"
-        )
+        price, estimate = metadata_sql(PRICE_PER_S), metadata_sql(COST_ESTIMATE)
+        ticking = f"(status = 'running' AND started_at IS NOT NULL AND {price} > 0)"
         query = (
             f"SELECT status, count(*), total(CASE WHEN {ticking} THEN NULL ELSE cost_usd END), "
             f"sum(CASE WHEN {ticking} OR cost_usd IS NOT NULL THEN 1 ELSE 0 END), "
             f"sum(CASE WHEN status IN ({', '.join('?' * len(active))}) AND ({ticking} OR "
-            "(cost_usd IS NOT NULL AND json_extract(metadata, '$.cost_estimate'))) THEN 1 ELSE 0 END), "
-            f"total(CASE WHEN {ticking} THEN json_extract(metadata, '$.price_per_s') END), "
-            f"total(CASE WHEN {ticking} THEN json_extract(metadata, '$.price_per_s') * started_at / 1e6 END) "
+            f"(cost_usd IS NOT NULL AND {estimate})) THEN 1 ELSE 0 END), "
+            f"total(CASE WHEN {ticking} THEN {price} END), "
+            f"total(CASE WHEN {ticking} THEN {price} * started_at / 1e6 END) "
             f"FROM jobs{where} GROUP BY status"
         )
         with self._read() as conn:
