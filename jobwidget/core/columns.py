@@ -1,9 +1,14 @@
 """The store columns the DataFrame export reads, apart from `frame.py` so that the store (and so
 `import jobwidget`) never loads pandas: pandas is imported when a DataFrame is asked for.
+
+The stored ones follow from the job's field table (core/fields.py); the derived frame columns that are
+read from a job's metadata have their SQL here (`HEALTH_COLUMNS`), the others (queue and run seconds) are
+computed from the stored times in core/frame.py.
 """
 
 from __future__ import annotations
 
+from jobwidget.core.fields import FRAME_FIELDS
 from jobwidget.core.keys import HEALTH, HEALTH_COST, HEALTH_FINISH_AT, HEALTH_FLAGS, PRICE_PER_S
 
 __all__ = ["HEALTH_COLUMNS", "ROW_COLUMNS", "metadata_sql"]
@@ -14,23 +19,9 @@ def metadata_sql(*path: str) -> str:
     return f"json_extract(metadata, '$.{'.'.join(path)}')"
 
 
-# The columns `JobStore.frame_rows()` selects, in this order.
-ROW_COLUMNS = (
-    "job_id",
-    "provider",
-    "status",
-    "stage",
-    "progress",
-    "name",
-    "model",
-    "hardware",
-    "created_at",
-    "started_at",
-    "completed_at",
-    "cost_usd",
-    "error_message",
-    "last_log",
-)
+# The columns `JobStore.frame_rows()` selects, in this order: the stored fields the frame has
+# (core/fields.py), in the table's order.
+ROW_COLUMNS: tuple[str, ...] = tuple(f.name for f in FRAME_FIELDS if f.stored)
 
 # Run-health columns, read from the job's health metadata (SQL expressions the store selects after
 # ROW_COLUMNS): the projection as epoch seconds and USD, the raised flags as a JSON object.

@@ -2,7 +2,9 @@
 
 Columns and dtypes are fixed, with or without jobs, so `groupby("status")["cost_usd"].sum()` and
 friends work on an empty store too, and status is categorical over all seven statuses so counts
-show the zeros.
+show the zeros. The columns are the frame fields of the job's field table (core/fields.py), each dtype
+follows from the field's type: text as pandas strings, times as UTC datetimes, numbers as float64, an
+enum as a categorical over its values, a mapping as its keys, comma-separated.
 """
 
 from __future__ import annotations
@@ -16,40 +18,36 @@ import numpy as np
 import pandas as pd
 
 from jobwidget.core.columns import HEALTH_COLUMNS, ROW_COLUMNS
+from jobwidget.core.fields import FRAME_FIELDS, field_kinds, field_types
 from jobwidget.core.health import FLAG_NAMES, Sample
-from jobwidget.core.models import JobStatus
+from jobwidget.core.models import Job, JobStatus
+from jobwidget.core.schema import Kind, unwrap_optional
 
 __all__ = ["FRAME_COLUMNS", "FRAME_DTYPES", "HISTORY_DTYPES", "ROW_COLUMNS", "history_frame", "jobs_frame"]
 
-STATUS_DTYPE = pd.CategoricalDtype([s.value for s in JobStatus], ordered=False)
 _TEXT = pd.StringDtype("python")
 _TIME = pd.DatetimeTZDtype("us", "UTC")
 _FLOAT = np.dtype("float64")
-
-FRAME_DTYPES: dict[str, Any] = {
-    "job_id": _TEXT,
-    "provider": _TEXT,
-    "status": STATUS_DTYPE,
-    "stage": _TEXT,
-    "progress": _FLOAT,
-    "name": _TEXT,
-    "model": _TEXT,
-    "hardware": _TEXT,
-    "created_at": _TIME,
-    "started_at": _TIME,
-    "completed_at": _TIME,
-    "queue_seconds": _FLOAT,
-    "duration_seconds": _FLOAT,
-    "cost_usd": _FLOAT,
-    "error_message": _TEXT,
-    "last_log": _TEXT,
-    "projected_finish_at": _TIME,
-    "projected_cost_usd": _FLOAT,
-    "flags": _TEXT,  # raised health flags, comma-separated ("nan_loss,stalled"); "" when none
+_KIND_DTYPES: dict[Kind, Any] = {
+    Kind.TEXT: _TEXT,
+    Kind.TIME: _TIME,
+    Kind.NUMBER: _FLOAT,
+    Kind.INTEGER: pd.Int64Dtype(),
+    Kind.BOOLEAN: pd.BooleanDtype(),
+    Kind.OBJECT: _TEXT,  # its keys, comma-separated ("nan_loss,stalled"); "" when none
 }
-FRAME_COLUMNS: tuple[str, ...] = tuple(FRAME_DTYPES)
+_KINDS = field_kinds(Job)
 
-_TIME_COLUMNS = ("created_at", "started_at", "completed_at")
+
+def _dtype(name: str) -> Any:
+    if _KINDS[name] is Kind.ENUM:  # categorical over every value, so counts show the zeros
+        members = unwrap_optional(field_types(Job)[name])[0]
+        return pd.CategoricalDtype([m.value for m in members], ordered=False)
+    return _KIND_DTYPES[_KINDS[name]]
+
+
+FRAME_DTYPES: dict[str, Any] = {f.name: _dtype(f.name) for f in FRAME_FIELDS}
+FRAME_COLUMNS: tuple[str, ...] = tuple(FRAME_DTYPES)
 
 
 def _times(values: Sequence[Any]) -> tuple[pd.Series, np.ndarray]:
@@ -92,20 +90,26 @@ def jobs_frame(rows: Sequence[Sequence[Any]]) -> pd.DataFrame:
     raw = dict(zip(names, columns, strict=True))
     data: dict[str, Any] = {}
     seconds: dict[str, np.ndarray] = {}
-    for name in _TIME_COLUMNS:
-        data[name], seconds[name] = _times(raw[name])
+    for name in ROW_COLUMNS:  # stored columns, by kind
+        kind = _KINDS[name]
+        if kind is Kind.TIME:
+            data[name], seconds[name] = _times(raw[name])
+        elif kind is Kind.NUMBER:
+            data[name] = np.array([np.nan if v is None else v for v in raw[name]], dtype="float64")
+        elif kind is Kind.ENUM:
+            data[name] = pd.Categorical(raw[name], dtype=FRAME_DTYPES[name])
+        else:
+            data[name] = pd.array(raw[name], dtype=FRAME_DTYPES[name])
+    # Derived columns: from the stored times, and from the health metadata (HEALTH_COLUMNS).
     data["queue_seconds"] = np.clip(seconds["started_at"] - seconds["created_at"], 0, None)
     data["duration_seconds"] = np.clip(seconds["completed_at"] - seconds["started_at"], 0, None)
     finish = [None if v is None else round(float(v) * 1e6) for v in raw["projected_finish_at"]]
     data["projected_finish_at"] = _times(finish)[0]
-    for name in ("progress", "cost_usd", "projected_cost_usd", "price_per_s"):
+    for name in ("projected_cost_usd", "price_per_s"):
         data[name] = np.array([np.nan if v is None else v for v in raw[name]], dtype="float64")
     price = data.pop("price_per_s")
     data["cost_usd"] = _cost_now(data["cost_usd"], price, raw["status"], seconds["started_at"])
     data["flags"] = pd.array([_flag_names(v) for v in raw["flags"]], dtype=_TEXT)
-    for name in ("job_id", "provider", "stage", "name", "model", "hardware", "error_message", "last_log"):
-        data[name] = pd.array(raw[name], dtype=_TEXT)
-    data["status"] = pd.Categorical(raw["status"], dtype=STATUS_DTYPE)
     frame = pd.DataFrame({name: data[name] for name in FRAME_COLUMNS})
     for name, dtype in FRAME_DTYPES.items():
         if frame[name].dtype != dtype:

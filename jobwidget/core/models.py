@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 
+from jobwidget.core.fields import API_READS, check_model
+
 # The metadata keys once defined here (INLINE, SETTLED, ...) are re-exported for existing imports.
 from jobwidget.core.keys import (
     COST_ESTIMATE,
@@ -257,6 +259,12 @@ class Job:
         now = _utc(now) or datetime.now(UTC)
         return round(max(0.0, (now - self.started_at).total_seconds()) * price, 6)
 
+    @property
+    def cost_now(self) -> float | None:
+        """`cost_at` the clock, to the micro-dollar: the cost the job's JSON carries."""
+        cost = self.cost_at()
+        return round(cost, 6) if cost is not None else None
+
     def priced(self, now: datetime | None = None) -> Job:
         """This job with `cost_usd` as it reads at `now` (see `cost_at`): what surfaces hand to users."""
         cost = self.cost_at(now)
@@ -325,28 +333,9 @@ class Job:
         return reason if isinstance(reason, str) else None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (ISO datetimes), the shape of the HTTP API (docs/compatibility.md)."""
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, datetime):
-                value = value.isoformat().replace("+00:00", "Z")
-            elif isinstance(value, JobStatus):
-                value = value.value
-            elif isinstance(value, Mapping):
-                value = dict(value)
-            elif f.name == "cost_usd":
-                value = self.cost_at()
-                value = round(value, 6) if value is not None else None
-            out[f.name] = value
-        out["trained_version"] = self.trained_version
-        out["provider_status"] = self.provider_status
-        finish = self.projected_finish_at
-        out["projected_finish_at"] = finish.isoformat().replace("+00:00", "Z") if finish else None
-        out["projected_cost_usd"] = self.projected_cost_usd
-        out["flags"] = self.flags
-        out["guard_reason"] = self.guard_reason
-        return out
+        """JSON-ready dict (ISO datetimes), the shape of the HTTP API (docs/compatibility.md): the API
+        fields of `core.fields.JOB_FIELDS`, each read as that table says."""
+        return {name: _json_value(getattr(self, attr)) for name, attr in API_READS}
 
     def __repr__(self) -> str:
         bits = [f"{self.job_id!r}", f"{self.status.value}"]
@@ -387,6 +376,19 @@ class Job:
         )
         return f"<table><caption>Job {escape(self.job_id)} ({escape(self.provider)})</caption>{body}</table>"
 
+
+def _json_value(value: Any) -> Any:
+    """A field's value as JSON holds it: ISO 8601 UTC times ("...Z"), enum values, plain dicts."""
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, Mapping):
+        return dict(value)
+    return value
+
+
+check_model(Job)  # core/fields.py describes every field of Job, and only those
 
 # The slots' own setters: a frozen dataclass refuses `setattr`, its slot descriptors do not.
 _SLOT_SETTERS = tuple((f.name, getattr(Job, f.name).__set__) for f in dataclasses.fields(Job))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 __all__ = ["InlineProgress", "ProviderCheck", "RefreshResult", "SyncResult"]
 
@@ -54,9 +54,10 @@ class SyncResult:
     updated: int
     message: str
     job_ids: tuple[str, ...] = ()
+    JSON_FIELDS: ClassVar[tuple[str, ...]] = ("synced", "updated", "message")  # what `to_dict` carries
 
     def to_dict(self) -> dict[str, Any]:
-        return {"synced": self.synced, "updated": self.updated, "message": self.message}
+        return {name: getattr(self, name) for name in self.JSON_FIELDS}
 
     def __repr__(self) -> str:
         return f"SyncResult(synced={self.synced}, updated={self.updated}, message={self.message!r})"

@@ -1,11 +1,17 @@
 """The OpenAPI document's fixed part: info, shared components and schemas. The routes' own parts come
-from their docstrings (starlette's SchemaGenerator); `GET /openapi.json` serves the two merged."""
+from their docstrings (starlette's SchemaGenerator); `GET /openapi.json` serves the two merged.
+
+A job's schema is generated from its field table and the model's types (core/fields.py), and the results'
+from their dataclasses (core/schema.py): the document describes the JSON the same classes produce."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from jobwidget.core.models import JobStatus
+from jobwidget.core.fields import job_schema
+from jobwidget.core.models import Job
+from jobwidget.core.results import InlineProgress, ProviderCheck, SyncResult
+from jobwidget.core.schema import dataclass_schema
 
 __all__ = ["OPENAPI_BASE"]
 
@@ -48,46 +54,7 @@ OPENAPI_BASE: dict[str, Any] = {
                     "status": {"type": "integer"},
                 },
             },
-            "Job": {
-                "type": "object",
-                "required": ["job_id", "provider", "status"],
-                "properties": {
-                    "job_id": {"type": "string"},
-                    "provider": {"type": "string"},
-                    "status": {"type": "string", "enum": [s.value for s in JobStatus]},
-                    "name": {"type": "string", "nullable": True},
-                    "model": {"type": "string", "nullable": True},
-                    "version": {"type": "string", "nullable": True},
-                    "hardware": {"type": "string", "nullable": True},
-                    "created_at": {"type": "string", "format": "date-time", "nullable": True},
-                    "started_at": {"type": "string", "format": "date-time", "nullable": True},
-                    "completed_at": {"type": "string", "format": "date-time", "nullable": True},
-                    "cost_usd": {"type": "number", "nullable": True},
-                    "error_message": {"type": "string", "nullable": True},
-                    "output": {"type": "object", "nullable": True},
-                    "web_url": {"type": "string", "nullable": True},
-                    "stage": {"type": "string", "nullable": True},
-                    "progress": {"type": "number", "nullable": True},
-                    "last_log": {"type": "string", "nullable": True},
-                    "updated_at": {"type": "string", "format": "date-time", "nullable": True},
-                    "metadata": {"type": "object"},
-                    "inputs": {"type": "object", "nullable": True},
-                    "retry_of": {"type": "string", "nullable": True},
-                    "trained_version": {"type": "string", "nullable": True},
-                    "provider_status": {"type": "string", "nullable": True},
-                    "projected_finish_at": {"type": "string", "format": "date-time", "nullable": True},
-                    "projected_cost_usd": {"type": "number", "nullable": True},
-                    "flags": {
-                        "type": "object",
-                        "description": "raised health flags: nan_loss, stalled, diverging, slow_start",
-                        "additionalProperties": {
-                            "type": "object",
-                            "properties": {"reason": {"type": "string"}, "raised_at": {"type": "number"}},
-                        },
-                    },
-                    "guard_reason": {"type": "string", "nullable": True},
-                },
-            },
+            "Job": job_schema(Job),
             "History": {
                 "type": "object",
                 "required": ["job_id", "samples"],
@@ -110,43 +77,10 @@ OPENAPI_BASE: dict[str, Any] = {
                     },
                 },
             },
-            "InlineProgress": {
-                "type": "object",
-                "required": ["job_id", "stage", "last_log", "progress"],
-                "properties": {
-                    "job_id": {"type": "string"},
-                    "stage": {"type": "string", "nullable": True},
-                    "last_log": {"type": "string", "nullable": True},
-                    "progress": {"type": "number", "nullable": True},
-                    "step": {"type": "integer", "nullable": True},
-                    "total_steps": {"type": "integer", "nullable": True},
-                    "rate": {"type": "number", "nullable": True},
-                    "eta_seconds": {"type": "number", "nullable": True},
-                    "loss": {"type": "number", "nullable": True},
-                    "loss_nan": {"type": "boolean"},
-                },
-            },
-            "SyncResult": {
-                "type": "object",
-                "required": ["synced", "updated", "message"],
-                "properties": {
-                    "synced": {"type": "integer"},
-                    "updated": {"type": "integer"},
-                    "message": {"type": "string"},
-                },
-            },
-            "ProviderCheck": {
-                "type": "object",
-                "required": ["ok", "message", "provider"],
-                "properties": {
-                    "ok": {"type": "boolean"},
-                    "message": {"type": "string"},
-                    "provider": {"type": "string"},
-                    "account": {"type": "string", "nullable": True},
-                    "latency_ms": {"type": "number", "nullable": True},
-                    "checked_at": {"type": "string", "format": "date-time"},
-                },
-            },
+            # Generated from the dataclasses whose `to_dict` shapes these answers (core/results.py).
+            "InlineProgress": dataclass_schema(InlineProgress),
+            "SyncResult": dataclass_schema(SyncResult, SyncResult.JSON_FIELDS),
+            "ProviderCheck": dataclass_schema(ProviderCheck),
         },
     },
 }

@@ -14,8 +14,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from jobwidget.core.fields import field_kinds, stored_columns
 from jobwidget.core.models import Job
 from jobwidget.core.rules import merge_job
+from jobwidget.core.schema import Kind
 
 SCHEMA_VERSION = 4
 APPLICATION_ID = 0x4A574731  # "JWG1": marks a file as a jobwidget store
@@ -27,32 +29,12 @@ _BATCH = 500  # SQLite's variable limit is 32766 on modern builds; smaller batch
 # retries, so any duplicate that could still pass verification is recognised.
 WEBHOOK_RETENTION_S = 86_400.0
 
-# Columns in storage order; `_row_to_job` relies on it.
-_COLUMNS = (
-    "job_id",
-    "provider",
-    "status",
-    "name",
-    "model",
-    "version",
-    "hardware",
-    "created_at",
-    "started_at",
-    "completed_at",
-    "cost_usd",
-    "error_message",
-    "output",
-    "web_url",
-    "stage",
-    "progress",
-    "last_log",
-    "updated_at",
-    "metadata",
-    "inputs",
-    "retry_of",
-)
-_JSON_COLUMNS = frozenset({"output", "metadata", "inputs"})
-_DATETIME_COLUMNS = frozenset({"created_at", "started_at", "completed_at", "updated_at"})
+# Columns in storage order (the model's field order; `_row_to_job` relies on it): every field `Job` keeps,
+# as the job's field table says (core/fields.py). Mappings are stored as JSON text, times as epoch µs.
+_COLUMNS = stored_columns(Job)
+_KINDS = field_kinds(Job)
+_JSON_COLUMNS = frozenset(c for c in _COLUMNS if _KINDS[c] is Kind.OBJECT)
+_DATETIME_COLUMNS = frozenset(c for c in _COLUMNS if _KINDS[c] is Kind.TIME)
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM jobs"
 _ORDER = "ORDER BY created_at DESC, job_id DESC"  # SQLite sorts NULL lowest: undated jobs come last
 
