@@ -30,6 +30,7 @@ def full_job() -> Job:
         hardware="gpu-h100",
         created_at=T,
         started_at=T + timedelta(seconds=1.5),
+        completed_at=T + timedelta(hours=1),
         cost_usd=12.345678,
         error_message="CUDA out of memory — 😱",
         output={"version": "me/model:123"},

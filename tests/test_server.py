@@ -33,6 +33,7 @@ import anyio
 import httpx
 import pytest
 
+from jobwidget.core import keys
 from jobwidget.core.errors import ConfigError, MalformedResponse, ProviderUnavailable, StoreError
 from jobwidget.core.models import Job, JobStatus
 from jobwidget.core.pricing import Pricing
@@ -827,6 +828,90 @@ def test_openapi_describes_the_seed_routes(live: LiveServer):
         "/api/webhooks/replicate",
         "/api/cloud/providers/replicate/validate",
     } <= set(schema["paths"])
+
+
+def _as_json_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAPI 3.0 schema as JSON Schema (what `jsonschema` checks): `nullable` becomes a null type."""
+    out = {k: v for k, v in schema.items() if k != "nullable"}
+    if "properties" in schema:
+        out["properties"] = {name: _as_json_schema(s) for name, s in schema["properties"].items()}
+    if isinstance(schema.get("additionalProperties"), dict):
+        out["additionalProperties"] = _as_json_schema(schema["additionalProperties"])
+    if schema.get("nullable"):
+        out["type"] = [schema["type"], "null"]
+        if "enum" in out:
+            out["enum"] = [*out["enum"], None]
+    return out
+
+
+def _flagged_job(now: datetime) -> Job:
+    """A running job with every derived field set: health flags and projections, a guard's reason, an
+    output, inputs, the job it retries."""
+    return Job(
+        job_id="schemacheckjob00000000000a",
+        provider="replicate",
+        status=JobStatus.RUNNING,
+        name="schema check",
+        model="ostris/flux-dev-lora-trainer",
+        version="abc123",
+        hardware="gpu-h100",
+        created_at=now,
+        started_at=now,
+        cost_usd=0.5,
+        error_message="nothing went wrong",
+        output={"version": "me/lora:abc", "weights": "https://example.com/w.tar"},
+        web_url="https://replicate.com/p/schemacheckjob00000000000a",
+        stage="Training",
+        progress=12.5,
+        last_log="step 125/1000",
+        metadata={
+            keys.PROVIDER_STATUS: "processing",
+            keys.PRICE_PER_S: 0.001,
+            keys.COST_ESTIMATE: True,
+            keys.HEALTH: {
+                keys.HEALTH_FLAGS: {"stalled": {"reason": "no new step for 12 min", "raised_at": 1.7e9}},
+                keys.HEALTH_FINISH_AT: now.timestamp() + 600,
+                keys.HEALTH_COST: 1.25,
+            },
+            keys.GUARD: {keys.GUARD_REASON: "stalled for 12 min", "action": "cancel", "dry_run": True},
+        },
+        inputs={"steps": 1000},
+        retry_of="olderjob000000000000000000",
+    )
+
+
+def test_the_openapi_job_schema_describes_what_the_api_returns(live: LiveServer):
+    """The Job schema in /openapi.json (generated from the model) against real answers over HTTP: every
+    key it names is in each job and nothing else is, and every value has its type."""
+    import jsonschema
+
+    httpx.post(f"{live.url}/api/cloud/jobs/sync")
+    flagged = _flagged_job(datetime.now(UTC))
+    live.store.upsert([flagged])
+    schema = live.get("/openapi.json").json()["components"]["schemas"]["Job"]
+    assert set(schema["required"]) == set(schema["properties"])
+    validator = jsonschema.Draft7Validator(_as_json_schema(schema), format_checker=jsonschema.FormatChecker())
+    listed = live.get("/api/cloud/jobs", params={"limit": 1000}).json()["jobs"]
+    one_per_status = {j["status"]: j["job_id"] for j in listed}
+    assert {"running", "completed", "failed"} <= set(one_per_status), one_per_status
+    bodies = [
+        live.get(f"/api/cloud/jobs/{job_id}").json() for job_id in [*one_per_status.values(), flagged.job_id]
+    ]
+    for body in [*bodies, *listed]:
+        assert set(body) == set(schema["properties"]), body.get("job_id")
+        errors = [f"{'/'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(body)]
+        assert not errors, (body["job_id"], errors)
+        for name, prop in schema["properties"].items():
+            if prop.get("format") == "date-time" and body[name] is not None:
+                assert body[name].endswith("Z") and datetime.fromisoformat(body[name]).tzinfo, (
+                    name,
+                    body[name],
+                )
+    # Every type was checked on a value, not only on null: the flagged job has them all but an end time,
+    # and a finished job has that.
+    assert [k for k, v in bodies[-1].items() if v is None] == ["completed_at"]
+    assert bodies[-1]["flags"] == {"stalled": {"reason": "no new step for 12 min", "raised_at": 1.7e9}}
+    assert live.get(f"/api/cloud/jobs/{one_per_status['completed']}").json()["completed_at"] is not None
 
 
 # ------------------------------------------------------------------------------------ security

@@ -101,3 +101,19 @@ def test_store_setting_takes_a_postgres_url_as_written_and_hides_its_password(mo
     assert load_settings(store="postgresql:///jobwidget", config={}).store == "postgresql:///jobwidget"
     with pytest.raises(ConfigError, match="file path"):
         load_settings(store="  ", config={})
+
+
+async def test_postgres_jobs_table_has_a_column_for_every_stored_field(postgres_url: str) -> None:
+    """As for SQLite (tests/test_fields.py): a field of `Job` without a column fails here."""
+    import psycopg
+
+    from jobwidget.core.fields import JOB_FIELDS
+
+    store = await open_store(postgres_url)
+    await store.aclose()
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_name = 'jobs' AND table_schema = current_schema()"
+        ).fetchall()
+    assert {r[0] for r in rows} == {f.name for f in JOB_FIELDS if f.stored} | {"rev"}
