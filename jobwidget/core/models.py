@@ -377,8 +377,13 @@ class Job:
         return f"<table><caption>Job {escape(self.job_id)} ({escape(self.provider)})</caption>{body}</table>"
 
 
+_PLAIN = frozenset({str, float, int, bool, type(None)})
+
+
 def _json_value(value: Any) -> Any:
     """A field's value as JSON holds it: ISO 8601 UTC times ("...Z"), enum values, plain dicts."""
+    if type(value) in _PLAIN:  # most values: no isinstance walk
+        return value
     if isinstance(value, datetime):
         return value.isoformat().replace("+00:00", "Z")
     if isinstance(value, enum.Enum):
