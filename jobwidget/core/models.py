@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from jobwidget.core.fields import API_READS, check_model
+from jobwidget.core.fields import API_READS, check_model, field_kinds
 
 # The metadata keys once defined here (INLINE, SETTLED, ...) are re-exported for existing imports.
 from jobwidget.core.keys import (
@@ -32,6 +32,7 @@ from jobwidget.core.keys import (
     HealthFlag,
 )
 from jobwidget.core.redact import redact_tokens
+from jobwidget.core.schema import Kind
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -112,18 +113,6 @@ def _utc(value: datetime | None) -> datetime | None:
 
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-_TEXT_FIELDS = (
-    "job_id",
-    "name",
-    "model",
-    "version",
-    "hardware",
-    "error_message",
-    "web_url",
-    "stage",
-    "last_log",
-    "retry_of",
-)
 _TRAINING_TEXT = ("error_message", "last_log")
 
 
@@ -208,7 +197,7 @@ class Job:
             object.__setattr__(self, "metadata", _clean(self.metadata))
         if self.inputs is not None:
             object.__setattr__(self, "inputs", _clean(self.inputs))
-        for name in ("created_at", "started_at", "completed_at", "updated_at"):
+        for name in _TIME_FIELDS:
             object.__setattr__(self, name, _utc(getattr(self, name)))
         if self.cost_usd is not None:
             object.__setattr__(self, "cost_usd", float(self.cost_usd))
@@ -394,6 +383,10 @@ def _json_value(value: Any) -> Any:
 
 
 check_model(Job)  # core/fields.py describes every field of Job, and only those
+_KINDS = field_kinds(Job)
+# What `__post_init__` checks, by each field's type: texts are cleaned of lone surrogates, times kept UTC.
+_TEXT_FIELDS = tuple(f.name for f in dataclasses.fields(Job) if _KINDS[f.name] is Kind.TEXT)
+_TIME_FIELDS = tuple(f.name for f in dataclasses.fields(Job) if _KINDS[f.name] is Kind.TIME)
 
 # The slots' own setters: a frozen dataclass refuses `setattr`, its slot descriptors do not.
 _SLOT_SETTERS = tuple((f.name, getattr(Job, f.name).__set__) for f in dataclasses.fields(Job))
