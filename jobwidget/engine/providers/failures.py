@@ -42,15 +42,15 @@ class FailureKind(enum.StrEnum):
 class Rule:
     """What one kind of failure becomes.
 
-    `message` is a `str.format` template over `Failure.fields`: label, route, base_url, status, detail,
-    tries ("after N attempts"), hint (a throttled call's asked-for wait) and why (what to do about a
-    rejected token). An HTTP answer's `detail` is `answer` filled with the server's own words, or with
-    `unsaid` when it gave none (None: the status's reason phrase; "": no detail at all)."""
+    `message` is a `str.format` template over: label, route, base_url, status, detail, tries ("after N
+    attempts"), hint (a throttled call's asked-for wait) and why (what to do about a rejected token). An
+    HTTP answer's `detail` is `said` filled with the server's own words, or with `unsaid` when it gave
+    none (None: the status's reason phrase; "": no detail at all)."""
 
     error: type[ProviderError]
     message: str
     retry: bool = False
-    answer: str = "{words}"
+    said: str = "{words}"
     unsaid: str | None = None
 
 
@@ -59,14 +59,14 @@ RULES: dict[FailureKind, Rule] = {
         RateLimited,
         "{label} is still rate limiting {route} (HTTP 429) {tries}{hint}",
         retry=True,
-        answer="HTTP {status} {words}",
+        said="HTTP {status} {words}",
         unsaid="rate limited",
     ),
     FailureKind.SERVER: Rule(
         ProviderUnavailable,
         "{label} is unavailable: {route} answered {detail} {tries}",
         retry=True,
-        answer="HTTP {status} {words}",
+        said="HTTP {status} {words}",
     ),
     FailureKind.TIMEOUT: Rule(
         ProviderUnavailable, "{label} did not answer {route} in time ({detail}) {tries}", retry=True
@@ -83,7 +83,7 @@ RULES: dict[FailureKind, Rule] = {
     FailureKind.AUTH: Rule(
         AuthError,
         "the Replicate token was rejected (HTTP {status}{detail}); {why}",
-        answer=": {words}",
+        said=": {words}",
         unsaid="",
     ),
     FailureKind.MISSING: Rule(
@@ -131,13 +131,13 @@ class Failure:
     sent: bool = True
 
     @classmethod
-    def answer(
+    def from_answer(
         cls, kind: FailureKind, status: int, words: str | None, reason: str, server_wait: float | None = None
     ) -> Failure:
         """The failure an HTTP answer is, its detail built from the server's words as `RULES` says."""
         rule = RULES[kind]
         said = words or (reason if rule.unsaid is None else rule.unsaid)
-        detail = rule.answer.format(status=status, words=said).strip() if said else ""
+        detail = rule.said.format(status=status, words=said).strip() if said else ""
         return cls(kind, detail, status, server_wait)
 
     @property

@@ -205,7 +205,7 @@ class ReplicateHTTP:
         if kind is FailureKind.THROTTLED:
             self.stats.throttled += 1
         wait = server_wait(response.headers, time.time()) if status in RETRY_STATUSES else None
-        return Failure.answer(kind, status, detail, response.reason_phrase, wait)
+        return Failure.from_answer(kind, status, detail, response.reason_phrase, wait)
 
     def _rejected(self, response: httpx.Response, route: str, detail: str | None) -> ProviderRejected:
         """The provider's refusal of what we sent, in its own words (and its per-field complaints)."""
