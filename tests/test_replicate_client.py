@@ -674,6 +674,19 @@ async def test_404_on_a_collection_points_at_the_base_url(
     assert not isinstance(err, JobNotFound) and "base URL" in str(err)
 
 
+def test_every_failure_kind_has_a_rule_and_the_retried_statuses_are_replicates() -> None:
+    from jobwidget.engine.providers.failures import RETRY_STATUSES, RULES, FailureKind, kind_of_status
+
+    assert set(RULES) == set(FailureKind)
+    assert {429, 500, 502, 503, 504} == RETRY_STATUSES
+    assert [kind_of_status(s) for s in (301, 400, 418, 501)] == [
+        FailureKind.REDIRECT,
+        FailureKind.REFUSED,
+        FailureKind.REFUSED,
+        FailureKind.REFUSED,
+    ]
+
+
 _LIST = "GET /v1/trainings"
 _TRIES = "after 5 attempts"
 
@@ -791,19 +804,6 @@ def _bare(status: int, headers: dict[str, str] | None = None) -> Fault:
         "refused-bare",
     ],
 )
-def test_every_failure_kind_has_a_rule_and_the_retried_statuses_are_replicates() -> None:
-    from jobwidget.engine.providers.failures import RETRY_STATUSES, RULES, FailureKind, kind_of_status
-
-    assert set(RULES) == set(FailureKind)
-    assert {429, 500, 502, 503, 504} == RETRY_STATUSES
-    assert [kind_of_status(s) for s in (301, 400, 418, 501)] == [
-        FailureKind.REDIRECT,
-        FailureKind.REFUSED,
-        FailureKind.REFUSED,
-        FailureKind.REFUSED,
-    ]
-
-
 async def test_each_failure_kind_raises_its_error_with_its_message(
     provider: ReplicateProvider,
     fake: FakeReplicate,
