@@ -7,8 +7,9 @@
 //   trait `syncing`  bool
 //   trait `totals`   {by_search: {text: {status: {n, cost, costed, est, rate?, t0?}}}, now}  - the whole store's
 //       counts; running costs travel clock-free: cost + rate × now - t0 (kernel seconds)
-//   msg {type: "patch", seq, now, upsert: [card], remove: [id], update?: [{id, changed fields, dropped: null}]}
-//       applied in seq order; a gap -> resync
+//   msg {type: "patch", seq, now, upsert: [card], remove: [id], update?: [{id, changed fields, dropped: null}],
+//        window?}  applied in seq order; a gap -> resync. `window` (also in the snapshot): which part of the
+//       store the cards are, {qv, filter, search, more, full} (jobwidget/surfaces/panel_window.py)
 //   msg {type: "hello", seq, now}  - answer to our resync request
 //   msg {type: "toast", level, text, synced?, job_id?}  - an error toast with job_id re-enables that Cancel
 //   msg {type: "beat", seq, now}  - every 2 s while the kernel lives; silence -> "Kernel disconnected"
@@ -16,7 +17,10 @@
 //   msg {type: "log", job_id, status, final, total, partial, (from, append) | (reset, lines) | error}
 //       - the open card's detail and log tail (jobwidget/surfaces/panel_detail.py); never in a trait
 //   we send {type: "resync", seq} | {type: "sync"} | {type: "cancel", job_id} | {type: "visible", visible, view}
-//           {type: "search", text, view}  - debounced; the kernel answers in `totals`
+//           {type: "query", filter, search, view}  - the status filter (at once) and search text (debounced):
+//               the kernel answers with the matching window from the store, and the search's `totals`
+//           {type: "more", qv, view}  - "Show more": the next page of window qv
+//           {type: "search", text: "", view}  - this view goes away: forget its search's totals
 //           {type: "retry", job_id}  - a failed or cancelled card's confirmed Retry
 //           {type: "detail", job_id, open, view}  - a card's detail opened (or asked again) / closed
 // Data is only ever written with textContent or attributes (never innerHTML): log lines and names come
@@ -50,6 +54,7 @@ const CANCEL_TIMEOUT_MS = 2 * 60 * 1000;
 const DISCONNECT_MS = 7000;
 const LIVENESS_CHECK_MS = 1000;
 const SEARCH_DEBOUNCE_MS = 250;
+const MORE_TIMEOUT_MS = 30000; // a "Show more" the kernel never answered (busy, lost): the button is back
 const MAX_SEARCH = 200;
 const RETRYABLE = new Set(["failed", "cancelled"]);
 const LOG_LINES = 200; // the kernel sends at most this many; the view keeps no more
@@ -170,10 +175,37 @@ function desc(a, b) {
   return b - a;
 }
 export function compareCards(sort, nowS = Date.now() / 1000) {
-  const newest = (a, b) => desc(num(a.created), num(b.created)) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+  // as the store lists jobs (and pages them): newest first, undated last, ties by id descending
+  const newest = (a, b) => desc(num(a.created), num(b.created)) || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0);
   if (sort === "progress") return (a, b) => desc(num(a.pct), num(b.pct)) || newest(a, b);
   if (sort === "cost") return (a, b) => desc(cardCost(a, nowS), cardCost(b, nowS)) || newest(a, b);
   return newest;
+}
+
+/**
+ * Where `item` goes in `sorted` (ascending by `cmp`): after every element that does not sort after it.
+ * A binary search, so a patch places a card in O(log n) comparisons instead of sorting every card.
+ */
+export function insertionIndex(sorted, item, cmp) {
+  let lo = 0;
+  let hi = sorted.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (cmp(sorted[mid], item) <= 0) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/** The text under the list: how many of the store's matching jobs are loaded, and what "Show more" can do. */
+export function windowText(win, shown, total, hiddenActive) {
+  if (!win) return "";
+  const fmt = (n) => n.toLocaleString("en-US");
+  const parts = [];
+  if (win.full) parts.push(`Showing ${fmt(shown)} · narrow the list with a filter or a search to see the rest`);
+  else if (typeof total === "number" && (total > shown || win.more)) parts.push(`Showing ${fmt(shown)} of ${fmt(total)}`);
+  if (hiddenActive > 0) parts.push(`${fmt(hiddenActive)} more active not loaded (the Active filter pages through them)`);
+  return parts.join(" · ");
 }
 
 /**
@@ -365,6 +397,12 @@ function createPanel(model, el) {
     seq: -1,
     cards: new Map(), // id -> card
     nodes: new Map(), // id -> card DOM parts
+    order: [], // card ids in list order (as the DOM has them): a patch places a card by binary search
+    cmp: null, // the order's comparator of ids (the sort chosen, at the time it was chosen)
+    window: null, // which part of the store the cards are (the kernel's; null: the cards are all there is)
+    morePending: false, // "Show more" asked, not answered yet
+    shown: 0, // cards matching the filter and search (after the last renderList)
+    loadedActive: 0, // of those, active
     buffer: new Map(), // seq -> patch waiting for a gap to close
     filter: "all",
     query: "",
@@ -387,6 +425,7 @@ function createPanel(model, el) {
     lastHeard: Date.now(), // browser time of the kernel's last message (beat, patch, trait change...)
     sendFailed: false, // the comm refused a message since then
     sentSearch: "",
+    sentQuery: "all\u0000", // the filter and search the kernel's window was last asked for
     notify: false, // browser notifications (opt-in, remembered in localStorage)
   };
   const timers = new Set();
@@ -458,6 +497,7 @@ function createPanel(model, el) {
   search.maxLength = MAX_SEARCH;
   const sortSel = make(doc, "select", "jw-sort");
   sortSel.setAttribute("aria-label", "Sort jobs");
+  sortSel.title = "Order of the cards loaded here (the list loads the newest first)";
   for (const [key, label] of SORTS) {
     const o = make(doc, "option", null, label);
     o.value = key;
@@ -481,6 +521,15 @@ function createPanel(model, el) {
   banner.append(bannerTitle, bannerText, bannerMeta);
   const list = make(doc, "div", "jw-list");
   list.setAttribute("role", "list");
+  // The list's end: how much of the store is loaded, and "Show more" (the next page, from the store).
+  const moreRow = make(doc, "div", "jw-more");
+  moreRow.setAttribute("role", "presentation");
+  const moreText = make(doc, "span", "jw-more-text");
+  const moreBtn = make(doc, "button", "jw-more-btn", "Show more");
+  moreBtn.type = "button";
+  moreRow.append(moreText, moreBtn);
+  moreRow.hidden = true;
+  list.append(moreRow);
   const empty = make(doc, "div", "jw-empty");
   const toasts = make(doc, "div", "jw-toasts");
   toasts.setAttribute("role", "status");
@@ -781,8 +830,9 @@ function createPanel(model, el) {
     }
   }
 
+  /** Show card `c` (new or changed); true if it must be (re)placed in the order: new, or its sort key moved. */
   function putCard(c) {
-    if (!c || typeof c.id !== "string" || !c.id) return;
+    if (!c || typeof c.id !== "string" || !c.id) return false;
     if (state.notify) maybeNotify(state.cards.get(c.id), c);
     let n = state.nodes.get(c.id);
     if (!n) {
@@ -793,11 +843,41 @@ function createPanel(model, el) {
     if (!before || before.eta !== c.eta) state.etaAt.set(c.id, kernelNow()); // when this ETA was read
     state.cards.set(c.id, c);
     updateCard(n, c);
+    applyMatch(n, c);
+    return !before || !n.root.parentNode || orderOf(state.sort)(before, c) !== 0;
+  }
+
+  function unlist(id) {
+    const at = state.order.indexOf(id);
+    if (at >= 0) state.order.splice(at, 1);
+  }
+
+  /** Put these cards at their place in the order (binary search) and in the DOM; the rest stay put. */
+  function placeCards(ids) {
+    if (!state.cmp) state.cmp = idOrder(state.sort);
+    for (const id of ids) unlist(id); // first all out: a moved card must not mislead the search for another
+    for (const id of ids) {
+      const n = state.nodes.get(id);
+      if (!n) continue;
+      const at = insertionIndex(state.order, id, state.cmp);
+      state.order.splice(at, 0, id);
+      const next = at + 1 < state.order.length ? state.nodes.get(state.order[at + 1]).root : moreRow;
+      if (n.root.nextSibling !== next || n.root.parentNode !== list) list.insertBefore(n.root, next);
+    }
+  }
+
+  function orderOf(sort) {
+    return compareCards(sort, kernelNow());
+  }
+  function idOrder(sort) {
+    const cmp = orderOf(sort);
+    return (a, b) => cmp(state.cards.get(a), state.cards.get(b));
   }
 
   function dropCard(id) {
     const n = state.nodes.get(id);
     if (n) n.root.remove();
+    unlist(id);
     state.nodes.delete(id);
     state.cards.delete(id);
     state.etaAt.delete(id);
@@ -956,30 +1036,53 @@ function createPanel(model, el) {
     if (n && n.detail) renderDetailLog(n.detail, next);
   }
 
-  // ---- layout: filter, sort, counts (cheap with 1,000 cards; DOM nodes move only when out of place)
+  // ---- layout. A full sort happens on a snapshot and when the sort changes; a patch places only the
+  //      cards it touched (placeCards), and a filter or search only shows and hides cards.
+
+  function applyMatch(n, c) {
+    const q = normalizeQuery(state.query);
+    show(n.root, matchesFilter(c, state.filter) && (!q || n.hay.includes(q)));
+  }
 
   function layout() {
-    const q = normalizeQuery(state.query);
-    const sorted = Array.from(state.cards.values()).sort(compareCards(state.sort, kernelNow()));
+    state.cmp = idOrder(state.sort);
+    state.order = Array.from(state.cards.keys()).sort(state.cmp);
     let cursor = list.firstChild;
-    let shown = 0;
-    for (const c of sorted) {
-      const n = state.nodes.get(c.id);
-      const match = matchesFilter(c, state.filter) && (!q || n.hay.includes(q));
-      if (match) shown += 1;
-      show(n.root, match);
+    for (const id of state.order) {
+      const n = state.nodes.get(id);
+      applyMatch(n, state.cards.get(id));
       if (cursor === n.root) {
         cursor = cursor.nextSibling;
       } else {
         list.insertBefore(n.root, cursor);
       }
     }
-    // anything left after the cursor is stale (cannot happen unless the DOM was touched from outside)
-    while (cursor) {
+    // anything left before the list's end is stale (cannot happen unless the DOM was touched from outside)
+    while (cursor && cursor !== moreRow) {
       const next = cursor.nextSibling;
       if (!(cursor.dataset && state.cards.has(cursor.dataset.jobId))) cursor.remove();
       cursor = next;
     }
+    if (moreRow.parentNode !== list || list.lastChild !== moreRow) list.append(moreRow);
+    renderList();
+  }
+
+  function refilter() {
+    for (const [id, n] of state.nodes) applyMatch(n, state.cards.get(id));
+    renderList();
+  }
+
+  /** Everything around the cards: counts, the empty state, the list's end. No sorting. */
+  function renderList() {
+    let shown = 0;
+    let active = 0;
+    for (const [id, n] of state.nodes) {
+      if (n.root.hidden) continue;
+      shown += 1;
+      if (ACTIVE.has(state.cards.get(id).status)) active += 1;
+    }
+    state.shown = shown;
+    state.loadedActive = active;
     renderCounts();
     const st = model.get("status") || {};
     const p = st.provider || "the provider";
@@ -1033,7 +1136,21 @@ function createPanel(model, el) {
 
   function renderCounts() {
     const fromStore = storeTotals();
-    const sum = summarizeTotals(fromStore || loadedTotals(), state.filter, kernelNow());
+    // Without the store's numbers, the loaded cards are counted only when they are all there is (no
+    // window): a window's cards are a page of the store, and counting them would understate everything.
+    const byStatus = fromStore || (state.window ? null : loadedTotals());
+    if (!byStatus) {
+      for (const [key, b] of filterButtons) {
+        setText(b.lastChild, "…");
+        setAttr(b, "aria-pressed", key === state.filter ? "true" : "false");
+      }
+      setText(counts, "counting…");
+      show(total, false);
+      root.dataset.totals = "pending";
+      renderMore(null);
+      return;
+    }
+    const sum = summarizeTotals(byStatus, state.filter, kernelNow());
     for (const [key, b] of filterButtons) {
       setText(b.lastChild, String(sum.counts[key]));
       const pressed = key === state.filter ? "true" : "false";
@@ -1050,6 +1167,24 @@ function createPanel(model, el) {
     );
     show(total, sum.anyCost);
     root.dataset.totals = fromStore ? "store" : "loaded";
+    renderMore(fromStore ? sum : null);
+  }
+
+  /** The list's end: "Showing 300 of 10,000" from the store's count, and "Show more" while there is more. */
+  function renderMore(sum) {
+    const win = state.window;
+    const q = normalizeQuery(state.query);
+    const current = !!win && win.filter === state.filter && win.search === q;
+    const storeCount = sum ? sum.counts[state.filter] : null;
+    const hiddenActive = sum && state.filter === "all" ? Math.max(0, sum.counts.active - state.loadedActive) : 0;
+    const text = current ? windowText(win, state.shown, storeCount, hiddenActive) : "";
+    const canMore = current && !!win.more && !win.full && state.connected;
+    setText(moreText, text);
+    show(moreBtn, canMore);
+    moreBtn.disabled = state.morePending;
+    setText(moreBtn, state.morePending ? "Loading…" : "Show more");
+    show(moreRow, !!text || canMore);
+    root.dataset.more = canMore ? "true" : "false";
   }
 
   function refreshAges() {
@@ -1078,6 +1213,7 @@ function createPanel(model, el) {
     }
     for (const id of Array.from(state.cards.keys())) if (!keep.has(id)) dropCard(id);
     state.seq = snap.seq;
+    noteWindow(snap.window);
     for (const s of Array.from(state.buffer.keys())) if (s <= state.seq) state.buffer.delete(s);
     drainBuffer();
     layout();
@@ -1086,7 +1222,8 @@ function createPanel(model, el) {
 
   function applyPatchNow(msg) {
     for (const id of Array.isArray(msg.remove) ? msg.remove : []) dropCard(id);
-    for (const c of Array.isArray(msg.upsert) ? msg.upsert : []) putCard(c);
+    const moved = [];
+    for (const c of Array.isArray(msg.upsert) ? msg.upsert : []) if (putCard(c)) moved.push(c.id);
     let lost = false;
     for (const diff of Array.isArray(msg.update) ? msg.update : []) {
       const old = diff && state.cards.get(diff.id);
@@ -1099,9 +1236,11 @@ function createPanel(model, el) {
         if (value === null) delete merged[key];
         else merged[key] = value;
       }
-      putCard(merged);
+      if (putCard(merged)) moved.push(merged.id);
     }
+    placeCards(moved);
     state.seq = msg.seq;
+    noteWindow(msg.window);
     if (lost) {
       // claim nothing: the kernel's snapshot (fresh, or the current one on the model) replaces everything
       state.seq = -1;
@@ -1123,7 +1262,7 @@ function createPanel(model, el) {
     if (msg.seq === state.seq + 1) {
       applyPatchNow(msg);
       drainBuffer();
-      layout();
+      renderList();
       return;
     }
     // a gap: keep the patch for later, ask for a snapshot
@@ -1224,7 +1363,7 @@ function createPanel(model, el) {
     for (const [id, n] of state.nodes) updateCard(n, state.cards.get(id));
     renderSync();
     renderStatus();
-    layout();
+    renderList();
     if (connected) {
       requestResync(true); // catch up on anything missed while silent
       if (state.sentSearch) send({ type: "search", text: state.sentSearch, view: viewId });
@@ -1378,7 +1517,7 @@ function createPanel(model, el) {
     const st = model.get("status") || {};
     noteClock(st.now);
     renderStatus();
-    if (state.cards.size === 0) layout();
+    if (state.cards.size === 0) renderList();
   };
   const onSyncing = () => {
     heard();
@@ -1395,24 +1534,71 @@ function createPanel(model, el) {
     const b = ev.target && ev.target.closest ? ev.target.closest(".jw-filter") : null;
     if (!b || !filters.contains(b)) return;
     state.filter = b.dataset.status || "all";
-    layout();
+    refilter(); // the loaded cards at once; the kernel answers with the store's matching window
+    sendQuery();
   });
   let searchTimer = null;
-  function sendSearch() {
-    searchTimer = null;
-    const q = normalizeQuery(state.query);
-    if (q === state.sentSearch) return;
-    state.sentSearch = q;
-    send({ type: "search", text: q, view: viewId });
-  }
-  search.addEventListener("input", () => {
-    state.query = search.value || "";
-    layout(); // cards filter at once; the store's counts follow once the kernel answers
+  function stopSearchTimer() {
     if (searchTimer !== null) {
       win.clearTimeout(searchTimer);
       timers.delete(searchTimer);
+      searchTimer = null;
     }
-    searchTimer = later(sendSearch, SEARCH_DEBOUNCE_MS);
+  }
+  /** Ask the kernel for the window of this filter and search (and the search's totals), if new. */
+  function sendQuery() {
+    stopSearchTimer();
+    const q = normalizeQuery(state.query);
+    const key = `${state.filter}\u0000${q}`;
+    if (key === state.sentQuery) return;
+    state.sentQuery = key;
+    state.sentSearch = q;
+    send({ type: "query", filter: state.filter, search: q, view: viewId });
+  }
+  search.addEventListener("input", () => {
+    state.query = search.value || "";
+    refilter(); // the loaded cards at once; the store's window and counts follow once the kernel answers
+    stopSearchTimer();
+    searchTimer = later(sendQuery, SEARCH_DEBOUNCE_MS);
+  });
+
+  /** The kernel's window (from a snapshot or a patch). Views of one panel share it: when another view
+   *  chose a new query, this one shows that query too, unless its user is typing one of their own. */
+  function noteWindow(meta) {
+    if (!meta || typeof meta !== "object" || typeof meta.qv !== "number") return;
+    const fresh = !state.window || state.window.qv !== meta.qv;
+    state.window = meta;
+    state.morePending = false;
+    root.dataset.windowFilter = String(meta.filter); // the query the cards answer (for tests and tools)
+    root.dataset.windowSearch = String(meta.search);
+    if (!fresh || searchTimer !== null) return;
+    const filter = filterButtons.has(meta.filter) ? meta.filter : "all";
+    const q = normalizeQuery(meta.search);
+    if (filter === state.filter && q === normalizeQuery(state.query)) return;
+    state.filter = filter;
+    state.query = q;
+    search.value = q;
+    state.sentQuery = `${filter}\u0000${q}`;
+    if (q !== state.sentSearch) {
+      state.sentSearch = q;
+      send({ type: "search", text: q, view: viewId }); // this view's totals follow the shared search
+    }
+    refilter();
+  }
+
+  let moreTimer = null;
+  moreBtn.addEventListener("click", () => {
+    const w = state.window;
+    if (!w || state.morePending || !state.connected) return;
+    state.morePending = true;
+    renderCounts();
+    send({ type: "more", qv: w.qv, view: viewId });
+    if (moreTimer !== null) win.clearTimeout(moreTimer);
+    moreTimer = later(() => {
+      moreTimer = null;
+      state.morePending = false;
+      renderCounts();
+    }, MORE_TIMEOUT_MS);
   });
   sortSel.addEventListener("change", () => {
     state.sort = sortSel.value || "newest";
