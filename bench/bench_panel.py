@@ -2,8 +2,9 @@
 first render of the window a 10,000-job store opens with (and its "Show more").
 
 Why measured this way:
-- The page is the shipped `js/src/widget.js` and `widget.css`, loaded as an ES module from a temp folder
-  served on 127.0.0.1 (module scripts do not load from file://), driven by a fake anywidget model.
+- The page is the shipped module (`js/src/protocol.js` + `widget.js`, joined as anywidget gets them) and
+  `widget.css`, loaded as an ES module from a temp folder served on 127.0.0.1 (module scripts do not
+  load from file://), driven by a fake anywidget model.
 - The messages are the real ones: a `JobsPanel` with a recording comm turns 1,000 jobs into its
   snapshot trait and 100 single-job progress changes into its patch messages, as JSON text; the page
   parses that text inside the timed region, as the browser does with what the comm delivers.
@@ -38,6 +39,7 @@ from comm.base_comm import BaseComm
 
 from bench._harness import Row, bench
 from jobwidget.core.models import Job, JobStatus
+from jobwidget.surfaces.front_end import front_end_module
 from jobwidget.surfaces.widget import JobsPanel, job_to_card, static_path
 
 N_CARDS = 1000
@@ -406,7 +408,7 @@ def _run_in_chromium(script: str, args: dict[str, Any]) -> dict[str, Any]:
 
     folder = Path(tempfile.mkdtemp(prefix="jobwidget-bench-panel-"))
     try:
-        shutil.copy(static_path("widget.js"), folder / "widget.js")
+        (folder / "widget.js").write_text(front_end_module(), encoding="utf-8")  # the module anywidget ships
         shutil.copy(static_path("widget.css"), folder / "widget.css")
         (folder / "index.html").write_text(_PAGE)
         with _serve(folder) as base, sync_playwright() as pw:

@@ -20,27 +20,8 @@ Why it looks like this:
 - The cards are a window onto the store (`PanelFeed` and `panel_window.Window` choose them): which one
   travels with the cards as `window`, so a view can say "Showing 300 of 10,000" and offer "Show more".
 
-Message protocol (custom comm messages, `content` of anywidget's `model.send` / `widget.send`):
-  kernel -> view: {"type": "patch", "seq": n, "now": t, "upsert": [card, ...], "remove": [id, ...],
-                   "update": [{"id": id, changed fields..., dropped field: null}, ...],  (update: optional)
-                   "window": {"qv", "filter", "search", "more", "full"}}  (window: when it changed)
-                  {"type": "hello", "seq": n, "now": t}        (answer to every resync request)
-                  {"type": "toast", "level": "info"|"error", "text": str, "synced": int?, "job_id": id?,
-                   "now": t}
-                  {"type": "beat", "seq": n, "now": t}         (heartbeat: the kernel is alive)
-  view -> kernel: {"type": "resync", "seq": n?} | {"type": "sync"} | {"type": "cancel", "job_id": id}
-                  {"type": "visible", "visible": bool, "view": str?}
-                  {"type": "search", "text": str, "view": str?}  (text "" forgets that view's search)
-                  {"type": "query", "filter": str, "search": str, "view": str?}  (the window's query, and
-                   that view's search for totals; the feed answers with the store's matching window)
-                  {"type": "more", "qv": int, "view": str?}  ("Show more": the next page of window qv)
-                  {"type": "retry", "job_id": id}  (a failed or cancelled card's confirmed Retry)
-                  {"type": "detail", "job_id": id, "open": bool, "view": str?}  (a card opened or closed;
-                   the kernel answers with "detail" and "log" messages: surfaces/panel_detail.py)
-Traits: `snapshot` {"seq", "now", "jobs": [card], "window"?}, `status` {provider, demo, source, updated_at,
-error, last_success, polling, now}, `syncing` bool, `totals` {"by_search": {text: {status: {"n", "cost",
-"costed", "est"}}}, "now"}. Times are epoch seconds (compact, and the view corrects for clock skew with
-`now`).
+The protocol (the traits, every message each way, the card) is described once, as typed JSDoc, in
+js/src/protocol.js, beside its pure logic; this module and the view (js/src/widget.js) follow it.
 """
 
 from __future__ import annotations
@@ -51,7 +32,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import anywidget
@@ -60,6 +40,7 @@ import traitlets
 from jobwidget.core.models import Job
 from jobwidget.core.results import SyncResult
 from jobwidget.surfaces.cards import card_diff, clip, epoch, job_to_card
+from jobwidget.surfaces.front_end import front_end_module, static_path
 from jobwidget.surfaces.panel_inbox import PanelInbox, _now, _safe_call
 from jobwidget.surfaces.panel_threads import Coalescer, Heartbeat
 
@@ -81,23 +62,6 @@ _HEARTBEAT_S = 2.0
 _TOTALS_MIN_INTERVAL_S = 1.0  # at most one totals query round a second while jobs change
 
 
-def static_path(name: str) -> Path:
-    """Where the shipped front-end file `name` lives.
-
-    A wheel carries it in `jobwidget/static/` (copied there from `js/src/` at build time); a development
-    checkout (editable install) reads `js/src/` directly, so there is no stale copy to keep in step.
-    """
-    package_dir = Path(__file__).resolve().parent.parent
-    candidates = (package_dir / "static" / name, package_dir.parent / "js" / "src" / name)
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(
-        f"jobwidget front-end file {name!r} not found (looked in {', '.join(map(str, candidates))}); "
-        "reinstall jobwidget or restore js/src/"
-    )
-
-
 class JobsPanel(PanelInbox, anywidget.AnyWidget):
     """One live panel of job cards, fed by the controller from any thread.
 
@@ -109,7 +73,7 @@ class JobsPanel(PanelInbox, anywidget.AnyWidget):
     panel's own worker thread.
     """
 
-    _esm = static_path("widget.js")
+    _esm = front_end_module()  # js/src/protocol.js + widget.js as one module (surfaces/front_end.py)
     _css = static_path("widget.css")
 
     snapshot = traitlets.Dict().tag(sync=True)
