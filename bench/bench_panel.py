@@ -1,8 +1,10 @@
-"""The live panel's front-end in headless Chromium: first render of 1,000 cards and 100 patches.
+"""The live panel's front-end in headless Chromium: first render of 1,000 cards and 100 patches, and the
+first render of the window a 10,000-job store opens with (and its "Show more").
 
 Why measured this way:
-- The page is the shipped `js/src/widget.js` and `widget.css`, loaded as an ES module from a temp folder
-  served on 127.0.0.1 (module scripts do not load from file://), driven by a fake anywidget model.
+- The page is the shipped module (`js/src/protocol.js` + `widget.js`, joined as anywidget gets them) and
+  `widget.css`, loaded as an ES module from a temp folder served on 127.0.0.1 (module scripts do not
+  load from file://), driven by a fake anywidget model.
 - The messages are the real ones: a `JobsPanel` with a recording comm turns 1,000 jobs into its
   snapshot trait and 100 single-job progress changes into its patch messages, as JSON text; the page
   parses that text inside the timed region, as the browser does with what the comm delivers.
@@ -11,6 +13,9 @@ Why measured this way:
 - Baselines, measured in the same run and page: the same view fed the whole list as a new snapshot for
   every change (what re-sending the full list costs), and a naive view that rebuilds all cards with
   `innerHTML` from the full list on every change (same classes and CSS, text escaped).
+- The window: a real `Jobs` over a SQLite store of 10,000 jobs (~700 running) opens its panel; its
+  snapshot and the patch its "Show more" sends are what the page renders. Baseline: the same view given
+  every job in the store as cards (what the panel held after a full sync before it held a window).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,11 +39,14 @@ from comm.base_comm import BaseComm
 
 from bench._harness import Row, bench
 from jobwidget.core.models import Job, JobStatus
-from jobwidget.surfaces.widget import JobsPanel, static_path
+from jobwidget.surfaces.front_end import front_end_module
+from jobwidget.surfaces.widget import JobsPanel, job_to_card, static_path
 
 N_CARDS = 1000
 N_PATCHES = 100
 N_RUNNING = 20
+N_STORE = 10_000  # the window scenario's store
+RUNNING_EVERY = 14  # one job in 14 runs there: ~715 of 10,000, as in bench_quiet's fleet
 CHROMIUM = os.environ.get("JOBWIDGET_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--disable-background-networking",
@@ -64,10 +73,10 @@ class _RecordingComm(BaseComm):
         self.messages.append((msg_type, data))
 
 
-def _job(i: int, tick: int = 0) -> Job:
+def _job(i: int, tick: int = 0, *, running: bool | None = None) -> Job:
     """Job i of the fleet: the newest N_RUNNING run (they are the cards on screen), the rest are done."""
     created = T0 - timedelta(minutes=7 * i)
-    if i < N_RUNNING:
+    if running if running is not None else i < N_RUNNING:
         step = 40 + 13 * tick + i
         return Job(
             job_id=f"job{i:05d}abcdefghijklmnopq",
@@ -145,6 +154,49 @@ def _messages() -> tuple[str, list[str], int, int]:
         comm.create_comm = original
     sizes = sorted(len(p) for p in patches)
     return snapshot, patches, sizes[len(sizes) // 2], full
+
+
+def _window_messages() -> tuple[str, str, str]:
+    """From a real `Jobs` over a 10,000-job store: (its panel's snapshot, the patch "Show more" sends,
+    every stored job as one snapshot: the baseline), as JSON text."""
+    from jobwidget import Jobs
+    from jobwidget.engine.stores import JobStore
+
+    original = comm.create_comm
+    comm.create_comm = lambda *a, **kw: _RecordingComm(*a, **kw)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "jobs.sqlite3"
+            with JobStore(path) as store:
+                store.upsert([_job(i, running=i % RUNNING_EVERY == 0) for i in range(N_STORE)])
+            with Jobs(provider="sim", store=path, autostart=False) as jobs:
+                panel = jobs.panel
+                panel._repr_mimebundle_()
+                snapshot = json.dumps(panel.snapshot)
+                wire: _RecordingComm = panel.comm  # type: ignore[assignment]
+                mark, held = len(wire.messages), len(panel.cards())
+                window = panel.window or {}
+                content = {"type": "more", "qv": window.get("qv"), "view": "bench"}  # as the view sends it
+                message = {"content": {"data": {"method": "custom", "content": content}}, "buffers": []}
+                panel._handle_msg(message)
+                for _ in range(3000):  # bounded: 30 s for the page to come from the store
+                    if len(panel.cards()) > held:
+                        break
+                    time.sleep(0.01)
+                panel.flush()
+                more = [
+                    json.dumps(data["content"])
+                    for kind, data in wire.messages[mark:]
+                    if kind == "comm_msg" and data.get("method") == "custom"
+                    and data["content"].get("type") == "patch"
+                ]  # fmt: skip
+                if len(panel.cards()) <= held or not more:
+                    raise RuntimeError("the panel's Show more brought no page")
+                every = [job_to_card(j) for j in jobs.list(limit=None)]
+                whole = json.dumps({"seq": 1, "now": T0.timestamp(), "jobs": every})
+    finally:
+        comm.create_comm = original
+    return snapshot, more[0], whole
 
 
 _PAGE = """<!doctype html>
@@ -269,6 +321,57 @@ async ({snapshot, patches, repeats}) => {
 """
 
 
+# Runs in the page: first renders of the window and of the whole store, and one "Show more", in ms.
+_WINDOW_JS = r"""
+async ({snapshot, more, whole, repeats, wholeRepeats}) => {
+  const widget = (await import("/widget.js")).default;
+  const host = document.getElementById("host");
+  const now = () => performance.now();
+  const settle = () => host.offsetHeight; // forced style + layout
+  function fakeModel(snap) {
+    const attrs = {snapshot: snap, status: {provider: "Replicate", demo: false}, syncing: false, totals: {}};
+    const handlers = new Map();
+    return {
+      get: (k) => attrs[k], set: (k, v) => { attrs[k] = v; }, save_changes() {}, send() {},
+      on(n, cb) { if (!handlers.has(n)) handlers.set(n, new Set()); handlers.get(n).add(cb); },
+      off(n, cb) { handlers.get(n)?.delete(cb); },
+      kernelSend(msg) { for (const cb of handlers.get("msg:custom") || []) cb(msg, []); },
+    };
+  }
+  const out = {window: [], more: [], whole: [], shownWindow: 0, shownMore: 0, shownWhole: 0};
+  for (let r = 0; r < repeats; r++) {
+    let t = now();
+    const model = fakeModel(JSON.parse(snapshot));
+    const dispose = widget.render({model, el: host});
+    settle();
+    out.window.push(now() - t);
+    out.shownWindow = host.querySelectorAll(".jw-card").length;
+    const patch = JSON.parse(more);
+    patch.seq = JSON.parse(snapshot).seq + 1; // the next message after the snapshot
+    t = now();
+    model.kernelSend(patch);
+    settle();
+    out.more.push(now() - t);
+    out.shownMore = host.querySelectorAll(".jw-card").length;
+    dispose();
+    host.replaceChildren();
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  for (let r = 0; r < wholeRepeats; r++) {
+    const t = now();
+    const dispose = widget.render({model: fakeModel(JSON.parse(whole)), el: host});
+    settle();
+    out.whole.push(now() - t);
+    out.shownWhole = host.querySelectorAll(".jw-card").length;
+    dispose();
+    host.replaceChildren();
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return out;
+}
+"""
+
+
 @contextlib.contextmanager
 def _serve(folder: Path) -> Iterator[str]:
     """A static file server on 127.0.0.1 (any free port), quiet, stopped on exit."""
@@ -296,7 +399,7 @@ def _median(xs: list[float]) -> float:
     return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
 
 
-def _run_in_chromium(snapshot: str, patches: list[str], repeats: int) -> dict[str, Any]:
+def _run_in_chromium(script: str, args: dict[str, Any]) -> dict[str, Any]:
     if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
         raise SystemExit(
             f"bench panel needs Chromium at {CHROMIUM} (apt-get install -y chromium, or ./dev setup)"
@@ -305,7 +408,7 @@ def _run_in_chromium(snapshot: str, patches: list[str], repeats: int) -> dict[st
 
     folder = Path(tempfile.mkdtemp(prefix="jobwidget-bench-panel-"))
     try:
-        shutil.copy(static_path("widget.js"), folder / "widget.js")
+        (folder / "widget.js").write_text(front_end_module(), encoding="utf-8")  # the module anywidget ships
         shutil.copy(static_path("widget.css"), folder / "widget.css")
         (folder / "index.html").write_text(_PAGE)
         with _serve(folder) as base, sync_playwright() as pw:
@@ -316,9 +419,7 @@ def _run_in_chromium(snapshot: str, patches: list[str], repeats: int) -> dict[st
                 page.on("pageerror", lambda exc: errors.append(str(exc)))
                 page.goto(base + "index.html", timeout=30_000)
                 page.set_default_timeout(300_000)
-                result = page.evaluate(
-                    _BENCH_JS, {"snapshot": snapshot, "patches": patches, "repeats": repeats}
-                )
+                result = page.evaluate(script, args)
                 if errors:
                     raise RuntimeError(f"page errors: {errors}")
                 result["chromium"] = browser.version
@@ -333,7 +434,7 @@ def _run_in_chromium(snapshot: str, patches: list[str], repeats: int) -> dict[st
 def run_panel(quick: bool) -> list[Row]:
     repeats = 2 if quick else 5
     snapshot, patches, patch_bytes, full_bytes = _messages()
-    r = _run_in_chromium(snapshot, patches, repeats)
+    r = _run_in_chromium(_BENCH_JS, {"snapshot": snapshot, "patches": patches, "repeats": repeats})
     assert r["shown"] == N_CARDS, f"rendered {r['shown']} cards, expected {N_CARDS}"
     first, first_naive = _median(r["first"]), _median(r["firstNaive"])
     p, whole, naive = _median(r["patches"]), _median(r["patchesWhole"]), _median(r["patchesNaive"])
@@ -347,4 +448,27 @@ def run_panel(quick: bool) -> list[Row]:
             note=f"baseline: {naive / N_PATCHES:.1f} ms/change rebuilding all cards from the full list"),
         Row("panel", "bytes on the wire per change", patch_bytes, "B", full_bytes, "<= 1 KB",
             note=f"one patch message vs the whole {N_CARDS:,}-card list"),
+        *_window_rows(quick),
+    ]  # fmt: skip
+
+
+def _window_rows(quick: bool) -> list[Row]:
+    """The window a 10,000-job store opens with: first render and one "Show more", against every job."""
+    snapshot, more, whole = _window_messages()
+    repeats, whole_repeats = (2, 1) if quick else (5, 3)
+    args = {"snapshot": snapshot, "more": more, "whole": whole, "repeats": repeats}
+    r = _run_in_chromium(_WINDOW_JS, {**args, "wholeRepeats": whole_repeats})
+    shown, added, every = r["shownWindow"], r["shownMore"] - r["shownWindow"], r["shownWhole"]
+    if every != N_STORE or added <= 0:
+        raise RuntimeError(f"rendered {every} of {N_STORE} cards, Show more added {added}")
+    first, first_whole = _median(r["window"]), _median(r["whole"])
+    store = f"{N_STORE:,}-job store"
+    medians = f"median of {repeats}/{whole_repeats}"
+    return [
+        Row("panel", f"first render, window of a {store} ({shown} cards)", first, "ms", first_whole,
+            "< 200 ms", note=f"baseline: all {every:,} cards (a full sync left them all); {medians}"),
+        Row("panel", f"Show more (+{added} cards at the list's end)", _median(r["more"]), "ms", None, "",
+            note=f"the patch the panel sends; median of {repeats}"),
+        Row("panel", f"window snapshot bytes, {store}", len(snapshot), "B", len(whole), "< 100 KB",
+            note=f"{shown} cards vs every job's card"),
     ]  # fmt: skip

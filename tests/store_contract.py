@@ -133,6 +133,42 @@ async def list_filters_and_order(store: Store) -> None:
     assert await store.newer_counts([T0 + timedelta(minutes=3), None]) == [2, 0]
 
 
+async def list_pages_by_cursor(store: Store) -> None:
+    """Keyset paging: page after page covers every job once, in list order, ties and undated jobs too,
+    even when new jobs arrive at the top between pages."""
+    tie = T0 + timedelta(minutes=3)  # job00003's creation time: four jobs created in the same µs
+    jobs = [make_job(i, "completed" if i % 3 else "running") for i in range(9)]
+    jobs += [make_job(i).evolve(created_at=tie) for i in (20, 21, 22)]
+    jobs += [Job(job_id=f"undated{i}", provider="replicate", status=JobStatus.FAILED) for i in range(3)]
+    await store.upsert(jobs)
+    expected = [j.job_id for j in await store.list(limit=None)]
+    seen: list[str] = []
+    before = None
+    for _ in range(20):  # bounded: 15 jobs in pages of 4
+        page = await store.list(limit=4, before=before)
+        if not page:
+            break
+        seen += [j.job_id for j in page]
+        before = (page[-1].created_at, page[-1].job_id)
+        if len(seen) == 4:
+            await store.upsert([make_job(99).evolve(created_at=T0 + timedelta(days=1))])  # a new top job
+    assert seen == expected, "pages must follow list order without a gap or a repeat"
+    assert seen[-3:] == ["undated2", "undated1", "undated0"]
+    running = await store.list(status="running", limit=2, before=(T0 + timedelta(minutes=7), "job00007"))
+    assert [j.job_id for j in running] == ["job00006", "job00022"]
+    assert [j.job_id for j in await store.list(search="run 2", before=(tie, "job00022"))] == [
+        "job00021",
+        "job00020",
+        "job00002",
+    ]
+    for bad, offset in (((T0.replace(tzinfo=None), "x"), 0), (("2026", "x"), 0), ((T0,), 0), ((T0, "x"), 1)):
+        try:
+            await store.list(before=bad, offset=offset)  # type: ignore[arg-type]
+        except ValueError:
+            continue
+        raise AssertionError(f"before={bad!r} must be refused with ValueError")
+
+
 async def totals_per_status(store: Store) -> None:
     await store.upsert(
         [
@@ -194,6 +230,7 @@ CHECKS = [
     webhook_delivery_once,
     failed_delivery_records_nothing,
     list_filters_and_order,
+    list_pages_by_cursor,
     totals_per_status,
     frame_rows_shape,
     health_samples,

@@ -147,7 +147,7 @@ def test_panel_totals_cover_the_whole_store_and_follow_search_and_changes(tmp_pa
         assert store.count() == 1300
         panel = jobs.panel
         panel._repr_mimebundle_()
-        assert len(panel.cards()) < store.count()  # the panel loads the newest 1,000 (+ active)
+        assert len(panel.cards()) < store.count()  # the panel holds a window: the newest page, the active
         header = panel.totals["by_search"][""]
         assert sum(t["n"] for t in header.values()) == 1300
         # Running jobs' cost estimates grow with every poll: compare once polling has stopped.

@@ -7,6 +7,7 @@ would put on the wire is captured here (trait updates and custom messages alike)
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from comm.base_comm import BaseComm
 from jobwidget.core.models import Job, JobStatus
 from jobwidget.core.results import SyncResult
 from jobwidget.surfaces import panel_inbox
+from jobwidget.surfaces.front_end import front_end_module
 from jobwidget.surfaces.widget import JobsPanel, job_to_card, static_path
 
 from .deadlines import DEADLINE
@@ -171,23 +173,70 @@ def wait_until(predicate, timeout: float = DEADLINE) -> bool:
 # ----------------------------------------------------------------------------- front-end files
 
 
-def test_front_end_files_ship_and_parse_as_an_es_module(tmp_path):
-    js = static_path("widget.js")
-    css = static_path("widget.css")
-    assert "export default" in js.read_text() and "render" in js.read_text()
-    assert ".jw-root" in css.read_text() and "--jp-" in css.read_text()
+def test_front_end_ships_as_one_es_module_without_imports(tmp_path):
+    """What anywidget inlines: protocol.js and widget.js joined, with no import left (an inlined module
+    cannot resolve one), the view's default export, and the protocol's helpers."""
+    module = front_end_module()
+    assert JobsPanel._esm == module
+    css = static_path("widget.css").read_text()
+    assert ".jw-root" in css and "--jp-" in css
+    assert "export default { render }" in module and "export function planPatch" in module
+    assert not re.search(r"^\s*import\b", module, re.M), "the shipped module must import nothing"
     for sink in (".innerHTML", ".outerHTML", "insertAdjacentHTML", "document.write"):
-        assert sink not in js.read_text(), f"{sink}: data must go in with textContent"
-    # The SVG namespace is an identifier (createElementNS), never fetched: the one http:// allowed.
-    code = js.read_text().replace('"http://www.w3.org/2000/svg"', "")
+        assert sink not in module, f"{sink}: data must go in with textContent"
+    # The SVG namespace is an identifier (createElementNS), never fetched: the one http:// allowed; a
+    # JSDoc type named from the protocol (`{import("./protocol.js").Card}`) is a comment, not an import.
+    code = module.replace('"http://www.w3.org/2000/svg"', "")
+    code = re.sub(r'\{import\("\./protocol\.js"\)\.\w+\}', "", code)
     assert not any(s in code for s in ("http://", "import(", 'from "http')), "no network imports"
     node = shutil.which("node")
     if node is None:
         pytest.skip("node is not installed")
     copy = tmp_path / "widget.mjs"
-    copy.write_text(js.read_text())
-    result = subprocess.run([node, "--check", str(copy)], capture_output=True, text=True, timeout=60)
+    copy.write_text(module)
+    probe = tmp_path / "probe.mjs"
+    probe.write_text(
+        'import widget, { formatDuration, planPatch, createPanel } from "./widget.mjs";\n'
+        "const fns = [widget.render, formatDuration, planPatch, createPanel];\n"
+        "const ok = fns.every((f) => typeof f === 'function');\n"
+        "if (!ok || formatDuration(75) !== '1m 15s') process.exit(3);\n"
+    )
+    result = subprocess.run([node, str(probe)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_shipped_module_refuses_an_import_it_cannot_keep(tmp_path, monkeypatch):
+    from jobwidget.surfaces import front_end
+
+    (tmp_path / "protocol.js").write_text("export const A = 1;\n")
+    (tmp_path / "widget.js").write_text('import { A } from "./protocol.js";\nimport x from "./other.js";\n')
+    monkeypatch.setattr(front_end, "static_path", lambda name: tmp_path / name)
+    front_end.front_end_module.cache_clear()
+    try:
+        with pytest.raises(RuntimeError, match="may import only"):
+            front_end.front_end_module()
+        (tmp_path / "widget.js").write_text('import {\n  A,\n} from "./protocol.js";\nexport const B = A;\n')
+        assert (
+            front_end.front_end_module()
+            == "export const A = 1;\n\n// ---- js/src/widget.js\nexport const B = A;\n"
+        )
+    finally:
+        front_end.front_end_module.cache_clear()
+
+
+def test_the_protocol_description_names_every_message_the_kernel_handles_and_sends():
+    """js/src/protocol.js is the one description: each view message it types is one the kernel handles,
+    and each kernel message it types is one the kernel sends (and no other)."""
+    text = static_path("protocol.js").read_text()
+    typed = set(re.findall(r'type: "(\w+)"', text)) | set(re.findall(r'@property \{"(\w+)"\} type', text))
+    inbox = (ROOT / "jobwidget/surfaces/panel_inbox.py").read_text()
+    handled = set(re.findall(r'kind == "(\w+)"', inbox))
+    kernel_side = "".join(
+        (ROOT / f"jobwidget/surfaces/{name}.py").read_text()
+        for name in ("widget", "panel_detail", "panel_inbox")
+    )
+    sent = set(re.findall(r'"type": "(\w+)"', kernel_side))
+    assert handled and sent and handled | sent == typed, (sorted(typed), sorted(handled), sorted(sent))
 
 
 # ----------------------------------------------------------------------------- cards
@@ -660,7 +709,7 @@ def test_repr_is_short_and_stable(panels):
 
 @pytest.mark.slow
 def test_wheel_ships_the_front_end(tmp_path):
-    """The wheel must carry widget.js/widget.css where static_path() looks for them."""
+    """The wheel must carry protocol.js, widget.js and widget.css where static_path() looks for them."""
     if shutil.which("hatchling") is None and not (Path(sys.executable).parent / "hatchling").exists():
         pytest.skip("hatchling is not installed")
     hatchling = shutil.which("hatchling") or str(Path(sys.executable).parent / "hatchling")
@@ -675,7 +724,8 @@ def test_wheel_ships_the_front_end(tmp_path):
     (wheel,) = tmp_path.glob("*.whl")
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
-        assert {"jobwidget/static/widget.js", "jobwidget/static/widget.css"} <= names, (
+        shipped = {f"jobwidget/static/{name}" for name in ("protocol.js", "widget.js", "widget.css")}
+        assert shipped <= names, (
             "the wheel lacks the panel's front-end: pyproject.toml needs "
             "[tool.hatch.build.targets.wheel.force-include] mapping js/src/widget.js and js/src/widget.css "
             "to jobwidget/static/"

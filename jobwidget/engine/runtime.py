@@ -209,7 +209,8 @@ class Engine:
         limit: int | None = 50,
         **narrowing: Any,
     ) -> builtins.list[Job]:
-        """Newest first; `narrowing`: model, created_after, created_before, search (`JobStore.list`)."""
+        """Newest first; `narrowing`: model, created_after, created_before, search, and `before` (a
+        `stores.Cursor`: the page after one that ended at that job) as `JobStore.list` takes them."""
         return await self.store.list(status=status, provider=provider, limit=limit, **narrowing)
 
     async def get(self, job_id: str) -> Job:

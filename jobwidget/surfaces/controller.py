@@ -426,14 +426,14 @@ class Jobs(Launching):
                 self._loop.run(self._server.stop(), timeout=10)
         with contextlib.suppress(Exception):
             self._loop.run(self._close_detail(), timeout=10)
+        if self._feed is not None:  # first: its totals worker reads the store until it stops
+            with contextlib.suppress(Exception):
+                self._feed.close()
         with contextlib.suppress(Exception):
             self._loop.run(self._engine.aclose(), timeout=15)
         with contextlib.suppress(Exception):
             self._loop.run(self._engine.close_store(), timeout=15)
         self._loop.close()
-        if self._feed is not None:
-            with contextlib.suppress(Exception):
-                self._feed.close()
 
     def __enter__(self) -> Jobs:
         return self

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from jobwidget.engine.providers.base import Provider
     from jobwidget.engine.runtime import Engine
     from jobwidget.engine.stores import BlockingStore
+    from jobwidget.surfaces.panel_feed import PanelFeed
     from jobwidget.surfaces.server import ServerHandle
     from jobwidget.surfaces.widget import JobsPanel
 
@@ -48,6 +49,7 @@ class Launching:
     _server: ServerHandle | None
     _closed: bool
     _detail: DetailFollower | None
+    _feed: PanelFeed | None
     _loop: Any
 
     if TYPE_CHECKING:  # supplied by Jobs
@@ -164,8 +166,8 @@ class Launching:
 
     def _shown(self, job: Job) -> Job:
         """`job` on the panel now, not when the engine's event reaches it (the same card, so no flicker)."""
-        if self._panel is not None:
-            self._panel.upsert([job])
+        if self._feed is not None:
+            self._feed.offer([job])  # a new job is at the top: inside the panel's window
         return job
 
     def _training_request(

@@ -1,5 +1,6 @@
 """What the panel's views say to the kernel, and what it answers: resyncs, Sync/Cancel/Retry clicks,
-card details, which views are on screen, and each view's search (whose totals the store counts).
+card details, which views are on screen, each view's search (whose totals the store counts), and the
+window's query and "Show more" (which the feed answers from the store: surfaces/panel_window.py).
 
 `PanelInbox` is the half of `JobsPanel` (surfaces/widget.py) that handles these; the other half keeps
 the cards, the patches and the status the views show.
@@ -15,6 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from jobwidget.surfaces.cards import _MAX_SHORT, clip, int_or_none, num
+from jobwidget.surfaces.panel_window import FILTERS
 
 if TYPE_CHECKING:
     from jobwidget.surfaces.panel_threads import Coalescer, Heartbeat
@@ -50,6 +52,8 @@ class PanelInbox:
         on_visible: Callable[[bool], None] | None
         on_retry: Callable[[str], None] | None
         on_detail: Callable[[str, bool, str], None] | None
+        on_query: Callable[[str, str], None] | None
+        on_more: Callable[[int], None] | None
         stats: dict[str, int]
         totals: dict[str, Any]
         snapshot: dict[str, Any]
@@ -90,6 +94,10 @@ class PanelInbox:
             self._handle_retry(content.get("job_id"))
         elif kind == "detail":
             self._handle_detail(content)
+        elif kind == "query":
+            self._handle_query(content)
+        elif kind == "more":
+            self._handle_more(content.get("qv"))
 
     def _answer_resync(self, view_seq: Any) -> None:
         """Bring a view up to date: a fresh snapshot if it is behind, then a hello with the current seq."""
@@ -164,6 +172,30 @@ class PanelInbox:
         if not isinstance(job_id, str) or not job_id or len(job_id) > 200 or callback is None:
             return
         _safe_call("detail", callback, job_id, bool(content.get("open")), _view_id(content))
+
+    # ----------------------------------------------------------------- the window: query and "Show more"
+
+    def _handle_query(self, content: Mapping[str, Any]) -> None:
+        """A view chose a status filter and search text: its totals, and (through the feed) the cards."""
+        filter_ = content.get("filter")
+        if not isinstance(filter_, str) or filter_ not in FILTERS:
+            filter_ = "all"
+        text = content.get("search")
+        query = text.strip()[:_MAX_SEARCH] if isinstance(text, str) else ""
+        self._set_search(_view_id(content), query)
+        callback = self.on_query
+        if callback is not None:
+            exc = _safe_call("query", callback, filter_, query)
+            if exc is not None:
+                self.toast(f"Could not filter the jobs: {_describe(exc)}", "error")
+
+    def _handle_more(self, qv: Any) -> None:
+        callback = self.on_more
+        if callback is None or not isinstance(qv, int) or isinstance(qv, bool):
+            return
+        exc = _safe_call("more", callback, qv)
+        if exc is not None:
+            self.toast(f"Could not load more jobs: {_describe(exc)}", "error")
 
     def _recount(self, changed: bool) -> None:
         if changed and self._totals_source is not None:

@@ -1,4 +1,4 @@
-"""The live panel: ONE anywidget showing every job as a card.
+"""The live panel: ONE anywidget showing jobs as cards (a window onto the store: panel_window.py).
 
 Why it looks like this:
 - The ESM/CSS text travels in every comm_open, so there is one widget for all jobs, not one per job.
@@ -17,24 +17,11 @@ Why it looks like this:
   instead of showing stale cards as live, and disables its buttons.
 - The header's counts and total cost are the store's (every job, not only the cards loaded), for each
   search text a view sent: one SQL query per search, on a worker thread, throttled while jobs change.
+- The cards are a window onto the store (`PanelFeed` and `panel_window.Window` choose them): which one
+  travels with the cards as `window`, so a view can say "Showing 300 of 10,000" and offer "Show more".
 
-Message protocol (custom comm messages, `content` of anywidget's `model.send` / `widget.send`):
-  kernel -> view: {"type": "patch", "seq": n, "now": t, "upsert": [card, ...], "remove": [id, ...],
-                   "update": [{"id": id, changed fields..., dropped field: null}, ...]}  (update: optional)
-                  {"type": "hello", "seq": n, "now": t}        (answer to every resync request)
-                  {"type": "toast", "level": "info"|"error", "text": str, "synced": int?, "job_id": id?,
-                   "now": t}
-                  {"type": "beat", "seq": n, "now": t}         (heartbeat: the kernel is alive)
-  view -> kernel: {"type": "resync", "seq": n?} | {"type": "sync"} | {"type": "cancel", "job_id": id}
-                  {"type": "visible", "visible": bool, "view": str?}
-                  {"type": "search", "text": str, "view": str?}  (text "" forgets that view's search)
-                  {"type": "retry", "job_id": id}  (a failed or cancelled card's confirmed Retry)
-                  {"type": "detail", "job_id": id, "open": bool, "view": str?}  (a card opened or closed;
-                   the kernel answers with "detail" and "log" messages: surfaces/panel_detail.py)
-Traits: `snapshot` {"seq", "now", "jobs": [card]}, `status` {provider, demo, source, updated_at, error,
-last_success, polling, now}, `syncing` bool, `totals` {"by_search": {text: {status: {"n", "cost",
-"costed", "est"}}}, "now"}. Times are epoch seconds (compact, and the view corrects for clock skew with
-`now`).
+The protocol (the traits, every message each way, the card) is described once, as typed JSDoc, in
+js/src/protocol.js, beside its pure logic; this module and the view (js/src/widget.js) follow it.
 """
 
 from __future__ import annotations
@@ -45,7 +32,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import anywidget
@@ -54,6 +40,7 @@ import traitlets
 from jobwidget.core.models import Job
 from jobwidget.core.results import SyncResult
 from jobwidget.surfaces.cards import card_diff, clip, epoch, job_to_card
+from jobwidget.surfaces.front_end import front_end_module, static_path
 from jobwidget.surfaces.panel_inbox import PanelInbox, _now, _safe_call
 from jobwidget.surfaces.panel_threads import Coalescer, Heartbeat
 
@@ -75,23 +62,6 @@ _HEARTBEAT_S = 2.0
 _TOTALS_MIN_INTERVAL_S = 1.0  # at most one totals query round a second while jobs change
 
 
-def static_path(name: str) -> Path:
-    """Where the shipped front-end file `name` lives.
-
-    A wheel carries it in `jobwidget/static/` (copied there from `js/src/` at build time); a development
-    checkout (editable install) reads `js/src/` directly, so there is no stale copy to keep in step.
-    """
-    package_dir = Path(__file__).resolve().parent.parent
-    candidates = (package_dir / "static" / name, package_dir.parent / "js" / "src" / name)
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(
-        f"jobwidget front-end file {name!r} not found (looked in {', '.join(map(str, candidates))}); "
-        "reinstall jobwidget or restore js/src/"
-    )
-
-
 class JobsPanel(PanelInbox, anywidget.AnyWidget):
     """One live panel of job cards, fed by the controller from any thread.
 
@@ -103,7 +73,7 @@ class JobsPanel(PanelInbox, anywidget.AnyWidget):
     panel's own worker thread.
     """
 
-    _esm = static_path("widget.js")
+    _esm = front_end_module()  # js/src/protocol.js + widget.js as one module (surfaces/front_end.py)
     _css = static_path("widget.css")
 
     snapshot = traitlets.Dict().tag(sync=True)
@@ -120,6 +90,8 @@ class JobsPanel(PanelInbox, anywidget.AnyWidget):
         totals: Callable[[str], Mapping[str, Mapping[str, Any]]] | None = None,
         on_retry: Callable[[str], None] | None = None,
         on_detail: Callable[[str, bool, str], None] | None = None,
+        on_query: Callable[[str, str], None] | None = None,
+        on_more: Callable[[int], None] | None = None,
         max_flush_hz: float = 10.0,
         heartbeat_s: float = _HEARTBEAT_S,
     ) -> None:
@@ -131,6 +103,8 @@ class JobsPanel(PanelInbox, anywidget.AnyWidget):
         self._dirty: set[str] = set()
         self._removed: set[str] = set()
         self._sent: dict[str, dict[str, Any]] = {}  # each card as views last received it (for diffs)
+        self._window: dict[str, Any] | None = None  # which part of the store the cards are (panel_window)
+        self._window_dirty = False
         self._pending_status: dict[str, Any] | None = None
         self._seq = 0
         self._min_interval = 1.0 / float(max_flush_hz)
@@ -144,6 +118,8 @@ class JobsPanel(PanelInbox, anywidget.AnyWidget):
         self.on_visible = on_visible
         self.on_retry = on_retry
         self.on_detail = on_detail
+        self.on_query = on_query
+        self.on_more = on_more
         self.stats = {"patches": 0, "snapshots": 0, "resyncs": 0, "beats": 0, "totals": 0}
         self._totals_source = totals
         self._searches: dict[str, str] = {}  # view id -> its search text, oldest first
@@ -194,32 +170,46 @@ class JobsPanel(PanelInbox, anywidget.AnyWidget):
         with self._lock:
             return {k: dict(v) for k, v in self._cards.items()}
 
-    def set_jobs(self, jobs: Iterable[Job]) -> None:
-        """Make the panel show exactly `jobs`; only cards that differ are sent."""
+    def set_jobs(self, jobs: Iterable[Job], *, window: Mapping[str, Any] | None = None) -> None:
+        """Make the panel show exactly `jobs`; only cards that differ are sent. `window`: what part of the
+        store they are (`Window.meta`), sent in the same message as the cards."""
         new = {}
         for job in jobs:
             new[job.job_id] = job_to_card(job)
         with self._lock:
             changed = [self._drop(job_id) for job_id in [k for k in self._cards if k not in new]]
             changed += [self._put(job_id, card) for job_id, card in new.items()]
+            self._set_window(window)
             self._schedule()
         self._recount(any(changed))
 
-    def upsert(self, jobs: Iterable[Job]) -> None:
+    def upsert(self, jobs: Iterable[Job], *, window: Mapping[str, Any] | None = None) -> None:
         """Add or update these jobs' cards (unchanged cards send nothing)."""
         cards = [job_to_card(job) for job in jobs]
         with self._lock:
             changed = [self._put(card["id"], card) for card in cards]
+            self._set_window(window)
             self._schedule()
         self._recount(any(changed))
 
-    def remove(self, job_ids: Iterable[str]) -> None:
+    def remove(self, job_ids: Iterable[str], *, window: Mapping[str, Any] | None = None) -> None:
         """Drop these jobs' cards (unknown ids are ignored)."""
         ids = [str(job_id) for job_id in job_ids]
         with self._lock:
             changed = [self._drop(job_id) for job_id in ids]
+            self._set_window(window)
             self._schedule()
         self._recount(any(changed))
+
+    def recount(self) -> None:
+        """The store changed (maybe beyond the cards held): ask the totals worker for fresh counts."""
+        self._recount(True)
+
+    @property
+    def window(self) -> dict[str, Any] | None:
+        """The window description last given with the cards (None: the cards are all there is)."""
+        with self._lock:
+            return None if self._window is None else dict(self._window)
 
     def flush(self) -> None:
         """Send pending changes now instead of waiting for the next coalescing slot."""
@@ -255,9 +245,14 @@ class JobsPanel(PanelInbox, anywidget.AnyWidget):
         self._removed.add(job_id)
         return True
 
+    def _set_window(self, window: Mapping[str, Any] | None) -> None:
+        if window is not None and dict(window) != self._window:
+            self._window = dict(window)
+            self._window_dirty = True
+
     def _schedule(self) -> None:
         """Flush now if the last flush is old enough, else once when it is (one timer at most)."""
-        pending = self._dirty or self._removed or self._pending_status is not None
+        pending = self._dirty or self._removed or self._window_dirty or self._pending_status is not None
         if self._closed or self._timer is not None or not pending:
             return
         wait = self._min_interval - (time.monotonic() - self._last_flush)
@@ -293,7 +288,7 @@ class JobsPanel(PanelInbox, anywidget.AnyWidget):
 
     def _flush_cards_locked(self) -> bool:
         """Send the changed cards as one patch (or a snapshot when most cards changed); False if none."""
-        if not (self._dirty or self._removed):
+        if not (self._dirty or self._removed or self._window_dirty):
             return False
         upserts: list[dict[str, Any]] = []
         updates: list[dict[str, Any]] = []
@@ -310,9 +305,10 @@ class JobsPanel(PanelInbox, anywidget.AnyWidget):
             self._sent.pop(job_id, None)
         self._dirty.clear()
         self._removed.clear()
+        window, self._window_dirty = self._window_dirty, False
         changes = len(upserts) + len(updates) + len(removes)
-        if not changes:
-            return False  # changed and changed back within one window
+        if not changes and not window:
+            return False  # changed and changed back within one coalescing slot
         self._seq += 1
         if changes >= max(_SNAPSHOT_MIN_CHANGES, _SNAPSHOT_SHARE * len(self._cards)):
             self._publish_snapshot()
@@ -321,6 +317,8 @@ class JobsPanel(PanelInbox, anywidget.AnyWidget):
             patch = {"type": "patch", "seq": self._seq, "now": _now(), "upsert": upserts, "remove": removes}
             if updates:
                 patch["update"] = updates
+            if window and self._window is not None:
+                patch["window"] = self._window
             self._emit(patch)
         return True
 
@@ -328,9 +326,13 @@ class JobsPanel(PanelInbox, anywidget.AnyWidget):
         """Set the snapshot trait to every card at the current seq (pending changes are in it already)."""
         self._dirty.clear()
         self._removed.clear()
+        self._window_dirty = False
         self._sent = dict(self._cards)
         self.stats["snapshots"] += 1
-        self.snapshot = {"seq": self._seq, "now": _now(), "jobs": list(self._cards.values())}
+        snapshot: dict[str, Any] = {"seq": self._seq, "now": _now(), "jobs": list(self._cards.values())}
+        if self._window is not None:
+            snapshot["window"] = self._window
+        self.snapshot = snapshot
 
     def _emit(self, content: dict[str, Any]) -> None:
         if not self._closed:

@@ -1,36 +1,73 @@
-// jobwidget live panel: one anywidget view of every job as a card.
+// @ts-check
+// jobwidget live panel: one anywidget view of the jobs the kernel sends as cards.
 //
-// Plain ESM, no imports, no build step, no network: anywidget loads this file as it is.
-// Protocol (see jobwidget/surfaces/widget.py):
-//   trait `snapshot` {seq, now, jobs: [card]}  - the source of truth on (re)sync
-//   trait `status`   {provider, demo, source, updated_at, error, last_success, polling, now}
-//   trait `syncing`  bool
-//   trait `totals`   {by_search: {text: {status: {n, cost, costed, est, rate?, t0?}}}, now}  - the whole store's
-//       counts; running costs travel clock-free: cost + rate × now - t0 (kernel seconds)
-//   msg {type: "patch", seq, now, upsert: [card], remove: [id], update?: [{id, changed fields, dropped: null}]}
-//       applied in seq order; a gap -> resync
-//   msg {type: "hello", seq, now}  - answer to our resync request
-//   msg {type: "toast", level, text, synced?, job_id?}  - an error toast with job_id re-enables that Cancel
-//   msg {type: "beat", seq, now}  - every 2 s while the kernel lives; silence -> "Kernel disconnected"
-//   msg {type: "detail", job_id, status, error, inputs, inputs_note, outputs, retry_of, destination}
-//   msg {type: "log", job_id, status, final, total, partial, (from, append) | (reset, lines) | error}
-//       - the open card's detail and log tail (jobwidget/surfaces/panel_detail.py); never in a trait
-//   we send {type: "resync", seq} | {type: "sync"} | {type: "cancel", job_id} | {type: "visible", visible, view}
-//           {type: "search", text, view}  - debounced; the kernel answers in `totals`
-//           {type: "retry", job_id}  - a failed or cancelled card's confirmed Retry
-//           {type: "detail", job_id, open, view}  - a card's detail opened (or asked again) / closed
+// Plain ESM, no build step, no network. The protocol (traits, messages each way, the card) is described
+// once, as types, in ./protocol.js, with its pure logic; this file is the view (DOM, events, timers).
+// anywidget inlines a single module: jobwidget/surfaces/front_end.py ships protocol.js followed by this
+// file without its `import ... from "./protocol.js"` and `export ... from "./protocol.js"` statements.
 // Data is only ever written with textContent or attributes (never innerHTML): log lines and names come
 // from training scripts and providers.
 
-const ACTIVE = new Set(["pending", "uploading", "queued", "running"]);
-const STATUS_ORDER = ["running", "queued", "uploading", "pending", "completed", "failed", "cancelled"];
-const FILTERS = [
-  ["all", "All"],
-  ["active", "Active"],
-  ["completed", "Completed"],
-  ["failed", "Failed"],
-  ["cancelled", "Cancelled"],
-];
+import {
+  ACTIVE,
+  FILTERS,
+  MAX_SEARCH,
+  RETRYABLE,
+  adoptedQuery,
+  applyLogMessage,
+  asWindow,
+  cardCost,
+  compareCards,
+  describeDot,
+  flagLabel,
+  formatAgo,
+  formatClock,
+  formatCost,
+  formatDuration,
+  insertionIndex,
+  logStateText,
+  matchesFilter,
+  nearestDot,
+  normalizeQuery,
+  notificationFor,
+  num,
+  planPatch,
+  queryKey,
+  safeHttpsUrl,
+  seqStep,
+  sparkGeometry,
+  summarizeTotals,
+  takesSnapshot,
+  tickedEta,
+  windowAnswers,
+  windowText,
+} from "./protocol.js";
+
+// The pure helpers, for code (and tests) that import them from here.
+export {
+  applyLogMessage,
+  cardCost,
+  compareCards,
+  describeDot,
+  flagLabel,
+  formatAgo,
+  formatClock,
+  formatCost,
+  formatDuration,
+  insertionIndex,
+  logStateText,
+  matchesFilter,
+  matchesQuery,
+  nearestDot,
+  normalizeQuery,
+  notificationFor,
+  safeHttpsUrl,
+  sparkGeometry,
+  summarizeTotals,
+  tickedEta,
+  windowText,
+} from "./protocol.js";
+
 const SORTS = [
   ["newest", "Newest"],
   ["progress", "Progress"],
@@ -50,281 +87,40 @@ const CANCEL_TIMEOUT_MS = 2 * 60 * 1000;
 const DISCONNECT_MS = 7000;
 const LIVENESS_CHECK_MS = 1000;
 const SEARCH_DEBOUNCE_MS = 250;
-const MAX_SEARCH = 200;
-const RETRYABLE = new Set(["failed", "cancelled"]);
-const LOG_LINES = 200; // the kernel sends at most this many; the view keeps no more
+const MORE_TIMEOUT_MS = 30000; // a "Show more" the kernel never answered (busy, lost): the button is back
 const SVG_NS = "http://www.w3.org/2000/svg";
 const SPARK_W = 120;
 const SPARK_H = 24;
 
-// ------------------------------------------------------------------ pure helpers (exported for tests)
-
-/** "45s", "5m 03s", "2h 05m", "3d 4h" */
-export function formatDuration(seconds) {
-  if (typeof seconds !== "number" || !Number.isFinite(seconds)) return "";
-  const s = Math.max(0, Math.round(seconds));
-  if (s < 60) return `${s}s`;
-  const pad = (n) => String(n).padStart(2, "0");
-  if (s < 3600) return `${Math.floor(s / 60)}m ${pad(s % 60)}s`;
-  if (s < 86400) return `${Math.floor(s / 3600)}h ${pad(Math.floor((s % 3600) / 60))}m`;
-  return `${Math.floor(s / 86400)}d ${Math.floor((s % 86400) / 3600)}h`;
-}
-
-/** "just now", "12 s ago", "5 min ago", "3 h ago", "2 d ago" */
-export function formatAgo(seconds) {
-  if (typeof seconds !== "number" || !Number.isFinite(seconds)) return "";
-  const s = Math.max(0, Math.round(seconds));
-  if (s < 2) return "just now";
-  if (s < 60) return `${s} s ago`;
-  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
-  if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
-  return `${Math.floor(s / 86400)} d ago`;
-}
-
-/** Local wall-clock time: "14:02:31" today, "2025-06-01 14:02" another day. */
-export function formatClock(epochSeconds, nowMs = Date.now()) {
-  if (typeof epochSeconds !== "number" || !Number.isFinite(epochSeconds)) return "";
-  const d = new Date(epochSeconds * 1000);
-  const today = new Date(nowMs);
-  const pad = (n) => String(n).padStart(2, "0");
-  const time = `${pad(d.getHours())}:${pad(d.getMinutes())}`;
-  if (d.toDateString() === today.toDateString()) return `${time}:${pad(d.getSeconds())}`;
-  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${time}`;
-}
-
-/** The search text as the view sends it and keys the kernel's totals by. */
-export function normalizeQuery(query) {
-  return typeof query === "string" ? query.trim().toLowerCase().slice(0, MAX_SEARCH) : "";
-}
-
-/**
- * Header numbers from per-status totals {status: {n, cost, costed, est}}: the filter buttons' counts, the
- * counts line's parts, and the total cost of the statuses the filter shows.
- */
-export function summarizeTotals(byStatus, filter, nowS = Date.now() / 1000) {
-  const counts = { all: 0, active: 0, completed: 0, failed: 0, cancelled: 0 };
-  let cost = 0;
-  let costed = 0;
-  let estimated = 0;
-  const parts = [];
-  const statuses = Object.keys(byStatus || {});
-  const ordered = STATUS_ORDER.filter((s) => statuses.includes(s)).concat(
-    statuses.filter((s) => !STATUS_ORDER.includes(s)),
-  );
-  for (const status of ordered) {
-    const t = byStatus[status] || {};
-    const n = num(t.n) || 0;
-    if (n <= 0) continue;
-    counts.all += n;
-    if (ACTIVE.has(status)) counts.active += n;
-    else if (status in counts) counts[status] += n;
-    parts.push(`${n} ${status}`);
-    if (matchesFilter({ status }, filter)) {
-      cost += num(t.cost) || 0;
-      // running jobs' costs so far travel clock-free (summed price per second and price × start)
-      const rate = num(t.rate);
-      const t0 = num(t.t0);
-      if (rate !== null && t0 !== null && Number.isFinite(nowS)) cost += Math.max(0, rate * nowS - t0);
-      costed += num(t.costed) || 0;
-      estimated += num(t.est) || 0;
-    }
-  }
-  return { counts, parts, cost, anyCost: costed > 0, estimated: estimated > 0 };
-}
-
-export function formatCost(usd) {
-  if (typeof usd !== "number" || !Number.isFinite(usd)) return "";
-  return usd !== 0 && Math.abs(usd) < 0.01 ? `$${usd.toFixed(4)}` : `$${usd.toFixed(2)}`;
-}
-
-/** The URL if it is a well-formed https link, else null (never javascript:, data:, http:...). */
-export function safeHttpsUrl(value) {
-  if (typeof value !== "string" || !value.startsWith("https://")) return null;
-  try {
-    const url = new URL(value);
-    return url.protocol === "https:" && url.hostname ? url.href : null;
-  } catch {
-    return null;
-  }
-}
-
-export function matchesFilter(card, filter) {
-  if (!filter || filter === "all") return true;
-  if (filter === "active") return ACTIVE.has(card.status);
-  return card.status === filter;
-}
-
-export function matchesQuery(card, query) {
-  if (!query) return true;
-  const q = query.trim().toLowerCase();
-  if (!q) return true;
-  return [card.name, card.id, card.model].some((v) => typeof v === "string" && v.toLowerCase().includes(q));
-}
-
-const num = (v) => (typeof v === "number" && Number.isFinite(v) ? v : null);
-function desc(a, b) {
-  // numbers descending, missing values last
-  if (a === null && b === null) return 0;
-  if (a === null) return 1;
-  if (b === null) return -1;
-  return b - a;
-}
-export function compareCards(sort, nowS = Date.now() / 1000) {
-  const newest = (a, b) => desc(num(a.created), num(b.created)) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
-  if (sort === "progress") return (a, b) => desc(num(a.pct), num(b.pct)) || newest(a, b);
-  if (sort === "cost") return (a, b) => desc(cardCost(a, nowS), cardCost(b, nowS)) || newest(a, b);
-  return newest;
-}
-
-/**
- * A card's cost at kernel time `nowS`: a running card carries its price per second (`pps`) rather than a
- * cost that moves with the clock, so the view ticks it as (now - started) × pps; otherwise the card's cost.
- */
-export function cardCost(c, nowS) {
-  const pps = num(c && c.pps);
-  const started = num(c && c.started);
-  if (c && c.status === "running" && pps !== null && started !== null && Number.isFinite(nowS)) {
-    return Math.max(0, nowS - started) * pps;
-  }
-  return num(c && c.cost);
-}
-
-/** The ETA left at `nowS` of one that read `eta` seconds at `etaAt` (kernel seconds); never below zero. */
-export function tickedEta(eta, etaAt, nowS) {
-  const e = num(eta);
-  if (e === null) return null;
-  const since = num(etaAt) !== null && Number.isFinite(nowS) ? Math.max(0, nowS - etaAt) : 0;
-  return Math.max(0, e - since);
-}
-
-/**
- * The open detail's log after one kernel `log` message: {lines, total, partial, final, status, error,
- * stale}. `stale` means the message continues a log this view does not have: ask the kernel again.
- */
-export function applyLogMessage(log, msg) {
-  const cur = log || { lines: [], total: -1, partial: null, final: false, status: null, error: null };
-  if (!msg || typeof msg !== "object") return { ...cur, stale: false };
-  const out = { ...cur, stale: false, status: typeof msg.status === "string" ? msg.status : cur.status };
-  if (typeof msg.error === "string" && msg.error) return { ...out, error: msg.error };
-  const texts = (v) => (Array.isArray(v) ? v.filter((x) => typeof x === "string") : []);
-  if (msg.reset) {
-    out.lines = texts(msg.lines).slice(-LOG_LINES);
-  } else if (Array.isArray(msg.append)) {
-    if (msg.from !== cur.total) return { ...cur, stale: true };
-    out.lines = cur.lines.concat(texts(msg.append)).slice(-LOG_LINES);
-  } else {
-    return out;
-  }
-  out.total = num(msg.total) ?? out.lines.length;
-  out.partial = typeof msg.partial === "string" && msg.partial ? msg.partial : null;
-  out.final = !!msg.final;
-  out.error = null;
-  return out;
-}
-
-/** What the log's header says about it: following, final, waiting, or what went wrong. */
-export function logStateText(log) {
-  if (!log) return "loading…";
-  if (log.error) return `could not read the log: ${log.error}`;
-  if (log.total < 0) return "loading…";
-  if (log.final) return `final log${log.lines.length ? ` · last ${log.lines.length} lines` : " · empty"}`;
-  if (!log.lines.length && !log.partial) {
-    return log.status === "running" ? "no output yet · following" : "waiting for the job to start";
-  }
-  return `following live · last ${log.lines.length} lines`;
-}
-
-// ------------------------------------------------------------------ run health (pure, exported for tests)
-
-const FLAG_LABELS = {
-  nan_loss: "NaN loss",
-  stalled: "stalled",
-  diverging: "diverging",
-  slow_start: "slow start",
-};
-const TERMINAL = new Set(["completed", "failed", "cancelled"]);
 const NOTIFY_KEY = "jobwidget.notify";
 
-export function flagLabel(name) {
-  return FLAG_LABELS[name] || String(name);
-}
+/** @typedef {import("./protocol.js").Card} Card */
+/** @typedef {import("./protocol.js").PanelWindow} PanelWindow */
+/** @typedef {import("./protocol.js").Snapshot} Snapshot */
+/** @typedef {import("./protocol.js").Status} Status */
+/** @typedef {import("./protocol.js").Totals} Totals */
+/** @typedef {import("./protocol.js").StatusTotals} StatusTotals */
+/** @typedef {import("./protocol.js").PatchMsg} PatchMsg */
+/** @typedef {import("./protocol.js").HelloMsg} HelloMsg */
+/** @typedef {import("./protocol.js").KernelMsg} KernelMsg */
+/** @typedef {import("./protocol.js").DetailMsg} DetailMsg */
+/** @typedef {import("./protocol.js").LogMsg} LogMsg */
+/** @typedef {import("./protocol.js").LogState} LogState */
+/** @typedef {import("./protocol.js").ViewMsg} ViewMsg */
 
 /**
- * Sparkline geometry for [[step, loss|null], ...] in a w x h box: the path through the finite losses,
- * every point with its position (a NaN loss sits on the top edge, marked), or null with under 2 points.
+ * What the view needs of anywidget's model: the traits by name, their change events, and the comm.
+ * @typedef {object} Model
+ * @property {{
+ *   (key: "snapshot"): Snapshot | undefined,
+ *   (key: "status"): Status | undefined,
+ *   (key: "syncing"): boolean | undefined,
+ *   (key: "totals"): Totals | undefined,
+ * }} get
+ * @property {(event: string, callback: (...args: any[]) => void) => void} on
+ * @property {(event: string, callback: (...args: any[]) => void) => void} off
+ * @property {(msg: ViewMsg) => void} send
  */
-export function sparkGeometry(points, w, h, pad = 2) {
-  if (!Array.isArray(points)) return null;
-  const pts = points.filter(
-    (p) => Array.isArray(p) && num(p[0]) !== null && (p[1] === null || num(p[1]) !== null),
-  );
-  if (pts.length < 2) return null;
-  const finite = pts.filter((p) => p[1] !== null).map((p) => p[1]);
-  const lo = finite.length ? Math.min(...finite) : 0;
-  const hi = finite.length ? Math.max(...finite) : 1;
-  const s0 = pts[0][0];
-  const s1 = pts[pts.length - 1][0];
-  const xOf = (step) => (s1 > s0 ? pad + ((step - s0) / (s1 - s0)) * (w - 2 * pad) : w / 2);
-  const yOf = (v) => (hi > lo ? pad + (1 - (v - lo) / (hi - lo)) * (h - 2 * pad) : h / 2);
-  const dots = pts.map((p) => ({
-    x: Math.round(xOf(p[0]) * 10) / 10,
-    y: Math.round((p[1] === null ? pad : yOf(p[1])) * 10) / 10,
-    step: p[0],
-    loss: p[1],
-    nan: p[1] === null,
-  }));
-  let d = "";
-  let pen = false;
-  for (const dot of dots) {
-    if (dot.nan) {
-      pen = false; // a NaN breaks the line: there is no value to draw through
-      continue;
-    }
-    d += `${pen ? "L" : "M"}${dot.x} ${dot.y}`;
-    pen = true;
-  }
-  return { d, dots, lo, hi };
-}
-
-/** The dot nearest to x (for hover). */
-export function nearestDot(geometry, x) {
-  if (!geometry || !geometry.dots.length) return null;
-  let best = geometry.dots[0];
-  for (const dot of geometry.dots) if (Math.abs(dot.x - x) < Math.abs(best.x - x)) best = dot;
-  return best;
-}
-
-export function describeDot(dot) {
-  if (!dot) return "";
-  return `step ${dot.step} · loss ${dot.nan ? "NaN" : dot.loss}`;
-}
-
-/**
- * What a browser notification should say about a card that changed from `before` to `after` (null:
- * nothing worth one): a job that finished or failed, or a flag newly raised.
- */
-export function notificationFor(before, after) {
-  if (!before || !after || typeof after.id !== "string") return null;
-  const name = after.name || after.id;
-  if (!TERMINAL.has(before.status) && TERMINAL.has(after.status)) {
-    const cost = typeof after.cost === "number" ? formatCost(after.cost) : "";
-    return {
-      title: `${name} ${after.status}`,
-      body: [after.guard || after.err, cost].filter(Boolean).join(" · "),
-      tag: `jobwidget:${after.id}:${after.status}`,
-    };
-  }
-  const had = new Set((Array.isArray(before.flags) ? before.flags : []).map((f) => f && f.n));
-  const fresh = (Array.isArray(after.flags) ? after.flags : []).filter((f) => f && !had.has(f.n));
-  if (fresh.length) {
-    return {
-      title: `${name}: ${fresh.map((f) => flagLabel(f.n)).join(", ")}`,
-      body: fresh.map((f) => f.r || flagLabel(f.n)).join("; "),
-      tag: `jobwidget:${after.id}:${fresh.map((f) => f.n).join(",")}`,
-    };
-  }
-  return null;
-}
 
 // ------------------------------------------------------------------ DOM helpers
 
@@ -357,15 +153,26 @@ function sparkX(svg, ev) {
 
 // ------------------------------------------------------------------ the view
 
+/**
+ * The view of one panel in `el`.
+ * @param {Model} model
+ * @param {HTMLElement} el
+ */
 function createPanel(model, el) {
   const doc = el.ownerDocument || document;
   const win = doc.defaultView || globalThis;
   const viewId = `v${Math.random().toString(36).slice(2, 10)}${Date.now().toString(36)}`;
   const state = {
     seq: -1,
-    cards: new Map(), // id -> card
+    cards: /** @type {Map<string, Card>} */ (new Map()), // id -> card
     nodes: new Map(), // id -> card DOM parts
-    buffer: new Map(), // seq -> patch waiting for a gap to close
+    order: /** @type {string[]} */ ([]), // card ids in list order (as in the DOM): a patch places one by binary search
+    cmp: /** @type {((a: string, b: string) => number) | null} */ (null), // the order's comparator of ids
+    window: /** @type {PanelWindow | null} */ (null), // which part of the store the cards are (null: all)
+    morePending: false, // "Show more" asked, not answered yet
+    shown: 0, // cards matching the filter and search (after the last renderList)
+    loadedActive: 0, // of those, active
+    buffer: /** @type {Map<number, PatchMsg>} */ (new Map()), // seq -> patch waiting for a gap to close
     filter: "all",
     query: "",
     sort: "newest",
@@ -374,19 +181,21 @@ function createPanel(model, el) {
     skewMs: 0, // browser clock minus kernel clock
     etaAt: new Map(), // card id -> kernel time its ETA arrived (the view counts it down from there)
     syncPending: false,
-    confirming: null,
+    confirming: /** @type {string | null} */ (null),
     confirmAction: "cancel", // what the open in-card confirmation is for: "cancel" | "retry"
     cancelling: new Set(),
     retrying: new Set(),
-    open: null, // the card whose detail is open in this view (one at a time)
-    detail: null, // {info, log}: the open card's detail, dropped when it closes
-    visible: null,
+    open: /** @type {string | null} */ (null), // the card whose detail is open in this view (one at a time)
+    /** @type {{info: DetailMsg | null, log: LogState | null} | null} the open card's detail, dropped when it closes */
+    detail: null,
+    visible: /** @type {boolean | null} */ (null),
     intersecting: true,
     destroyed: false,
     connected: true,
     lastHeard: Date.now(), // browser time of the kernel's last message (beat, patch, trait change...)
     sendFailed: false, // the comm refused a message since then
     sentSearch: "",
+    sentQuery: queryKey("all", ""), // the filter and search the kernel's window was last asked for
     notify: false, // browser notifications (opt-in, remembered in localStorage)
   };
   const timers = new Set();
@@ -399,7 +208,7 @@ function createPanel(model, el) {
     return t;
   };
 
-  const send = (msg) => {
+  const send = (/** @type {ViewMsg} */ msg) => {
     if (state.destroyed) return;
     try {
       model.send(msg);
@@ -458,6 +267,7 @@ function createPanel(model, el) {
   search.maxLength = MAX_SEARCH;
   const sortSel = make(doc, "select", "jw-sort");
   sortSel.setAttribute("aria-label", "Sort jobs");
+  sortSel.title = "Order of the cards loaded here (the list loads the newest first)";
   for (const [key, label] of SORTS) {
     const o = make(doc, "option", null, label);
     o.value = key;
@@ -481,6 +291,15 @@ function createPanel(model, el) {
   banner.append(bannerTitle, bannerText, bannerMeta);
   const list = make(doc, "div", "jw-list");
   list.setAttribute("role", "list");
+  // The list's end: how much of the store is loaded, and "Show more" (the next page, from the store).
+  const moreRow = make(doc, "div", "jw-more");
+  moreRow.setAttribute("role", "presentation");
+  const moreText = make(doc, "span", "jw-more-text");
+  const moreBtn = make(doc, "button", "jw-more-btn", "Show more");
+  moreBtn.type = "button";
+  moreRow.append(moreText, moreBtn);
+  moreRow.hidden = true;
+  list.append(moreRow);
   const empty = make(doc, "div", "jw-empty");
   const toasts = make(doc, "div", "jw-toasts");
   toasts.setAttribute("role", "status");
@@ -781,8 +600,10 @@ function createPanel(model, el) {
     }
   }
 
+  /** Show card `c` (new or changed); true if it must be (re)placed in the order: new, or its sort key moved. */
+  /** @param {Card} c */
   function putCard(c) {
-    if (!c || typeof c.id !== "string" || !c.id) return;
+    if (!c || typeof c.id !== "string" || !c.id) return false;
     if (state.notify) maybeNotify(state.cards.get(c.id), c);
     let n = state.nodes.get(c.id);
     if (!n) {
@@ -793,11 +614,41 @@ function createPanel(model, el) {
     if (!before || before.eta !== c.eta) state.etaAt.set(c.id, kernelNow()); // when this ETA was read
     state.cards.set(c.id, c);
     updateCard(n, c);
+    applyMatch(n, c);
+    return !before || !n.root.parentNode || orderOf(state.sort)(before, c) !== 0;
+  }
+
+  function unlist(id) {
+    const at = state.order.indexOf(id);
+    if (at >= 0) state.order.splice(at, 1);
+  }
+
+  /** Put these cards at their place in the order (binary search) and in the DOM; the rest stay put. */
+  function placeCards(ids) {
+    if (!state.cmp) state.cmp = idOrder(state.sort);
+    for (const id of ids) unlist(id); // first all out: a moved card must not mislead the search for another
+    for (const id of ids) {
+      const n = state.nodes.get(id);
+      if (!n) continue;
+      const at = insertionIndex(state.order, id, state.cmp);
+      state.order.splice(at, 0, id);
+      const next = at + 1 < state.order.length ? state.nodes.get(state.order[at + 1]).root : moreRow;
+      if (n.root.nextSibling !== next || n.root.parentNode !== list) list.insertBefore(n.root, next);
+    }
+  }
+
+  function orderOf(sort) {
+    return compareCards(sort, kernelNow());
+  }
+  function idOrder(sort) {
+    const cmp = orderOf(sort);
+    return (a, b) => cmp(state.cards.get(a), state.cards.get(b));
   }
 
   function dropCard(id) {
     const n = state.nodes.get(id);
     if (n) n.root.remove();
+    unlist(id);
     state.nodes.delete(id);
     state.cards.delete(id);
     state.etaAt.delete(id);
@@ -848,8 +699,8 @@ function createPanel(model, el) {
     state.open = id;
     state.detail = { info: null, log: null };
     n.detail = buildDetail(id);
-    const c = state.cards.get(id) || {};
-    n.detail.root.setAttribute("aria-label", `Details of ${c.name || id}`);
+    const c = state.cards.get(id);
+    n.detail.root.setAttribute("aria-label", `Details of ${(c && c.name) || id}`);
     n.detail.root.id = `jw-detail-${viewId}`;
     n.toggle.setAttribute("aria-controls", n.detail.root.id);
     n.root.append(n.detail.root);
@@ -937,6 +788,7 @@ function createPanel(model, el) {
     if (atEnd) pre.scrollTop = pre.scrollHeight; // follow the end unless the reader scrolled up
   }
 
+  /** @param {DetailMsg} msg */
   function onDetailMsg(msg) {
     if (msg.job_id !== state.open || !state.detail) return;
     const n = state.nodes.get(state.open);
@@ -944,6 +796,7 @@ function createPanel(model, el) {
     if (n && n.detail) renderDetailInfo(n.detail, msg);
   }
 
+  /** @param {LogMsg} msg */
   function onLogMsg(msg) {
     if (msg.job_id !== state.open || !state.detail) return;
     const next = applyLogMessage(state.detail.log, msg);
@@ -956,30 +809,55 @@ function createPanel(model, el) {
     if (n && n.detail) renderDetailLog(n.detail, next);
   }
 
-  // ---- layout: filter, sort, counts (cheap with 1,000 cards; DOM nodes move only when out of place)
+  // ---- layout. A full sort happens on a snapshot and when the sort changes; a patch places only the
+  //      cards it touched (placeCards), and a filter or search only shows and hides cards.
+
+  function applyMatch(n, c) {
+    const q = normalizeQuery(state.query);
+    show(n.root, matchesFilter(c, state.filter) && (!q || n.hay.includes(q)));
+  }
 
   function layout() {
-    const q = normalizeQuery(state.query);
-    const sorted = Array.from(state.cards.values()).sort(compareCards(state.sort, kernelNow()));
+    const cmp = idOrder(state.sort);
+    state.cmp = cmp;
+    state.order = Array.from(state.cards.keys()).sort(cmp);
     let cursor = list.firstChild;
-    let shown = 0;
-    for (const c of sorted) {
-      const n = state.nodes.get(c.id);
-      const match = matchesFilter(c, state.filter) && (!q || n.hay.includes(q));
-      if (match) shown += 1;
-      show(n.root, match);
+    for (const id of state.order) {
+      const n = state.nodes.get(id);
+      applyMatch(n, state.cards.get(id));
       if (cursor === n.root) {
         cursor = cursor.nextSibling;
       } else {
         list.insertBefore(n.root, cursor);
       }
     }
-    // anything left after the cursor is stale (cannot happen unless the DOM was touched from outside)
-    while (cursor) {
+    // anything left before the list's end is stale (cannot happen unless the DOM was touched from outside)
+    while (cursor && cursor !== moreRow) {
       const next = cursor.nextSibling;
       if (!(cursor.dataset && state.cards.has(cursor.dataset.jobId))) cursor.remove();
       cursor = next;
     }
+    if (moreRow.parentNode !== list || list.lastChild !== moreRow) list.append(moreRow);
+    renderList();
+  }
+
+  function refilter() {
+    for (const [id, n] of state.nodes) applyMatch(n, state.cards.get(id));
+    renderList();
+  }
+
+  /** Everything around the cards: counts, the empty state, the list's end. No sorting. */
+  function renderList() {
+    let shown = 0;
+    let active = 0;
+    for (const [id, n] of state.nodes) {
+      if (n.root.hidden) continue;
+      shown += 1;
+      const c = state.cards.get(id);
+      if (c && ACTIVE.has(c.status)) active += 1;
+    }
+    state.shown = shown;
+    state.loadedActive = active;
     renderCounts();
     const st = model.get("status") || {};
     const p = st.provider || "the provider";
@@ -1033,7 +911,21 @@ function createPanel(model, el) {
 
   function renderCounts() {
     const fromStore = storeTotals();
-    const sum = summarizeTotals(fromStore || loadedTotals(), state.filter, kernelNow());
+    // Without the store's numbers, the loaded cards are counted only when they are all there is (no
+    // window): a window's cards are a page of the store, and counting them would understate everything.
+    const byStatus = fromStore || (state.window ? null : loadedTotals());
+    if (!byStatus) {
+      for (const [key, b] of filterButtons) {
+        setText(b.lastChild, "…");
+        setAttr(b, "aria-pressed", key === state.filter ? "true" : "false");
+      }
+      setText(counts, "counting…");
+      show(total, false);
+      root.dataset.totals = "pending";
+      renderMore(null);
+      return;
+    }
+    const sum = summarizeTotals(byStatus, state.filter, kernelNow());
     for (const [key, b] of filterButtons) {
       setText(b.lastChild, String(sum.counts[key]));
       const pressed = key === state.filter ? "true" : "false";
@@ -1050,6 +942,23 @@ function createPanel(model, el) {
     );
     show(total, sum.anyCost);
     root.dataset.totals = fromStore ? "store" : "loaded";
+    renderMore(fromStore ? sum : null);
+  }
+
+  /** The list's end: "Showing 300 of 10,000" from the store's count, and "Show more" while there is more. */
+  function renderMore(sum) {
+    const w = state.window;
+    const current = windowAnswers(w, state.filter, state.query);
+    const storeCount = sum ? sum.counts[state.filter] : null;
+    const hiddenActive = sum && state.filter === "all" ? Math.max(0, sum.counts.active - state.loadedActive) : 0;
+    const text = current ? windowText(w, state.shown, storeCount, hiddenActive) : "";
+    const canMore = current && !!w && w.more && !w.full && state.connected;
+    setText(moreText, text);
+    show(moreBtn, canMore);
+    moreBtn.disabled = state.morePending;
+    setText(moreBtn, state.morePending ? "Loading…" : "Show more");
+    show(moreRow, !!text || canMore);
+    root.dataset.more = canMore ? "true" : "false";
   }
 
   function refreshAges() {
@@ -1057,6 +966,7 @@ function createPanel(model, el) {
     for (const [id, n] of state.nodes) {
       if (n.root.hidden) continue;
       const c = state.cards.get(id);
+      if (!c) continue;
       updateAge(n, c);
       if (c.status === "running") updateTicking(n, c);
     }
@@ -1066,9 +976,9 @@ function createPanel(model, el) {
 
   // ---- snapshot / patches / resync
 
+  /** @param {unknown} snap */
   function applySnapshot(snap) {
-    if (!snap || typeof snap.seq !== "number" || !Array.isArray(snap.jobs)) return false;
-    if (snap.seq < state.seq || (snap.seq === state.seq && state.seq >= 0)) return false;
+    if (!takesSnapshot(state.seq, snap)) return false;
     const keep = new Set();
     for (const c of snap.jobs) {
       if (c && typeof c.id === "string") {
@@ -1078,31 +988,22 @@ function createPanel(model, el) {
     }
     for (const id of Array.from(state.cards.keys())) if (!keep.has(id)) dropCard(id);
     state.seq = snap.seq;
+    noteWindow(snap.window);
     for (const s of Array.from(state.buffer.keys())) if (s <= state.seq) state.buffer.delete(s);
     drainBuffer();
     layout();
     return true;
   }
 
+  /** @param {PatchMsg} msg */
   function applyPatchNow(msg) {
-    for (const id of Array.isArray(msg.remove) ? msg.remove : []) dropCard(id);
-    for (const c of Array.isArray(msg.upsert) ? msg.upsert : []) putCard(c);
-    let lost = false;
-    for (const diff of Array.isArray(msg.update) ? msg.update : []) {
-      const old = diff && state.cards.get(diff.id);
-      if (!old) {
-        lost = true; // a change to a card we never got: we are out of step
-        continue;
-      }
-      const merged = { ...old };
-      for (const [key, value] of Object.entries(diff)) {
-        if (value === null) delete merged[key];
-        else merged[key] = value;
-      }
-      putCard(merged);
-    }
+    const plan = planPatch(state.cards, msg);
+    for (const id of plan.remove) dropCard(id);
+    const moved = plan.put.filter((c) => putCard(c)).map((c) => c.id);
+    placeCards(moved);
     state.seq = msg.seq;
-    if (lost) {
+    noteWindow(msg.window);
+    if (plan.lost) {
       // claim nothing: the kernel's snapshot (fresh, or the current one on the model) replaces everything
       state.seq = -1;
       requestResync(true);
@@ -1113,17 +1014,19 @@ function createPanel(model, el) {
     for (let i = 0; i < MAX_BUFFERED && state.buffer.has(state.seq + 1); i += 1) {
       const msg = state.buffer.get(state.seq + 1);
       state.buffer.delete(state.seq + 1);
-      applyPatchNow(msg);
+      if (msg) applyPatchNow(msg);
     }
   }
 
+  /** @param {PatchMsg} msg */
   function onPatch(msg) {
     if (typeof msg.seq !== "number") return;
-    if (msg.seq <= state.seq) return; // already in the snapshot we hold
-    if (msg.seq === state.seq + 1) {
+    const step = seqStep(state.seq, msg.seq);
+    if (step === "old") return; // already in the snapshot we hold
+    if (step === "next") {
       applyPatchNow(msg);
       drainBuffer();
-      layout();
+      renderList();
       return;
     }
     // a gap: keep the patch for later, ask for a snapshot
@@ -1138,6 +1041,7 @@ function createPanel(model, el) {
     send({ type: "resync", seq: state.seq });
   }
 
+  /** @param {HelloMsg} msg */
   function onHello(msg) {
     if (typeof msg.seq !== "number") return;
     if (msg.seq > state.seq) applySnapshot(model.get("snapshot"));
@@ -1224,7 +1128,7 @@ function createPanel(model, el) {
     for (const [id, n] of state.nodes) updateCard(n, state.cards.get(id));
     renderSync();
     renderStatus();
-    layout();
+    renderList();
     if (connected) {
       requestResync(true); // catch up on anything missed while silent
       if (state.sentSearch) send({ type: "search", text: state.sentSearch, view: viewId });
@@ -1336,6 +1240,7 @@ function createPanel(model, el) {
 
   // ---- events
 
+  /** @param {KernelMsg} msg */
   function onCustom(msg) {
     if (!msg || typeof msg !== "object") return;
     heard();
@@ -1378,7 +1283,7 @@ function createPanel(model, el) {
     const st = model.get("status") || {};
     noteClock(st.now);
     renderStatus();
-    if (state.cards.size === 0) layout();
+    if (state.cards.size === 0) renderList();
   };
   const onSyncing = () => {
     heard();
@@ -1395,24 +1300,73 @@ function createPanel(model, el) {
     const b = ev.target && ev.target.closest ? ev.target.closest(".jw-filter") : null;
     if (!b || !filters.contains(b)) return;
     state.filter = b.dataset.status || "all";
-    layout();
+    refilter(); // the loaded cards at once; the kernel answers with the store's matching window
+    sendQuery();
   });
   let searchTimer = null;
-  function sendSearch() {
-    searchTimer = null;
-    const q = normalizeQuery(state.query);
-    if (q === state.sentSearch) return;
-    state.sentSearch = q;
-    send({ type: "search", text: q, view: viewId });
-  }
-  search.addEventListener("input", () => {
-    state.query = search.value || "";
-    layout(); // cards filter at once; the store's counts follow once the kernel answers
+  function stopSearchTimer() {
     if (searchTimer !== null) {
       win.clearTimeout(searchTimer);
       timers.delete(searchTimer);
+      searchTimer = null;
     }
-    searchTimer = later(sendSearch, SEARCH_DEBOUNCE_MS);
+  }
+  /** Ask the kernel for the window of this filter and search (and the search's totals), if new. */
+  function sendQuery() {
+    stopSearchTimer();
+    const q = normalizeQuery(state.query);
+    const key = queryKey(state.filter, q);
+    if (key === state.sentQuery) return;
+    state.sentQuery = key;
+    state.sentSearch = q;
+    send({ type: "query", filter: state.filter, search: q, view: viewId });
+  }
+  search.addEventListener("input", () => {
+    state.query = search.value || "";
+    refilter(); // the loaded cards at once; the store's window and counts follow once the kernel answers
+    stopSearchTimer();
+    searchTimer = later(sendQuery, SEARCH_DEBOUNCE_MS);
+  });
+
+  /** The kernel's window (from a snapshot or a patch). Views of one panel share it: when another view
+   *  chose a new query, this one shows that query too, unless its user is typing one of their own. */
+  /** @param {unknown} value */
+  function noteWindow(value) {
+    const meta = asWindow(value);
+    if (!meta) return;
+    const previous = state.window;
+    state.window = meta;
+    state.morePending = false;
+    root.dataset.windowFilter = meta.filter; // the query the cards answer (for tests and tools)
+    root.dataset.windowSearch = meta.search;
+    const view = { filter: state.filter, search: state.query, typing: searchTimer !== null };
+    const adopt = adoptedQuery(previous, meta, view);
+    if (!adopt) return;
+    const { filter, search: q } = adopt;
+    state.filter = filter;
+    state.query = q;
+    search.value = q;
+    state.sentQuery = queryKey(filter, q);
+    if (q !== state.sentSearch) {
+      state.sentSearch = q;
+      send({ type: "search", text: q, view: viewId }); // this view's totals follow the shared search
+    }
+    refilter();
+  }
+
+  let moreTimer = null;
+  moreBtn.addEventListener("click", () => {
+    const w = state.window;
+    if (!w || state.morePending || !state.connected) return;
+    state.morePending = true;
+    renderCounts();
+    send({ type: "more", qv: w.qv, view: viewId });
+    if (moreTimer !== null) win.clearTimeout(moreTimer);
+    moreTimer = later(() => {
+      moreTimer = null;
+      state.morePending = false;
+      renderCounts();
+    }, MORE_TIMEOUT_MS);
   });
   sortSel.addEventListener("change", () => {
     state.sort = sortSel.value || "newest";
@@ -1582,6 +1536,7 @@ function createPanel(model, el) {
 }
 
 /** anywidget entry point: draw the panel into `el`; the returned function tears it down. */
+/** @param {{model: Model, el: HTMLElement}} props */
 function render({ model, el }) {
   const panel = createPanel(model, el);
   return () => panel.destroy();

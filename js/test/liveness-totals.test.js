@@ -26,6 +26,7 @@ const typeSearch = (el, text) => {
   input.dispatchEvent(new Event("input"));
 };
 const searches = (model) => model.sent.filter((m) => m.type === "search");
+const queries = (model) => model.sent.filter((m) => m.type === "query");
 const count = (el, key) => q(el, `.jw-filter[data-status="${key}"] .jw-count`).textContent;
 
 beforeEach(() => {
@@ -250,13 +251,13 @@ describe("totals are the store's", () => {
     typeSearch(el, "fl");
     vi.advanceTimersByTime(100);
     typeSearch(el, "  FLUX ");
-    expect(searches(model)).toHaveLength(0);
+    expect(queries(model)).toHaveLength(0);
     // meanwhile: the loaded cards that match, counted here
     expect(root(el).dataset.totals).toBe("loaded");
     expect(count(el, "all")).toBe("2");
     expect(q(el, ".jw-total").textContent).toBe("Total $5.00 (incl. est.)");
     vi.advanceTimersByTime(250);
-    expect(searches(model)).toEqual([{ type: "search", text: "flux", view: expect.any(String) }]);
+    expect(queries(model)).toEqual([{ type: "query", filter: "all", search: "flux", view: expect.any(String) }]);
     model.kernelSet("totals", { by_search: { "": STORE, flux: FLUX }, now: NOW });
     expect(root(el).dataset.totals).toBe("store");
     expect(count(el, "all")).toBe("301");
@@ -268,14 +269,19 @@ describe("totals are the store's", () => {
     expect(q(el, ".jw-total").title).toBe("Cost of all completed jobs matching “flux” in the job store");
     expect(q(el, ".jw-total").textContent).toBe("Total $420.25");
     q(el, '.jw-filter[data-status="all"]').click();
+    // a filter goes to the kernel at once, with the search
+    expect(queries(model).slice(1).map((m) => [m.filter, m.search])).toEqual([
+      ["completed", "flux"],
+      ["all", "flux"],
+    ]);
     // the same text again sends nothing; clearing it goes back to the whole store at once
     typeSearch(el, "flux");
     vi.advanceTimersByTime(300);
-    expect(searches(model)).toHaveLength(1);
+    expect(queries(model)).toHaveLength(3);
     typeSearch(el, "");
     expect(count(el, "all")).toBe("1245");
     vi.advanceTimersByTime(300);
-    expect(searches(model).at(-1)).toMatchObject({ type: "search", text: "" });
+    expect(queries(model).at(-1)).toMatchObject({ type: "query", filter: "all", search: "" });
   });
 
   it("jobs changing in the store move the numbers without any card changing", () => {
@@ -303,7 +309,7 @@ describe("totals are the store's", () => {
     const { model, el, cleanup } = loaded({});
     typeSearch(el, "flux");
     vi.advanceTimersByTime(300);
-    const view = searches(model)[0].view;
+    const view = queries(model)[0].view;
     cleanup();
     expect(searches(model).at(-1)).toEqual({ type: "search", text: "", view });
   });

@@ -94,6 +94,10 @@ _JS_FILTER_STATE = """() => {
     shownAttr: Number(root.dataset.shown),
     shown: shown.map((c) => c.dataset.status),
     all: root.querySelectorAll(".jw-card").length,
+    window: [root.dataset.windowFilter, root.dataset.windowSearch],
+    search: root.querySelector(".jw-search").value.trim().toLowerCase(),
+    moreText: root.querySelector(".jw-more-text").textContent,
+    more: root.dataset.more,
   };
 }"""
 
@@ -193,7 +197,8 @@ def _check_sync(page: Any) -> int:
     run_in_kernel(page, "jobs.stop()")
     page.locator(".jw-fresh").filter(has_text="polling off").wait_for(state="visible", timeout=T_UI)
     time.sleep(3.0)  # let the simulator add a few trainings (about three a second) for Sync to find
-    before = {c["id"] for c in _cards(page)}
+    before_cards = _cards(page)
+    before = {c["id"] for c in before_cards}
     page.evaluate("() => document.querySelectorAll('.jw-root .jw-toast').forEach((t) => t.remove())")
     # Record the busy state as it flips: the round trip can be faster than a poll from here.
     page.evaluate(
@@ -214,13 +219,16 @@ def _check_sync(page: Any) -> int:
     assert match, f"toast does not read 'Discovered N new jobs from Replicate...': {text!r}"
     n = int(match.group(1))  # usually a few; 0 is honest too when nothing arrived since the last poll
     page.wait_for_function(
-        "(want) => document.querySelectorAll('.jw-root .jw-card').length >= want",
-        arg=len(before) + n,
+        "([ids, n]) => Array.from(document.querySelectorAll('.jw-root .jw-card'))"
+        ".filter((c) => !ids.includes(c.dataset.jobId)).length >= n",
+        arg=[sorted(before), n],
         timeout=T_SYNC,
     )
     page.wait_for_timeout(600)  # a few flushes later: no extra card sneaks in
     after = {c["id"] for c in _cards(page)}
-    assert before <= after, f"cards vanished on Sync: {sorted(before - after)}"
+    # New jobs land on top; the window keeps its size, so the oldest finished cards may make room.
+    gone = [c for c in before_cards if c["id"] not in after]
+    assert all(c["status"] not in ACTIVE for c in gone), f"active cards vanished on Sync: {gone}"
     assert len(after - before) == n, f"toast says {n} new jobs, {len(after - before)} new cards appeared"
     page.wait_for_function(
         "() => !document.querySelector('.jw-sync').disabled && document.querySelector('.jw-root')"
@@ -235,14 +243,20 @@ def _check_sync(page: Any) -> int:
 
 
 def _settled_filter_state(page: Any, what: str) -> dict[str, Any]:
-    """The filter state once the header's count (the store's, recounted a moment after jobs change)
-    agrees with the cards shown: the store holds fewer than the 1,000 jobs a panel loads, so it must."""
+    """The filter state once the kernel answered it: the cards are the store's window for the pressed
+    filter and the search, and the header's count (the store's, recounted a moment after jobs change)
+    is the cards shown, or the list's end says how many of that count are loaded ("Showing 100 of 412",
+    the simulator adds a training every third of a second, so the store outgrows a window)."""
     try:
         page.wait_for_function(
             f"""() => {{
               const s = ({_JS_FILTER_STATE})();
+              const n = s.shown.length;
+              const answered = s.window[0] === s.pressed[0] && s.window[1] === s.search;
+              const counted = s.count === n || (s.count > n && s.moreText.startsWith(
+                `Showing ${{n.toLocaleString("en-US")}} of ${{s.count.toLocaleString("en-US")}}`));
               return document.querySelector(".jw-root").dataset.totals === "store"
-                && s.count === s.shown.length && s.count === s.shownAttr;
+                && answered && counted && n === s.shownAttr;
             }}""",
             timeout=T_UI,
             polling=100,
@@ -267,9 +281,20 @@ def _check_filters(page: Any) -> None:
     assert seen_any, "every filter showed nothing: the test fleet should have completed and active jobs"
     page.locator(".jw-filter[data-status=all]").click()
     state = _settled_filter_state(page, "filter all")
-    assert state["pressed"] == ["all"] and state["count"] == state["all"], state
+    assert state["pressed"] == ["all"] and state["count"] >= state["all"], state
     per_status = sum(state["counts"][k] for k in ("active", "completed", "failed", "cancelled"))
     assert state["counts"]["all"] == per_status, state
+    if state["more"] == "true":  # "Show more": the next page of the store joins the list
+        run_in_kernel(page, "jobs.stop()")  # no new trainings meanwhile: every card added is the page's
+        page.locator(".jw-fresh").filter(has_text="polling off").wait_for(state="visible", timeout=T_UI)
+        before = {c["id"] for c in _cards(page)}
+        page.locator(".jw-more-btn").click()
+        page.wait_for_function(
+            "(n) => document.querySelectorAll('.jw-root .jw-card').length > n", arg=len(before), timeout=T_UI
+        )
+        _settled_filter_state(page, "after Show more")
+        run_in_kernel(page, "jobs.start()")
+        page.locator(".jw-fresh").filter(has_text="polling off").wait_for(state="hidden", timeout=T_UI)
 
 
 def _check_search(page: Any) -> None:
@@ -284,23 +309,20 @@ def _check_search(page: Any) -> None:
         arg=target["id"],
         timeout=T_UI,
     )
+    state = _settled_filter_state(page, f"search {query!r}")  # the store's window for the search
     shown = [c for c in _cards(page) if not c["hidden"]]
     assert target["id"] in {c["id"] for c in shown}
     for c in shown:
         hay = " ".join((c["id"], c["name"], c["model"])).lower()
         assert query.lower() in hay, f"{c} shown for search {query!r}"
-    state = _settled_filter_state(page, f"search {query!r}")
     assert state["counts"]["all"] == len(shown) >= 1, state
     page.locator(".jw-search").fill("zz-no-such-job-zz")
     page.locator(".jw-empty").filter(has_text="No jobs match").wait_for(state="visible", timeout=T_UI)
     state = _settled_filter_state(page, "a search that matches nothing")
     assert state["counts"]["all"] == 0 and page.locator(".jw-total").is_hidden(), state
     page.locator(".jw-search").fill("")
-    page.wait_for_function(
-        "() => Number(document.querySelector('.jw-root').dataset.shown) ==="
-        " document.querySelectorAll('.jw-root .jw-card').length",
-        timeout=T_UI,
-    )
+    state = _settled_filter_state(page, "the search cleared")  # the whole store's window again
+    assert state["all"] == len(state["shown"]) >= 1, state
 
 
 def _eta_seconds(text: str) -> float:

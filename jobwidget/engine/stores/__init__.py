@@ -10,6 +10,7 @@ import os
 
 from jobwidget.engine.stores.base import Lease, Store, UpsertResult, fold_updates, new_holder_id
 from jobwidget.engine.stores.blocking import BlockingStore
+from jobwidget.engine.stores.query import Cursor
 from jobwidget.engine.stores.sqlite import SCHEMA_VERSION, JobStore
 from jobwidget.engine.stores.sqlite_async import SQLiteStore
 from jobwidget.engine.stores.urls import is_postgres_url, redact_url
@@ -17,6 +18,7 @@ from jobwidget.engine.stores.urls import is_postgres_url, redact_url
 __all__ = [
     "SCHEMA_VERSION",
     "BlockingStore",
+    "Cursor",
     "JobStore",
     "Lease",
     "SQLiteStore",

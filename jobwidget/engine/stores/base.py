@@ -26,6 +26,7 @@ from typing import Any, Protocol, runtime_checkable
 from jobwidget.core.health import Sample
 from jobwidget.core.models import Job, JobStatus
 from jobwidget.core.rules import merge_job
+from jobwidget.engine.stores.query import Cursor
 
 __all__ = ["Lease", "Store", "UpsertResult", "fold_updates", "new_holder_id"]
 
@@ -95,6 +96,7 @@ class Store(Protocol):
         created_after: datetime | None = None,
         created_before: datetime | None = None,
         search: str | None = None,
+        before: Cursor | None = None,
     ) -> builtins.list[Job]: ...
     async def active(self, provider: str | None = None) -> builtins.list[Job]: ...
     async def count(self, *, status: StatusFilter = None) -> int: ...

@@ -42,7 +42,7 @@ from jobwidget.engine.stores.postgres_schema import (
     _pg,
     _status_filter,
 )
-from jobwidget.engine.stores.query import narrowing
+from jobwidget.engine.stores.query import Cursor, keyset_parts, narrowing
 from jobwidget.engine.stores.sqlite_rows import (
     _COLUMNS,
     _HOST,
@@ -240,8 +240,10 @@ class PostgresStore(PostgresHistory):
         created_after: datetime | None = None,
         created_before: datetime | None = None,
         search: str | None = None,
+        before: Cursor | None = None,
     ) -> builtins.list[Job]:
-        """As `JobStore.list`: newest first, filtered by status, provider, model, creation time, text."""
+        """As `JobStore.list`: newest first, filtered by status, provider, model, creation time, text;
+        `before` pages on from a cursor."""
         if model is not None and not isinstance(model, str):
             model = list(model)
             if not model:
@@ -251,11 +253,18 @@ class PostgresStore(PostgresHistory):
         if more:
             clauses.append(_pg(more))
             params += more_params
-        query = _SELECT + (" WHERE " + " AND ".join(clauses) if clauses else "") + f" {_ORDER}"
-        if limit is not None:
-            query += " LIMIT %s OFFSET %s"
-            params += [int(limit), int(offset)]
-        return [_row_to_job(r) for r in await self._all(query, params)]
+        found: builtins.list[Job] = []
+        for part, part_params in keyset_parts(before, offset):
+            where = [*clauses, _pg(part)] if part else clauses
+            query = _SELECT + (" WHERE " + " AND ".join(where) if where else "") + f" {_ORDER}"
+            args = [*params, *part_params]
+            if limit is not None:
+                query += " LIMIT %s OFFSET %s"
+                args += [int(limit) - len(found), int(offset)]
+            found += [_row_to_job(r) for r in await self._all(query, args)]
+            if limit is not None and len(found) >= limit:
+                break
+        return found
 
     @staticmethod
     def _filters(status: Any, provider: str | None) -> tuple[builtins.list[str], builtins.list[Any]]:

