@@ -90,7 +90,7 @@ async def _measure(per_style: int) -> list[tuple[_Run, float, float, float]]:
                 clock.advance(READ_S)
                 await engine.service.refresh_active()
                 await engine.service.refresh_progress()
-                jobs = engine.store.get_many(list(runs))
+                jobs = await engine.store.get_many(list(runs))
                 for job_id, run in runs.items():
                     job = jobs.get(job_id)
                     if job is None or not job.is_active or job.progress is None or job.started_at is None:
@@ -107,14 +107,14 @@ async def _measure(per_style: int) -> list[tuple[_Run, float, float, float]]:
                     break
             out = []
             for job_id, run in runs.items():
-                job = engine.store.get(job_id)
+                job = await engine.store.get(job_id)
                 assert job is not None and job.completed_at and job.started_at and job.cost_usd, job
                 end = job.completed_at.timestamp()
                 out.append((run, end, end - job.started_at.timestamp(), job.cost_usd))
             return out
         finally:
             await engine.aclose()
-            engine.store.close()
+            await engine.store.aclose()
 
 
 def _jitter(points: list[float], duration: float) -> float:
