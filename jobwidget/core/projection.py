@@ -7,10 +7,11 @@ A run's time left is three parts, each measured where it can be:
   out: long enough to be steady instead of following each tqdm frame.
 - **Pauses to come**: trainers validate and save every N steps (or every epoch), and the log parser
   tells those phases apart (stage "Validation" / "Saving checkpoint"). Each read in such a phase adds the
-  time since the previous read to that pause (`Pace`). What is still to come is expected at the mean
-  pause length over the cadence, the mean steps between pauses, taken as at least what this run has
-  shown without pausing again (`_cadence`). Before the run's first pause: the cadence and length its
-  trainer's earlier runs had, until the run has gone half a cycle past where it should have paused.
+  time since the previous read to that pause (`Pace`, which also gives back what a late log hid: see
+  `note_read`). What is still to come is expected at the mean pause length over the cadence, the mean
+  steps between pauses, taken as at least what this run has shown without pausing again (`_cadence`).
+  Before the run's first pause: the cadence and length its trainer's earlier runs had, until the run
+  has gone past the step where they paused first (then it does not pause like them).
 - **Tail**: what follows the last step (the final save, packaging, upload, shutdown), which no step
   rate can see. The median of the trainer's earlier runs (`RunProfile.tail_s`); none without them.
 
@@ -60,21 +61,28 @@ class Pace:
 
     `recent` holds the newest pauses as (step, from, to, seconds): the rate window takes out those it
     overlaps. Past `_PAUSES_KEPT` the two oldest are merged (their seconds summed over their joint span).
+    `stepping_s` and `stepped` are the time between reads spent training and the steps made in it.
     """
 
     read_at: float | None = None  # the previous read: a pause read counts the time since
+    read_step: int | None = None  # the step it showed
     paused_s: float = 0.0
     pauses: int = 0
     pause_step: int = 0  # the step of the newest pause
     recent: tuple[tuple[int, float, float, float], ...] = ()
+    stepping_s: float = 0.0
+    stepped: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
             "read_at": self.read_at,
+            "read_step": self.read_step,
             "paused_s": round(self.paused_s, 3),
             "pauses": self.pauses,
             "pause_step": self.pause_step,
             "recent": [[s, round(a, 3), round(b, 3), round(x, 3)] for s, a, b, x in self.recent],
+            "stepping_s": round(self.stepping_s, 3),
+            "stepped": self.stepped,
         }
 
     @classmethod
@@ -83,17 +91,24 @@ class Pace:
         if not isinstance(data, Mapping):
             return cls()
         try:
-            read_at = data.get("read_at")
+            read_at, read_step = data.get("read_at"), data.get("read_step")
             recent = tuple((int(s), float(a), float(b), float(x)) for s, a, b, x in data.get("recent") or ())
-            return cls(
+            pace = cls(
                 read_at=None if read_at is None else float(read_at),
+                read_step=None if read_step is None else int(read_step),
                 paused_s=float(data.get("paused_s") or 0.0),
                 pauses=int(data.get("pauses") or 0),
                 pause_step=int(data.get("pause_step") or 0),
                 recent=recent,
+                stepping_s=float(data.get("stepping_s") or 0.0),
+                stepped=int(data.get("stepped") or 0),
             )
         except (TypeError, ValueError):
             return cls()
+        numbers = (pace.paused_s, pace.stepping_s, *(x for r in recent for x in r[1:]))
+        if not all(math.isfinite(x) and x >= 0 for x in numbers) or pace.pauses < 0 or pace.stepped < 0:
+            return cls()
+        return pace
 
     def within(self, since: float) -> float:
         """Seconds of pause after `since` (a merged or straddling pause counts pro rata)."""
@@ -106,29 +121,54 @@ class Pace:
 
 
 def note_read(pace: Pace, t: float, step: int | None, total: int | None, stage: str | None) -> Pace:
-    """`pace` after a progress read at `t`: a read in a pause phase between the first and the last step
-    adds the time since the previous read to the pause at that step."""
-    prev = pace.read_at
+    """`pace` after a progress read at `t`.
+
+    Between the first and the last step, a read in a pause phase adds the time since the previous read
+    to the pause at that step; any other read adds it to the time spent training. A log shows the end
+    of a pause late (training bars are redrawn every few steps, and often printed in batches), so the
+    first read after one may show more steps than the time since the previous read allows at the run's
+    pace so far: the difference goes back from that pause to training.
+    """
+    prev, prev_step = pace.read_at, pace.read_step
     if prev is not None and t <= prev:
         return pace  # a late or repeated answer
-    pace = replace(pace, read_at=t)
-    in_pause = stage in PAUSE_STAGES and step is not None and total is not None and 0 < step < total
-    if not in_pause or prev is None or t - prev > _MAX_READ_GAP_S:
-        return pace
-    assert step is not None
+    pace = replace(pace, read_at=t, read_step=step)
+    if prev is None or t - prev > _MAX_READ_GAP_S or step is None or total is None or not prev_step:
+        return pace  # nothing to compare with, or no training yet
     gap = t - prev
     recent = list(pace.recent)
-    pauses = pace.pauses
-    if recent and recent[-1][0] == step and recent[-1][2] == prev:
-        s, a, _, seconds = recent[-1]
-        recent[-1] = (s, a, t, seconds + gap)  # the same pause, read again
-    else:
-        recent.append((step, prev, t, gap))
-        pauses += 1
-    if len(recent) > _PAUSES_KEPT:
-        (_, a, _, x), (s, _, b, y) = recent[0], recent[1]
-        recent[:2] = [(s, a, b, x + y)]
-    return replace(pace, paused_s=pace.paused_s + gap, pauses=pauses, pause_step=step, recent=tuple(recent))
+    if stage in PAUSE_STAGES and 0 < step < total:
+        pauses = pace.pauses
+        if recent and recent[-1][0] == step and recent[-1][2] == prev:
+            s, a, _, seconds = recent[-1]
+            recent[-1] = (s, a, t, seconds + gap)  # the same pause, read again
+        else:
+            recent.append((step, prev, t, gap))
+            pauses += 1
+        if len(recent) > _PAUSES_KEPT:
+            (_, a, _, x), (s, _, b, y) = recent[0], recent[1]
+            recent[:2] = [(s, a, b, x + y)]
+        return replace(
+            pace, paused_s=pace.paused_s + gap, pauses=pauses, pause_step=step, recent=tuple(recent)
+        )
+    if prev_step >= total or step < prev_step:
+        return pace  # past the last step (saving, uploading), or a log read out of order
+    moved = step - prev_step
+    paused_s = pace.paused_s
+    if moved and recent and recent[-1][2] == prev and pace.stepped:
+        excess = min(moved * pace.stepping_s / pace.stepped - gap, recent[-1][3])
+        if excess > 0:  # the pause ended before the log said so
+            s, a, b, seconds = recent[-1]
+            recent[-1] = (s, a, b, seconds - excess)
+            paused_s -= excess
+            gap += excess
+    return replace(
+        pace,
+        paused_s=paused_s,
+        recent=tuple(recent),
+        stepping_s=pace.stepping_s + gap,
+        stepped=pace.stepped + min(moved, total - prev_step),
+    )
 
 
 # ----------------------------------------------------------------------------- earlier runs
