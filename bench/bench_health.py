@@ -200,7 +200,8 @@ def run(quick: bool) -> list[Row]:
                 "%",
                 max(e.rate_only) * pct,
                 "< 10 %",
-                f"{len(e.ours)} {runs_note}; naive worst {max(e.naive) * pct:.1f} %",
+                f"{len(e.ours)} {runs_note}, {sum(x >= 0.1 for x in e.ours)} of them 10 % off or more; "
+                f"naive worst {max(e.naive) * pct:.1f} %",
             ),
             Row(
                 "health",
