@@ -158,6 +158,7 @@ def _jitter(points: list[float], duration: float) -> float:
 @dataclass
 class _Errors:
     ours: list[float] = field(default_factory=list)
+    signed: list[float] = field(default_factory=list)  # > 0: projected later than the real end
     rate_only: list[float] = field(default_factory=list)
     naive: list[float] = field(default_factory=list)
     cost: list[float] = field(default_factory=list)
@@ -177,6 +178,7 @@ def run(quick: bool) -> list[Row]:
         finish, projected_cost, rate_only, naive = r.quarter
         for errors in (alls, later if r.earlier else first):
             errors.ours.append(abs(finish - r.end) / r.duration)
+            errors.signed.append((finish - r.end) / r.duration)
             errors.rate_only.append(abs(rate_only - r.end) / r.duration)
             errors.naive.append(abs(naive - r.end) / r.duration)
             errors.cost.append(abs(projected_cost - r.cost) / r.cost)
@@ -193,6 +195,16 @@ def run(quick: bool) -> list[Row]:
         if not e.ours:
             return []
         return [
+            Row(
+                "health",
+                f"finish at 25 %: median signed error, {case}",
+                statistics.median(e.signed) * pct,
+                "%",
+                None,
+                "",
+                f"> 0: late; {sum(x > 0 for x in e.signed)} of {len(e.signed)} late, from "
+                f"{min(e.signed) * pct:+.1f} % to {max(e.signed) * pct:+.1f} %",
+            ),
             Row(
                 "health",
                 f"finish at 25 %: worst error, {case}",

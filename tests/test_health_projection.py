@@ -168,5 +168,10 @@ async def test_a_prior_is_made_of_the_newest_completed_runs_of_the_same_model_an
         fresh = _done("v2-c", JobStatus.COMPLETED, "v2", 100.0, now - 1)
         profiles.completed(fresh, RunProfile(100.0, 0.0, None))
         assert (await profiles.prior(running)).tail_s == 70.0
+        # ...and when it completes before the store was read for its model, both count.
+        other = RunProfiles(store, clock=lambda: now)
+        other.completed(fresh, RunProfile(100.0, 0.0, None))
+        both = await other.prior(running)
+        assert both.runs == 3 and both.tail_s == 70.0
     finally:
         await store.aclose()

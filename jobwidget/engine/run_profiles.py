@@ -13,6 +13,7 @@ run from before this existed has no profile: its tail is learned from its stored
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -64,10 +65,11 @@ class RunProfiles:
         self._models: dict[str, _Model] = {}
 
     def completed(self, job: Job, profile: RunProfile) -> None:
-        """Record a run the monitor just saw complete."""
-        known = self._models.get(job.model) if job.model is not None else None
-        if known is not None and job.completed_at is not None:
-            known.runs[job.job_id] = _Run(job.completed_at.timestamp(), job.version, profile)
+        """Record a run the monitor just saw complete (before the store has it as completed)."""
+        if job.model is None or job.completed_at is None:
+            return
+        known = self._models.setdefault(job.model, _Model(loaded_at=-math.inf))  # read the rest when needed
+        known.runs[job.job_id] = _Run(job.completed_at.timestamp(), job.version, profile)
 
     async def prior(self, job: Job) -> Prior:
         """What `job`'s trainer's newest completed runs say (an empty `Prior` when there are none)."""
@@ -76,8 +78,10 @@ class RunProfiles:
         now = self.clock()
         known = self._models.get(job.model)
         if known is None or now - known.loaded_at > RELOAD_S:
-            known = await self._load(job.model, now)
-            self._models[job.model] = known
+            loaded = await self._load(job.model, now)
+            for jid, run in known.runs.items() if known is not None else ():
+                loaded.runs.setdefault(jid, run)  # seen complete here, maybe not yet in what was read
+            self._models[job.model] = known = loaded
         runs = {jid: r for jid, r in known.runs.items() if jid != job.job_id and r.ended <= now}
         same = {jid: r for jid, r in runs.items() if r.version == job.version}
         chosen = sorted((same or runs).items(), key=lambda item: item[1].ended)[-PRIOR_RUNS:]
