@@ -19,11 +19,11 @@ from jobwidget.core.health import (
     Thresholds,
     add_sample,
     evaluate,
-    project,
     sparkline,
 )
 from jobwidget.core.logparse import parse_logs
 from jobwidget.core.models import HEALTH, INLINE, Job, JobStatus
+from jobwidget.core.projection import project
 from jobwidget.engine.stores import JobStore
 from jobwidget.surfaces.cards import job_to_card
 

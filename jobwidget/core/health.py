@@ -6,9 +6,7 @@
   stays drawn at an even resolution. A merged point keeps the later time and step; its loss is the mean,
   or NaN if any read in it was NaN: a NaN is marked, never averaged away. Reads that repeat the last
   step (a stall) keep the first and latest only.
-- **Projections.** The rate is the step rate over the recent half of the training span (at least 10
-  min, or all of it): long enough to average validation passes and checkpoint saves, so the figure is
-  steady instead of following each tqdm frame. No projection without enough evidence (see `project`).
+- **Projections** are computed from the history in `core.projection`.
 - **Flags** are rules as data (`FLAG_RULES`): each says from one `HealthInput` whether its condition
   holds (a reason), does not (None) or cannot be judged from this update (`KEEP`). `evaluate` applies
   them to the flags already raised: a flag keeps the time it was first raised; a sticky one (NaN) never
@@ -33,22 +31,16 @@ __all__ = [
     "SPARK_POINTS",
     "FlagRule",
     "HealthInput",
-    "Projection",
     "Sample",
     "Thresholds",
     "add_sample",
     "evaluate",
-    "project",
     "sparkline",
 ]
 
 HISTORY_POINTS = 300  # samples kept per job, whatever the run's length
 SPARK_POINTS = 40  # points a card's sparkline carries (a few hundred bytes)
 _KEEP_RAW = 16  # the newest samples are never merged: the rules and projections read them
-_MIN_SAMPLES = 4  # projections: distinct training reads in the window...
-_MIN_SPAN_S = 20.0  # ...spanning at least this long...
-_MIN_PROGRESS = 0.02  # ...and this share of the run's steps
-_WINDOW_FLOOR_S = 600.0  # the rate window is the recent half of the training span, at least this long
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,63 +129,6 @@ def _sig(value: float | None, digits: int = 4) -> float | None:
     if value is None or value == 0:
         return value
     return round(value, digits - 1 - math.floor(math.log10(abs(value))))
-
-
-# ------------------------------------------------------------------------------------ projections
-
-
-@dataclass(frozen=True, slots=True)
-class Projection:
-    """When a running job will finish (epoch seconds) and what it will have cost then (USD, or None)."""
-
-    finish_at: float
-    cost_usd: float | None
-    rate: float  # steps per second the projection used
-
-
-def project(
-    history: Sequence[Sample],
-    *,
-    started_at: float | None,
-    price_per_s: float | None = None,
-    cost_so_far: tuple[float, float] | None = None,
-) -> Projection | None:
-    """Finish time and final cost from the step rate over the recent half of the training span.
-
-    None without enough evidence: fewer than 4 reads with a known step and total, less than 20 s or
-    2 % of the run between them, or no progress. Cost is `price_per_s` x (finish - `started_at`); without
-    a price, `cost_so_far` (usd, at epoch seconds) is scaled to the projected duration.
-    """
-    reads = [s for s in history if s.step is not None and s.total and s.step > 0]
-    if len(reads) < _MIN_SAMPLES:
-        return None
-    last = reads[-1]
-    total = last.total
-    assert total is not None and last.step is not None
-    span = last.t - reads[0].t
-    since = last.t - max(span / 2, _WINDOW_FLOOR_S)
-    window = [s for s in reads if s.t >= since and s.total == total]
-    first = window[0]
-    assert first.step is not None
-    steps = last.step - first.step
-    elapsed = last.t - first.t
-    if (
-        len({s.step for s in window}) < _MIN_SAMPLES
-        or elapsed < _MIN_SPAN_S
-        or steps <= 0
-        or steps < _MIN_PROGRESS * total
-    ):
-        return None
-    rate = steps / elapsed
-    finish = last.t + max(0, total - last.step) / rate
-    cost: float | None = None
-    if started_at is not None and finish > started_at:
-        if price_per_s is not None:
-            cost = round(price_per_s * (finish - started_at), 6)
-        elif cost_so_far is not None and cost_so_far[1] > started_at:
-            usd, at = cost_so_far
-            cost = round(usd * (finish - started_at) / (at - started_at), 6)
-    return Projection(finish_at=finish, cost_usd=cost, rate=rate)
 
 
 # ------------------------------------------------------------------------------------------ flags

@@ -19,6 +19,8 @@ __all__ = [
     "HEALTH_COST",
     "HEALTH_FINISH_AT",
     "HEALTH_FLAGS",
+    "HEALTH_LEARNED",
+    "HEALTH_PACE",
     "HEALTH_SPARK",
     "INLINE",
     "INLINE_ETA_SECONDS",
@@ -80,6 +82,8 @@ HEALTH_FLAGS: Final = "flags"  # {name: HealthFlag} for each raised flag (core/h
 HEALTH_FINISH_AT: Final = "finish_at"  # float: projected finish (epoch seconds)
 HEALTH_COST: Final = "cost"  # float: projected cost (USD)
 HEALTH_SPARK: Final = "spark"  # [[step, loss or None for a NaN], ...]: the loss sparkline
+HEALTH_PACE: Final = "pace"  # core.projection.Pace: time spent stepping and pausing so far
+HEALTH_LEARNED: Final = "learned"  # core.projection.RunProfile: what a completed run teaches later ones
 
 # -- guards (engine/guards.py) ---------------------------------------------------------------------------
 GUARD: Final = "guard"  # what a guard did: {GUARD_REASON, "at", "action", "dry_run"}

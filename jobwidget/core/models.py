@@ -300,7 +300,8 @@ class Job:
 
     @property
     def projected_finish_at(self) -> datetime | None:
-        """When the run will end at its recent step rate; None when finished or without enough evidence."""
+        """When the run will end (steps left at its recent rate, pauses and the tail its trainer's earlier
+        runs had: `core.projection`); None when finished or without enough evidence."""
         at = self._health().get(HEALTH_FINISH_AT)
         if self.is_terminal or isinstance(at, bool) or not isinstance(at, int | float):
             return None
@@ -308,7 +309,7 @@ class Job:
 
     @property
     def projected_cost_usd(self) -> float | None:
-        """What the run will have cost when it ends at its recent step rate (same conditions)."""
+        """What the run will have cost when it ends as projected (same conditions)."""
         cost = self._health().get(HEALTH_COST)
         if self.is_terminal or isinstance(cost, bool) or not isinstance(cost, int | float):
             return None

@@ -7,7 +7,11 @@ every source of updates (poll, progress read, webhook, final read) is seen once 
   to the job's history in the store;
 - the flag rules (`core.health.FLAG_RULES`) run on the job's history and status, and the projection is
   recomputed; both land in the job's `health` metadata, written by the same upsert;
-- jobs still waiting to start are judged on every poll (slow starts), running ones on their reads.
+- jobs still waiting to start are judged on every poll (slow starts), running ones on their reads;
+- each read of a running job also notes whether its log is in a validation or save pause (`Pace`, kept
+  in `health.pace`), and the projection starts from what the trainer's earlier completed runs taught
+  (`run_profiles.RunProfiles`); a run that completes leaves its own profile (`health.learned`: its tail
+  after the last step, its pauses) for the next ones. See `core.projection`.
 
 What a flag needs that no update carries (minutes passing with no new step) is judged at the next read,
 so a flag is raised by the first read that shows its condition.
@@ -25,7 +29,6 @@ from jobwidget.core.health import (
     Sample,
     Thresholds,
     evaluate,
-    project,
     sparkline,
 )
 from jobwidget.core.keys import (
@@ -33,6 +36,8 @@ from jobwidget.core.keys import (
     HEALTH_COST,
     HEALTH_FINISH_AT,
     HEALTH_FLAGS,
+    HEALTH_LEARNED,
+    HEALTH_PACE,
     HEALTH_SPARK,
     INLINE,
     INLINE_LOSS,
@@ -43,7 +48,9 @@ from jobwidget.core.keys import (
     SETTLED,
 )
 from jobwidget.core.models import Job, JobStatus
+from jobwidget.core.projection import Pace, Prior, RunProfile, learn, note_read, project
 from jobwidget.core.rules import merge_job
+from jobwidget.engine.run_profiles import RunProfiles, pace_of
 from jobwidget.engine.stores import Store
 
 __all__ = ["FlagRaised", "HealthMonitor"]
@@ -115,6 +122,7 @@ class HealthMonitor:
         self.thresholds = thresholds or Thresholds()
         self.price_per_s = price_per_s
         self.clock = clock
+        self.profiles = RunProfiles(store, clock=lambda: self.clock())
 
     async def prepare(self, batch: Iterable[Job]) -> tuple[list[Job], list[FlagRaised]]:
         """The batch with each judged job's health metadata set (the store work leaves the loop)."""
@@ -140,15 +148,19 @@ class HealthMonitor:
                 continue
             history = histories.get(job.job_id)
             if history is None:
-                history = await self.store.history(job.job_id) if after.status is JobStatus.RUNNING else []
-            health, new = self._judge(after, history, fresh, now)
+                needed = after.status in (JobStatus.RUNNING, JobStatus.COMPLETED)
+                history = await self.store.history(job.job_id) if needed else []
+            prior = await self.profiles.prior(after) if after.status is JobStatus.RUNNING else None
+            health, new = self._judge(after, history, fresh, now, prior)
+            if after.status is JobStatus.COMPLETED and HEALTH_LEARNED in health:
+                self.profiles.completed(after, learned_profile(health))
             out.append(job.evolve(metadata={**job.metadata, HEALTH: health}))
             flags = health[HEALTH_FLAGS]
             raised += [FlagRaised(job.job_id, name, flags[name]["reason"], now, tuple(flags)) for name in new]
         return out, raised
 
     def _judge(
-        self, job: Job, history: list[Sample], fresh: bool, now: float
+        self, job: Job, history: list[Sample], fresh: bool, now: float, prior: Prior | None = None
     ) -> tuple[dict[str, Any], list[str]]:
         previous = job.metadata.get(HEALTH)
         previous = previous if isinstance(previous, Mapping) else {}
@@ -163,6 +175,15 @@ class HealthMonitor:
         )
         flags, raised = evaluate(h, prev_flags if isinstance(prev_flags, Mapping) else {})
         health: dict[str, Any] = {HEALTH_FLAGS: flags}
+        pace = pace_of(job)
+        if fresh and history and job.status is JobStatus.RUNNING:
+            last = history[-1]
+            pace = note_read(pace or Pace(), last.t, last.step, last.total, job.stage)
+        if pace is not None:
+            health[HEALTH_PACE] = pace.to_json()
+        completed_at = _epoch(job, "completed_at")
+        if job.status is JobStatus.COMPLETED and completed_at is not None:
+            health[HEALTH_LEARNED] = learn(history, pace, completed_at).to_json()
         if job.status is JobStatus.RUNNING and "stalled" not in flags:
             cost = job.cost_usd
             updated = _epoch(job, "updated_at")
@@ -171,6 +192,8 @@ class HealthMonitor:
                 started_at=_epoch(job, "started_at"),
                 price_per_s=self.price_per_s(job),
                 cost_so_far=(cost, updated) if cost is not None and updated is not None else None,
+                pace=pace,
+                prior=prior,
             )
             if projection is not None:
                 health[HEALTH_FINISH_AT] = round(projection.finish_at, 3)
@@ -179,3 +202,8 @@ class HealthMonitor:
         if spark:
             health[HEALTH_SPARK] = spark
         return health, raised
+
+
+def learned_profile(health: Mapping[str, Any]) -> RunProfile:
+    """The profile `_judge` just wrote (always well formed: it wrote it)."""
+    return RunProfile.from_json(health.get(HEALTH_LEARNED)) or RunProfile()
