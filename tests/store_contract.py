@@ -195,6 +195,8 @@ async def frame_rows_shape(store: Store) -> None:
     assert row[-4:-2] == (1.5e9, 2.5) and row[-2].replace(" ", "") == '{"stall":1}' and row[-1] is None
     (wide,) = await store.frame_rows_with_inputs()
     assert wide[: len(row)] == row and wide[-1] == "older" and '"steps"' in wide[-3]
+    # Plain Python values from both stores (PostgreSQL reads these rows in binary): no Decimal, no bytes.
+    assert {type(v).__name__ for v in wide} <= {"str", "int", "float", "NoneType"}, [type(v) for v in wide]
 
 
 async def health_samples(store: Store) -> None:

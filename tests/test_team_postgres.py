@@ -21,6 +21,7 @@ from jobwidget.engine.stores import open_store
 from jobwidget.sim import SimConfig
 
 from .deadlines import DEADLINE
+from .fakes import make_job
 from .pg import pg_ctl
 from .simhelpers import ManualClock, loopback_sim, provider_for
 
@@ -121,4 +122,22 @@ async def test_a_crashed_lease_holder_is_replaced(postgres_url: str) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        await store.aclose()
+
+
+async def test_reading_changes_after_a_server_restart_needs_no_further_commit(postgres_url: str) -> None:
+    """The follower's reads have a connection of their own; one left over from before a restart is
+    replaced on the spot, so catching up after the outage does not wait for another process's commit."""
+    store = await open_store(postgres_url)
+    try:
+        first = await store.upsert([make_job(1)])
+        assert (await store.changes_since(0))[0] == first.rev  # the reader's connection is open now
+        await asyncio.to_thread(pg_ctl, "stop", "-m", "immediate")
+        await asyncio.to_thread(pg_ctl, "start")
+        second = await store.upsert([make_job(2)])  # the pool replaces its own lost connections
+        rev, jobs = await store.changes_since(first.rev)
+        assert rev == second.rev and [j.job_id for j in jobs] == [make_job(2).job_id]
+        rev, jobs = await store.changes_since(second.rev)
+        assert (rev, jobs) == (second.rev, [])  # nothing newer: the revision alone, no empty job
+    finally:
         await store.aclose()

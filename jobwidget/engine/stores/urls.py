@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["is_postgres_url", "redact_url"]
+__all__ = ["error_text", "is_postgres_url", "redact_url"]
 
 
 def is_postgres_url(location: object) -> bool:
@@ -21,3 +22,12 @@ def redact_url(url: object) -> str:
         return text
     host = parts.netloc.rsplit("@", 1)[-1]
     return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
+def error_text(exc: BaseException, url: str) -> str:
+    """The error's message (first line) with the URL's password taken out."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    password = urlsplit(url).password
+    if password:
+        text = text.replace(password, "***")
+    return re.sub(r"password=\S+", "password=***", text)
