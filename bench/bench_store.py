@@ -20,7 +20,7 @@ from jobwidget.core.frame import jobs_frame
 from jobwidget.core.models import Job, JobStatus
 from jobwidget.core.rules import merge_job
 from jobwidget.engine.stores import JobStore
-from jobwidget.engine.stores.sqlite import _job_to_row, _row_to_job
+from jobwidget.engine.stores.sqlite_rows import _job_to_row, _row_to_job
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 STATUSES = [JobStatus.COMPLETED] * 14 + [

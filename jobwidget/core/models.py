@@ -153,8 +153,14 @@ def _fmt_dt(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else "—"
 
 
+class _Deferred:
+    """The one slot a `Job` has beside its fields: a stored row not decoded yet (`core.stored`)."""
+
+    __slots__ = ("_pending",)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Job:
+class Job(_Deferred):
     """One fine-tuning job, provider-neutral and immutable (the reference system's unified job).
 
     `metadata` holds provider details that have no column (raw status, unknown-status reports, the
@@ -209,18 +215,20 @@ class Job:
         if self.progress is not None:
             object.__setattr__(self, "progress", float(self.progress))
 
-    @classmethod
-    def from_checked(cls, values: Mapping[str, Any]) -> Job:
-        """A job from every field, as a `Job` already checked and cleaned them (a store row it was written
-        from): built without a second pass over every text, so a page of rows costs about what fetching
-        it does. `status` may be its string value."""
-        job = object.__new__(cls)
-        for name, put in _SLOT_SETTERS:
-            put(job, values[name])
-        status = job.status
-        if not isinstance(status, JobStatus):
-            _SET_STATUS(job, _STATUS_BY_VALUE[status])
-        return job
+    def __getattr__(self, name: str) -> Any:
+        """Reached only when a slot is empty: a job read from a store (`core.stored.RowLayout`) decodes
+        a field the first time it is read, so a page of rows costs about what fetching it does."""
+        try:
+            pending = _GET_PENDING(self, Job)  # [fill, row, ...]: see core.stored
+        except AttributeError:
+            getter = _SLOT_GETTERS.get(name)  # another thread may have just decoded every field
+            if getter is None:
+                raise AttributeError(f"'Job' object has no attribute {name!r}") from None
+            return getter(self, Job)
+        if name not in _SLOT_GETTERS:
+            raise AttributeError(f"'Job' object has no attribute {name!r}")
+        pending[0](self, pending, name)
+        return _SLOT_GETTERS[name](self, Job)
 
     def evolve(self, **changes: Any) -> Job:
         return dataclasses.replace(self, **changes)
@@ -384,7 +392,6 @@ class Job:
         return f"<table><caption>Job {escape(self.job_id)} ({escape(self.provider)})</caption>{body}</table>"
 
 
-# The slots' own setters: a frozen dataclass refuses `setattr`, its slot descriptors do not.
-_SLOT_SETTERS = tuple((f.name, getattr(Job, f.name).__set__) for f in dataclasses.fields(Job))
-_SET_STATUS = Job.__dict__["status"].__set__  # the slot descriptor (Job.status reads as a field)
-_STATUS_BY_VALUE = {s.value: s for s in JobStatus}
+# The slots' own getters: read without reaching `__getattr__` again.
+_SLOT_GETTERS = {f.name: Job.__dict__[f.name].__get__ for f in dataclasses.fields(Job)}
+_GET_PENDING = _Deferred.__dict__["_pending"].__get__

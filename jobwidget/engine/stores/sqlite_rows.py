@@ -10,12 +10,12 @@ import json
 import os
 import socket
 import sqlite3
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from jobwidget.core.models import Job
 from jobwidget.core.rules import merge_job
+from jobwidget.core.stored import RowLayout
 
 SCHEMA_VERSION = 4
 APPLICATION_ID = 0x4A574731  # "JWG1": marks a file as a jobwidget store
@@ -135,10 +135,6 @@ def _to_us(value: datetime | None) -> int | None:
     return None if value is None else (value - _EPOCH) // _US
 
 
-def _from_us(value: int | None) -> datetime | None:
-    return None if value is None else _EPOCH + timedelta(microseconds=value)
-
-
 _CONTENT_FIELDS = tuple(c for c in _COLUMNS if c != "updated_at")
 
 
@@ -161,14 +157,10 @@ def _job_to_row(job: Job) -> tuple[Any, ...]:
     return tuple(out)
 
 
-def _row_to_job(row: Sequence[Any]) -> Job:
-    values = dict(zip(_COLUMNS, row, strict=True))
-    for name in _DATETIME_COLUMNS:
-        values[name] = _from_us(values[name])
-    values["output"] = None if values["output"] is None else json.loads(values["output"])
-    values["metadata"] = json.loads(values["metadata"]) if values["metadata"] else {}
-    values["inputs"] = None if values["inputs"] is None else json.loads(values["inputs"])
-    return Job.from_checked(values)  # written from a checked Job: not cleaned a second time
+_LAYOUT = RowLayout(_COLUMNS, times=_DATETIME_COLUMNS, mappings=_JSON_COLUMNS)
+# A job from a row, its fields decoded when first read (`core.stored`): a page of rows costs about what
+# fetching it does. Written from a checked `Job`, so nothing is cleaned a second time.
+_row_to_job = _LAYOUT.job
 
 
 def _revision(conn: sqlite3.Connection) -> int:
