@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from jobwidget.core.logparse import parse_logs
@@ -86,8 +87,8 @@ def with_progress(detail: JobDetail) -> JobDetail:
         return detail
     fields = progress_fields(parse_logs(detail.logs, job_id=job.job_id))
     # The log's length orders two snapshots of it (it only grows): see `merge_job`.
-    fields["metadata"] = {**job.metadata, **fields["metadata"], "log_chars": len(detail.logs)}
-    return JobDetail(job=job.evolve(**fields), logs=detail.logs)
+    fields["metadata"] = {**job.metadata, **fields["metadata"], "log_chars": detail.log_length}
+    return dataclasses.replace(detail, job=job.evolve(**fields))
 
 
 def final_read(detail: JobDetail) -> Job:

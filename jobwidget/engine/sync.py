@@ -18,12 +18,14 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 from jobwidget.core.errors import JobNotFound, PaginationStopped, ProviderError
+from jobwidget.core.logtail import TAIL_LINES
 from jobwidget.core.models import INLINE, SETTLED, Job, JobStatus
 from jobwidget.core.results import InlineProgress, ProviderCheck, RefreshResult, SyncResult
 from jobwidget.engine.events import EventBus
@@ -427,11 +429,12 @@ class SyncService:
         await self.apply([job], source="poll")
         return JobDetail(job=job, logs=None)
 
-    async def read(self, job_id: str) -> JobDetail:
-        """GET one job and store it as `fetch` does, handing its whole log to the caller (a log viewer)."""
+    async def read(self, job_id: str, log_lines: int = TAIL_LINES) -> JobDetail:
+        """GET one job and store it as `fetch` does, handing its log to the caller (a log viewer): at
+        least its last `log_lines` lines, with the whole log's length (`Provider.get_job`)."""
         try:
             async with self._gets:
-                detail = await self.provider.get_job(job_id)
+                detail = await self.provider.get_job(job_id, log_lines=log_lines)
         except JobNotFound:
             stored = await self.store.get(job_id)
             if stored is not None and stored.is_active:
@@ -440,7 +443,7 @@ class SyncService:
         self._log_fetched[job_id] = self.clock()
         job = self._final_read(detail) if detail.job.is_terminal else self._with_progress(detail).job
         await self.apply([job], source="poll")
-        return JobDetail(job=job, logs=detail.logs)
+        return dataclasses.replace(detail, job=job)
 
     async def ingest(
         self, payload: object, *, source: str = "webhook", delivery_id: str | None = None

@@ -11,6 +11,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from jobwidget.core.errors import PaginationStopped, ProviderError
+from jobwidget.core.logtail import TAIL_LINES
 from jobwidget.core.models import Job
 from jobwidget.core.pricing import Pricing
 from jobwidget.core.results import ProviderCheck
@@ -33,10 +34,26 @@ class Page:
 
 @dataclass(frozen=True, slots=True)
 class JobDetail:
-    """One job as the per-job GET returns it: the record plus its whole accumulated log (or None)."""
+    """One job as the per-job GET returns it: the record plus its accumulated log (or None).
+
+    A long log may come cut to its tail (`Provider.get_job`: at least what the log parser reads and the
+    lines asked for); `log_chars` and `log_newlines` then say how long the whole log is (None: `logs` is
+    the whole log)."""
 
     job: Job
     logs: str | None
+    log_chars: int | None = None
+    log_newlines: int | None = None
+
+    @property
+    def log_length(self) -> int:
+        """Characters in the whole log (0 without one)."""
+        return self.log_chars if self.log_chars is not None else len(self.logs or "")
+
+    @property
+    def log_lines(self) -> int:
+        """Newlines in the whole log: its complete lines."""
+        return self.log_newlines if self.log_newlines is not None else (self.logs or "").count("\n")
 
 
 @dataclass
@@ -103,8 +120,10 @@ class Provider(abc.ABC):
         )
 
     @abc.abstractmethod
-    async def get_job(self, job_id: str) -> JobDetail:
-        """One job with its logs; raises `JobNotFound` on 404."""
+    async def get_job(self, job_id: str, *, log_lines: int = TAIL_LINES) -> JobDetail:
+        """One job with its log; raises `JobNotFound` on 404. A provider may cut a long log to its tail,
+        keeping at least the last `log_lines` lines and the last `logparse.MAX_SCAN` characters (what the
+        log parser reads), and say the whole log's length in the `JobDetail`."""
 
     @abc.abstractmethod
     async def cancel(self, job_id: str) -> Job:

@@ -40,6 +40,7 @@ from jobwidget.core.errors import (
     MalformedResponse,
     ProviderError,
 )
+from jobwidget.core.logtail import TAIL_LINES
 from jobwidget.core.models import Job
 from jobwidget.core.pricing import Pricing
 from jobwidget.core.replicate_convert import (
@@ -52,6 +53,7 @@ from jobwidget.core.replicate_convert import (
 from jobwidget.core.results import ProviderCheck
 from jobwidget.core.training_request import TrainingRequest
 from jobwidget.engine.providers.base import JobDetail, Page, Provider, ProviderStats
+from jobwidget.engine.providers.json_big import LongLog
 from jobwidget.engine.providers.limits import (
     Clock,
     RateLimiter,
@@ -228,10 +230,13 @@ class ReplicateProvider(ReplicateHTTP, Provider):
         jobs, next_url = parse_page(body, pricing=self.pricing, now=self._now(), provider=self.name)
         return Page(jobs=jobs, next_cursor=next_url)
 
-    async def get_job(self, job_id: str) -> JobDetail:
-        """The training with its whole accumulated log."""
+    async def get_job(self, job_id: str, *, log_lines: int = TAIL_LINES) -> JobDetail:
+        """The training with its accumulated log: whole, or its tail when the answer is large (at least
+        `log_lines` lines and what the log parser reads; `json_big`)."""
         url = self._api_url(f"trainings/{self._path_id(job_id)}")
-        body = await self._request("GET", url, route="GET /v1/trainings/{id}", job_id=job_id)
+        body = await self._request(
+            "GET", url, route="GET /v1/trainings/{id}", job_id=job_id, log_lines=log_lines
+        )
         return self.detail_from_payload(self._same_training(body, job_id))
 
     def detail_from_payload(self, data: object) -> JobDetail:
@@ -239,6 +244,8 @@ class ReplicateProvider(ReplicateHTTP, Provider):
         training = validate_training(data)
         logs = training.get("logs")
         job = training_to_job(training, pricing=self.pricing, now=self._now(), provider=self.name)
+        if isinstance(logs, LongLog):  # a large GET answer's log, cut to its tail off the loop
+            return JobDetail(job=job, logs=logs.tail, log_chars=logs.chars, log_newlines=logs.newlines)
         return JobDetail(job=job, logs=logs if isinstance(logs, str) else None)
 
     async def cancel(self, job_id: str) -> Job:

@@ -81,8 +81,11 @@ class ReplicateHTTP:
     def _redact(self, text: str) -> str:
         return text.replace(self._token, "***") if self._token else text
 
-    async def _send_once(self, method: str, url: str, route: str, body: Any = None) -> httpx.Response:
-        """One attempt: concurrency slot, then rate slot, then send (so limiter times are send times)."""
+    async def _send_once(
+        self, method: str, url: str, route: str, body: Any = None, log_lines: int | None = None
+    ) -> json_big.Answer:
+        """One attempt: concurrency slot, then rate slot, then send (so limiter times are send times); the
+        answer received off the loop (`json_big.receive`; `log_lines`: it is a training, its log cut)."""
         if self._closed:
             raise ProviderError(f"this {type(self).__name__} is closed")
         async with self._semaphore:
@@ -90,7 +93,8 @@ class ReplicateHTTP:
             self.stats.requests += 1
             self.stats.by_route[route] = self.stats.by_route.get(route, 0) + 1
             request = self._client.build_request(method, url, json=body)
-            return await json_big.read_off_loop(await self._client.send(request, stream=True))
+            response = await self._client.send(request, stream=True)
+            return await json_big.receive(response, log_lines=log_lines)
 
     async def _request(
         self,
@@ -102,8 +106,12 @@ class ReplicateHTTP:
         policy: RetryPolicy | None = None,
         body: Any = None,
         idempotent: bool = True,
+        log_lines: int | None = None,
     ) -> Any:
         """Send with retries; returns the decoded JSON body or raises a jobwidget `ProviderError`.
+
+        `log_lines`: the answer is a training whose `logs` may be cut to a tail holding that many lines
+        (a `json_big.LongLog` when it was).
 
         A request with `idempotent=False` is retried only where it cannot have been acted on (429, no
         connection); any other failure raises `AmbiguousOutcome` at once, and a 4xx refusal of its
@@ -111,7 +119,7 @@ class ReplicateHTTP:
         """
         try:
             return await self._request_with_retries(
-                method, url, route, job_id, policy or self.retry, body, idempotent
+                method, url, route, job_id, policy or self.retry, body, idempotent, log_lines
             )
         except JobNotFound:
             raise
@@ -128,6 +136,7 @@ class ReplicateHTTP:
         policy: RetryPolicy,
         body: Any = None,
         idempotent: bool = True,
+        log_lines: int | None = None,
     ) -> Any:
         held = self.limiter.paused_for()
         if held > policy.max_delay:
@@ -144,9 +153,9 @@ class ReplicateHTTP:
             # Errors are raised outside the `except` blocks: an exception raised inside one keeps the httpx
             # exception (and its request, with the Authorization header) as __context__.
             fatal: str | None = None
-            response: httpx.Response | None = None
+            answer: json_big.Answer | None = None
             try:
-                response = await self._send_once(method, url, route, body)
+                answer = await self._send_once(method, url, route, body, log_lines)
             except httpx.TimeoutException as exc:
                 unsent = isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout)
                 failure = _Failure("timeout", type(exc).__name__, sent=not unsent)
@@ -159,12 +168,11 @@ class ReplicateHTTP:
                 )
             if fatal is not None:
                 raise ProviderError(self._redact(fatal))
-            if response is not None:
+            if answer is not None:
                 try:
-                    decoded = await json_big.decode_large(response, sliced=route == "GET /v1/trainings/{id}")
-                    outcome = self._outcome(response, route, job_id, rejects=not idempotent, decoded=decoded)
+                    outcome = self._outcome(answer, route, job_id, rejects=not idempotent)
                 finally:
-                    _release(response)
+                    _release(answer.response)
                 if not isinstance(outcome, _Failure):
                     return outcome.value
                 failure = outcome
@@ -192,18 +200,12 @@ class ReplicateHTTP:
         raise self._final_error(failure, route, attempt + 1)
 
     def _outcome(
-        self,
-        response: httpx.Response,
-        route: str,
-        job_id: str | None,
-        *,
-        rejects: bool = False,
-        decoded: tuple[Any] | Exception | None = None,
+        self, answer: json_big.Answer, route: str, job_id: str | None, *, rejects: bool = False
     ) -> _Body | _Failure:
         """Classify one answer: a decoded body, a retryable failure, or raise a final error.
 
-        `decoded`: a large body already decoded off the loop (`json_big.decode_large`), or why it could
-        not be."""
+        A large 2xx body comes decoded off the loop (`json_big.receive`), or with why it could not be."""
+        response, decoded = answer.response, answer.decoded
         status = response.status_code
         if 200 <= status < 300:
             try:
@@ -212,9 +214,7 @@ class ReplicateHTTP:
                 return _Body(decoded[0] if decoded is not None else response.json())
             except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, absurd nesting
                 ctype = response.headers.get("content-type", "?").split(";")[0]
-                return _Failure(
-                    "malformed", f"HTTP {status} body is not JSON ({ctype}, {len(response.content)} B)"
-                )
+                return _Failure("malformed", f"HTTP {status} body is not JSON ({ctype}, {answer.size} B)")
         detail = self._problem(response)
         if status in RETRY_STATUSES:
             wait = server_wait(response.headers, time.time())
