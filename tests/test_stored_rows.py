@@ -176,3 +176,44 @@ def test_loads_json_accepts_surrounding_whitespace_as_json_loads_does(text: str)
 def test_loads_json_refuses_what_json_loads_refuses(text: str) -> None:
     with pytest.raises(json.JSONDecodeError):
         loads_json(text)
+
+
+# -- evolve checks only what changes ----------------------------------------------------------------
+
+changes = st.fixed_dictionaries(
+    {},
+    optional={
+        "job_id": st.text(max_size=6),
+        "status": st.sampled_from([*JobStatus, "running", "bogus"]),
+        "name": texts | st.just("bad \ud800 surrogate"),
+        "error_message": texts | st.just("token r8_abcdefghijkl leaked"),
+        "last_log": texts | st.just("é r8_abcdefghijkl"),
+        "metadata": mappings | st.just({"k": ["\udc00", {"n": "\ud800"}]}),
+        "output": st.none() | mappings,
+        "created_at": times | st.just(datetime(2026, 1, 1)),  # naive: refused
+        "cost_usd": st.none() | st.integers(0, 10),
+        "progress": st.none() | st.integers(0, 100),
+    },
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(job=jobs, change=changes, stored=st.booleans())
+def test_evolve_is_dataclasses_replace(job: Job, change: dict[str, Any], stored: bool) -> None:
+    base = _row_to_job(_job_to_row(job)) if stored else job
+    try:
+        expected: Job | type[Exception] = dataclasses.replace(job, **change)
+    except (ValueError, TypeError) as exc:
+        expected = type(exc)
+    if isinstance(expected, Job):
+        got = base.evolve(**change)
+        assert got == expected and _fields(got) == _fields(expected)
+        assert type(got.status) is JobStatus and type(got.cost_usd) in (float, type(None))
+    else:
+        with pytest.raises(expected):
+            base.evolve(**change)
+
+
+def test_evolve_refuses_an_unknown_field() -> None:
+    with pytest.raises(TypeError, match="no field 'colour'"):
+        Job(job_id="a", provider="replicate", status="running").evolve(colour="red")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -119,6 +119,7 @@ _TEXT_FIELDS = (
     "retry_of",
 )
 _TRAINING_TEXT = ("error_message", "last_log")
+_TIME_FIELDS = ("created_at", "started_at", "completed_at", "updated_at")
 
 
 def clean_text(value: str) -> str:
@@ -191,28 +192,37 @@ class Job(_Deferred):
     retry_of: str | None = None  # the job this one retries or clones (set when started by jobwidget)
 
     def __post_init__(self) -> None:
-        if not self.job_id:
+        self._check(_FIELD_NAMES)
+
+    def _check(self, names: Collection[str]) -> None:
+        """Check and clean the fields `names`: all of a new job's, only the changed ones of an evolved
+        job (the rest were when it was made, and each field's rule depends on that field alone)."""
+        if "job_id" in names and not self.job_id:
             raise ValueError("job_id must be a non-empty string")
-        object.__setattr__(self, "status", JobStatus(self.status))
+        if "status" in names:
+            object.__setattr__(self, "status", JobStatus(self.status))
         for name in _TEXT_FIELDS:
-            value = getattr(self, name)
-            if isinstance(value, str) and not value.isascii():
-                object.__setattr__(self, name, clean_text(value))
+            if name in names:
+                value = getattr(self, name)
+                if isinstance(value, str) and not value.isascii():
+                    object.__setattr__(self, name, clean_text(value))
         for name in _TRAINING_TEXT:  # what a training printed may hold a token: never stored as it is
-            value = getattr(self, name)
-            if isinstance(value, str):
-                object.__setattr__(self, name, redact_tokens(value))
-        if self.output is not None:
+            if name in names:
+                value = getattr(self, name)
+                if isinstance(value, str):
+                    object.__setattr__(self, name, redact_tokens(value))
+        if "output" in names and self.output is not None:
             object.__setattr__(self, "output", _clean(self.output))
-        if self.metadata:
+        if "metadata" in names and self.metadata:
             object.__setattr__(self, "metadata", _clean(self.metadata))
-        if self.inputs is not None:
+        if "inputs" in names and self.inputs is not None:
             object.__setattr__(self, "inputs", _clean(self.inputs))
-        for name in ("created_at", "started_at", "completed_at", "updated_at"):
-            object.__setattr__(self, name, _utc(getattr(self, name)))
-        if self.cost_usd is not None:
+        for name in _TIME_FIELDS:
+            if name in names:
+                object.__setattr__(self, name, _utc(getattr(self, name)))
+        if "cost_usd" in names and self.cost_usd is not None:
             object.__setattr__(self, "cost_usd", float(self.cost_usd))
-        if self.progress is not None:
+        if "progress" in names and self.progress is not None:
             object.__setattr__(self, "progress", float(self.progress))
 
     def __getattr__(self, name: str) -> Any:
@@ -231,7 +241,16 @@ class Job(_Deferred):
         return _SLOT_GETTERS[name](self, Job)
 
     def evolve(self, **changes: Any) -> Job:
-        return dataclasses.replace(self, **changes)
+        """This job with `changes` (as `dataclasses.replace`), checking and cleaning only the fields that
+        change: re-walking every mapping of a job on each small change cost more than the change."""
+        unknown = changes.keys() - _FIELD_NAMES
+        if unknown:
+            raise TypeError(f"Job has no field {sorted(unknown)[0]!r}")
+        job = _new_job(Job)
+        for name, put in _SLOT_SETTERS:
+            put(job, changes[name] if name in changes else getattr(self, name))
+        job._check(changes)
+        return job
 
     @property
     def is_active(self) -> bool:
@@ -392,6 +411,10 @@ class Job(_Deferred):
         return f"<table><caption>Job {escape(self.job_id)} ({escape(self.provider)})</caption>{body}</table>"
 
 
-# The slots' own getters: read without reaching `__getattr__` again.
+# The slots' own setters and getters (a frozen dataclass refuses `setattr`; a getter never reaches
+# `__getattr__`).
+_SLOT_SETTERS = tuple((f.name, Job.__dict__[f.name].__set__) for f in dataclasses.fields(Job))
+_FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(Job))
+_new_job = object.__new__
 _SLOT_GETTERS = {f.name: Job.__dict__[f.name].__get__ for f in dataclasses.fields(Job)}
 _GET_PENDING = _Deferred.__dict__["_pending"].__get__

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from jobwidget.core.errors import JobNotFound, PaginationStopped, ProviderError
+from jobwidget.core.errors import JobNotFound, ProviderError
 from jobwidget.core.logtail import TAIL_LINES
 from jobwidget.core.models import INLINE, SETTLED, Job, JobStatus
 from jobwidget.core.results import InlineProgress, ProviderCheck, RefreshResult, SyncResult
@@ -42,6 +42,7 @@ from jobwidget.engine.job_reads import sighted as mark_sighted
 from jobwidget.engine.providers.base import JobDetail, Provider
 from jobwidget.engine.shared import Coalesced
 from jobwidget.engine.stores import JobStore, Store, UpsertResult, as_store
+from jobwidget.engine.sync_walk import sync_pages
 
 __all__ = ["SyncService"]
 
@@ -209,27 +210,7 @@ class SyncService:
         return await self._syncs(None if all else limit)
 
     async def _sync(self, *, limit: int | None, all: bool) -> SyncResult:
-        try:
-            jobs = await self.provider.list_jobs(limit=limit, all=all)
-        except PaginationStopped as exc:
-            # A list that does not end: keep what was read, say why it stopped, and fail the call.
-            if exc.jobs:
-                await self.apply(exc.jobs, source="sync")
-            self.bus.emit("poll_error", {"error": str(exc), "consecutive": 1, "retry_in": None})
-            raise
-        jobs = await self._settle_finishing(jobs)
-        result = await self.apply(jobs, source="sync")
-        created = [job.job_id for job in result.created]
-        sync_result = SyncResult(
-            synced=len(created),
-            updated=len(result.updated),
-            message=f"Discovered {_plural(len(created), 'new job')} from {self.provider.label}",
-            job_ids=tuple(created),
-        )
-        if created:
-            self.bus.emit("jobs_discovered", {"count": len(created), "job_ids": created})
-        self.bus.emit("sync_completed", sync_result.to_dict())
-        return sync_result
+        return await sync_pages(self, limit=limit, all=all)  # page by page, stored as read
 
     # -- active refresh ----------------------------------------------------------------------
 

@@ -48,6 +48,7 @@ from jobwidget.core.replicate_convert import (
     parse_hardware,
     parse_page,
     training_to_job,
+    validate_page,
     validate_training,
 )
 from jobwidget.core.results import ProviderCheck
@@ -229,6 +230,19 @@ class ReplicateProvider(ReplicateHTTP, Provider):
         body = await self._request("GET", url, route="GET /v1/trainings")
         jobs, next_url = parse_page(body, pricing=self.pricing, now=self._now(), provider=self.name)
         return Page(jobs=jobs, next_cursor=next_url)
+
+    async def page_body(self, cursor: str | None) -> tuple[Any, int, str | None]:
+        """A list page checked but not yet built into jobs: its cursor is known before that work."""
+        url = self._api_url("trainings") if cursor is None else self._checked_next(cursor)
+        results, next_url = validate_page(await self._request("GET", url, route="GET /v1/trainings"))
+        return results, len(results), next_url
+
+    async def page_jobs(self, body: Any) -> list[Job]:
+        """A page's trainings as jobs, built in a worker thread (about 15 ms of Python for a hundred)."""
+        pricing, now, name = self.pricing, self._now(), self.name
+        return await asyncio.to_thread(
+            lambda: [training_to_job(item, pricing=pricing, now=now, provider=name) for item in body]
+        )
 
     async def get_job(self, job_id: str, *, log_lines: int = TAIL_LINES) -> JobDetail:
         """The training with its accumulated log: whole, or its tail when the answer is large (at least
