@@ -54,7 +54,8 @@ def sim_process(fleet: int, active: int, latency: float = LATENCY) -> Iterator[s
         deadline = time.monotonic() + 120
         while True:
             if child.poll() is not None:
-                raise RuntimeError(f"the simulator exited: {child.stderr.read().decode() if child.stderr else ''}")
+                said = child.stderr.read().decode() if child.stderr else ""
+                raise RuntimeError(f"the simulator exited: {said}")
             try:
                 httpx.get(f"{base_url}/v1/account", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5)
                 break

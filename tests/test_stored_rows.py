@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jobwidget.core.models import Job, JobStatus
+from jobwidget.core.models import Job, JobStatus, _clean, _clean_walk
 from jobwidget.core.stored import RowLayout, from_epoch_us, loads_json
 from jobwidget.engine.stores import JobStore
 from jobwidget.engine.stores.sqlite_rows import _COLUMNS, _job_to_row, _row_to_job
@@ -217,3 +217,27 @@ def test_evolve_is_dataclasses_replace(job: Job, change: dict[str, Any], stored:
 def test_evolve_refuses_an_unknown_field() -> None:
     with pytest.raises(TypeError, match="no field 'colour'"):
         Job(job_id="a", provider="replicate", status="running").evolve(colour="red")
+
+
+# -- cleaning mappings: a quick look first, a rebuild only when a string needs it ---------------------
+
+_leaves = st.text(max_size=4) | st.sampled_from(["\ud800", "a\udfffb", "é"]) | st.integers() | st.none()
+_nested = st.recursive(
+    _leaves,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.lists(inner, max_size=3).map(tuple)
+        | st.dictionaries(st.text(max_size=3) | st.just("\udc01") | st.integers(), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(value=_nested)
+def test_cleaning_is_the_full_walk_and_keeps_clean_values_as_they_are(value: Any) -> None:
+    cleaned = _clean(value)
+    assert repr(cleaned) == repr(_clean_walk(value))
+    if repr(cleaned) == repr(value):
+        assert cleaned is value  # nothing to clean: nothing rebuilt
+    json.dumps(cleaned, ensure_ascii=False).encode("utf-8")  # no lone surrogate is left

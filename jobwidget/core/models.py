@@ -136,16 +136,49 @@ def clean_text(value: str) -> str:
 
 def _clean(value: Any) -> Any:
     """`clean_text` through nested mappings and lists (a job's output and metadata); the same object
-    back when nothing needed cleaning, so the common case allocates nothing."""
+    back when nothing needed cleaning, so the common case allocates nothing (and is found by a quick
+    look, `_dirty`, rather than by rebuilding every level)."""
+    return _clean_walk(value) if _dirty(value) else value
+
+
+_SCALARS = (int, float, bool, type(None))
+
+
+def _dirty(value: Any) -> bool:
+    """Whether `value` holds, anywhere, a string `clean_text` would change (what `_clean_walk` walks)."""
+    kind = type(value)
+    if kind is str:
+        return not value.isascii() and _LONE_SURROGATE.search(value) is not None
+    if kind is dict:
+        for k, v in value.items():
+            if (type(k) is not str or not k.isascii()) and _dirty(k):
+                return True
+            vkind = type(v)
+            if vkind is str:
+                if not v.isascii() and _LONE_SURROGATE.search(v) is not None:
+                    return True
+            elif vkind not in _SCALARS and _dirty(v):
+                return True
+        return False
+    if isinstance(value, list | tuple):
+        return any(type(v) not in _SCALARS and _dirty(v) for v in value)
+    if isinstance(value, str):
+        return _dirty(str(value))
+    if isinstance(value, Mapping):
+        return any(_dirty(k) or _dirty(v) for k, v in value.items())
+    return False
+
+
+def _clean_walk(value: Any) -> Any:
     if isinstance(value, str):
         return clean_text(value)
     if isinstance(value, Mapping):
-        items = [(_clean(k), _clean(v)) for k, v in value.items()]
+        items = [(_clean_walk(k), _clean_walk(v)) for k, v in value.items()]
         if all(k is k0 and v is v0 for (k, v), (k0, v0) in zip(items, value.items(), strict=True)):
             return value
         return dict(items)
     if isinstance(value, list | tuple):
-        cleaned = [_clean(v) for v in value]
+        cleaned = [_clean_walk(v) for v in value]
         return value if all(a is b for a, b in zip(cleaned, value, strict=True)) else cleaned
     return value
 
