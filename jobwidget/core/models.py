@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -183,6 +183,36 @@ def _clean_walk(value: Any) -> Any:
     return value
 
 
+# -- each field's check: the value a job keeps, or ValueError ------------------------------------------
+
+
+def _check_id(value: Any) -> Any:
+    if not value:
+        raise ValueError("job_id must be a non-empty string")
+    return value
+
+
+def _check_text(value: Any) -> Any:
+    return clean_text(value) if isinstance(value, str) and not value.isascii() else value
+
+
+def _check_training_text(value: Any) -> Any:
+    """What a training printed may hold a token: never stored as it is."""
+    return redact_tokens(_check_text(value)) if isinstance(value, str) else value
+
+
+def _check_mapping(value: Any) -> Any:
+    return None if value is None else _clean(value)
+
+
+def _check_metadata(value: Any) -> Any:
+    return _clean(value) if value else value
+
+
+def _check_float(value: Any) -> Any:
+    return None if value is None else float(value)
+
+
 def _fmt_dt(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else "—"
 
@@ -225,38 +255,8 @@ class Job(_Deferred):
     retry_of: str | None = None  # the job this one retries or clones (set when started by jobwidget)
 
     def __post_init__(self) -> None:
-        self._check(_FIELD_NAMES)
-
-    def _check(self, names: Collection[str]) -> None:
-        """Check and clean the fields `names`: all of a new job's, only the changed ones of an evolved
-        job (the rest were when it was made, and each field's rule depends on that field alone)."""
-        if "job_id" in names and not self.job_id:
-            raise ValueError("job_id must be a non-empty string")
-        if "status" in names:
-            object.__setattr__(self, "status", JobStatus(self.status))
-        for name in _TEXT_FIELDS:
-            if name in names:
-                value = getattr(self, name)
-                if isinstance(value, str) and not value.isascii():
-                    object.__setattr__(self, name, clean_text(value))
-        for name in _TRAINING_TEXT:  # what a training printed may hold a token: never stored as it is
-            if name in names:
-                value = getattr(self, name)
-                if isinstance(value, str):
-                    object.__setattr__(self, name, redact_tokens(value))
-        if "output" in names and self.output is not None:
-            object.__setattr__(self, "output", _clean(self.output))
-        if "metadata" in names and self.metadata:
-            object.__setattr__(self, "metadata", _clean(self.metadata))
-        if "inputs" in names and self.inputs is not None:
-            object.__setattr__(self, "inputs", _clean(self.inputs))
-        for name in _TIME_FIELDS:
-            if name in names:
-                object.__setattr__(self, name, _utc(getattr(self, name)))
-        if "cost_usd" in names and self.cost_usd is not None:
-            object.__setattr__(self, "cost_usd", float(self.cost_usd))
-        if "progress" in names and self.progress is not None:
-            object.__setattr__(self, "progress", float(self.progress))
+        for name, check, put in _CHECKS:
+            put(self, check(getattr(self, name)))
 
     def __getattr__(self, name: str) -> Any:
         """Reached only when a slot is empty: a job read from a store (`core.stored.RowLayout`) decodes
@@ -282,7 +282,13 @@ class Job(_Deferred):
         job = _new_job(Job)
         for name, put in _SLOT_SETTERS:
             put(job, changes[name] if name in changes else getattr(self, name))
-        job._check(changes)
+        # Only the changed fields are checked (each field's rule depends on that field alone), in the
+        # order a new job checks them, so that the first error is the one it would raise.
+        for name in changes if len(changes) < 2 else sorted(changes, key=_FIELD_ORDER.__getitem__):
+            rule = _RULES.get(name)
+            if rule is not None:
+                check, put = rule
+                put(job, check(changes[name]))
         return job
 
     @property
@@ -447,6 +453,24 @@ class Job(_Deferred):
 # The slots' own setters and getters (a frozen dataclass refuses `setattr`; a getter never reaches
 # `__getattr__`).
 _SLOT_SETTERS = tuple((f.name, Job.__dict__[f.name].__set__) for f in dataclasses.fields(Job))
+_CHECK_OF: dict[str, Any] = {
+    "job_id": _check_id,
+    "status": JobStatus,
+    **{name: _check_text for name in _TEXT_FIELDS if name not in _TRAINING_TEXT},
+    **{name: _check_training_text for name in _TRAINING_TEXT},
+    "output": _check_mapping,
+    "inputs": _check_mapping,
+    "metadata": _check_metadata,
+    **{name: _utc for name in _TIME_FIELDS},
+    "cost_usd": _check_float,
+    "progress": _check_float,
+}
+# In this order (a job with two bad fields names the first): id, status, texts, mappings, times, numbers.
+_RULES = {name: (check, Job.__dict__[name].__set__) for name, check in _CHECK_OF.items()}
+_CHECKS = tuple((name, *rule) for name, rule in _RULES.items())
+_FIELD_ORDER = {
+    name: i for i, name in enumerate([*_RULES, *(n for n, _ in _SLOT_SETTERS if n not in _RULES)])
+}
 _FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(Job))
 _new_job = object.__new__
 _SLOT_GETTERS = {f.name: Job.__dict__[f.name].__get__ for f in dataclasses.fields(Job)}

@@ -143,6 +143,9 @@ def _content(job: Job) -> tuple[Any, ...]:
     return tuple(getattr(job, name) for name in _CONTENT_FIELDS)
 
 
+_DUMPS = json.JSONEncoder(ensure_ascii=False, default=str).encode  # json.dumps(..., same options)
+
+
 def _job_to_row(job: Job) -> tuple[Any, ...]:
     out: list[Any] = []
     for name in _COLUMNS:
@@ -152,7 +155,7 @@ def _job_to_row(job: Job) -> tuple[Any, ...]:
         elif name == "status":
             value = value.value
         elif name in _JSON_COLUMNS:
-            value = None if value is None else json.dumps(dict(value), ensure_ascii=False, default=str)
+            value = None if value is None else _DUMPS(dict(value))
         out.append(value)
     return tuple(out)
 
