@@ -7,6 +7,7 @@ so tests and the simulator can stand in for Replicate without touching the sync 
 from __future__ import annotations
 
 import abc
+import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, Collection
 from dataclasses import dataclass, field
@@ -85,11 +86,16 @@ class Provider(abc.ABC):
     async def list_page(self, cursor: str | None = None) -> Page:
         """One page of recent jobs (100 on Replicate), newest first, without logs."""
 
-    async def page_body(self, cursor: str | None) -> tuple[Any, int, str | None]:
+    async def page_body(
+        self, cursor: str | None, sent: asyncio.Event | None = None
+    ) -> tuple[Any, int, str | None]:
         """The page at `cursor` as received, before its jobs are built: (body, how many jobs it holds,
         the next cursor or None). `pages` asks for the next page as soon as it has this. By default the
         page is built at once (`list_page`); a provider whose building is costly keeps it for `page_jobs`.
+        `sent` is set once the request is on its way (the walk builds the page before only after that).
         """
+        if sent is not None:
+            sent.set()
         page = await self.list_page(cursor)
         return page, len(page.jobs), page.next_cursor
 

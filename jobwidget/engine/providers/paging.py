@@ -10,6 +10,7 @@ properly (`PaginationStopped`) and at once when its caller is cancelled (the req
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
     from jobwidget.engine.providers.base import Provider
 
 __all__ = ["walk_pages"]
+
+_SEND_WAIT_S = 0.05  # a request held longer (the rate limit, a slow connect) is not waited for
 
 
 async def walk_pages(provider: Provider, *, limit: int | None, all: bool) -> AsyncGenerator[list[Job], None]:
@@ -48,8 +51,9 @@ async def walk_pages(provider: Provider, *, limit: int | None, all: bool) -> Asy
                     assert cursor is not None
                     seen.add(cursor)
                     if number < provider.max_pages:
-                        ahead = asyncio.ensure_future(provider.page_body(cursor))
-                        await asyncio.sleep(0)  # let it go out before this page's jobs are built
+                        sent = asyncio.Event()
+                        ahead = asyncio.ensure_future(provider.page_body(cursor, sent))
+                        await _on_the_wire(sent)
             jobs = await provider.page_jobs(body)
             if capped:
                 jobs = jobs[: limit - read]  # type: ignore[operator]
@@ -73,6 +77,14 @@ async def walk_pages(provider: Provider, *, limit: int | None, all: bool) -> Asy
         if ahead is not None:  # the caller stopped early (an error, a cancel): the request goes too
             ahead.cancel()
             ahead.add_done_callback(_retrieved)
+
+
+async def _on_the_wire(sent: asyncio.Event) -> None:
+    """Wait (briefly) for the next page's request to leave before this page's jobs are built: that work
+    holds the GIL, and a request still being written would wait for it."""
+    if not sent.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(sent.wait(), _SEND_WAIT_S)
 
 
 def _retrieved(future: asyncio.Future[Any]) -> None:

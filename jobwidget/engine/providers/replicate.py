@@ -231,10 +231,18 @@ class ReplicateProvider(ReplicateHTTP, Provider):
         jobs, next_url = parse_page(body, pricing=self.pricing, now=self._now(), provider=self.name)
         return Page(jobs=jobs, next_cursor=next_url)
 
-    async def page_body(self, cursor: str | None) -> tuple[Any, int, str | None]:
+    async def page_body(
+        self, cursor: str | None, sent: asyncio.Event | None = None
+    ) -> tuple[Any, int, str | None]:
         """A list page checked but not yet built into jobs: its cursor is known before that work."""
-        url = self._api_url("trainings") if cursor is None else self._checked_next(cursor)
-        results, next_url = validate_page(await self._request("GET", url, route="GET /v1/trainings"))
+        try:
+            url = self._api_url("trainings") if cursor is None else self._checked_next(cursor)
+        except MalformedResponse:
+            if sent is not None:
+                sent.set()  # a refused link sends nothing
+            raise
+        body = await self._request("GET", url, route="GET /v1/trainings", sent=sent)
+        results, next_url = validate_page(body)
         return results, len(results), next_url
 
     async def page_jobs(self, body: Any) -> list[Job]:

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -82,19 +82,31 @@ class ReplicateHTTP:
         return text.replace(self._token, "***") if self._token else text
 
     async def _send_once(
-        self, method: str, url: str, route: str, body: Any = None, log_lines: int | None = None
+        self,
+        method: str,
+        url: str,
+        route: str,
+        body: Any = None,
+        log_lines: int | None = None,
+        sent: asyncio.Event | None = None,
     ) -> json_big.Answer:
         """One attempt: concurrency slot, then rate slot, then send (so limiter times are send times); the
-        answer received off the loop (`json_big.receive`; `log_lines`: it is a training, its log cut)."""
+        answer received off the loop (`json_big.receive`; `log_lines`: it is a training, its log cut).
+        `sent` is set once the request is on the wire (or could not be sent)."""
         if self._closed:
             raise ProviderError(f"this {type(self).__name__} is closed")
-        async with self._semaphore:
-            await self.limiter.acquire()
-            self.stats.requests += 1
-            self.stats.by_route[route] = self.stats.by_route.get(route, 0) + 1
-            request = self._client.build_request(method, url, json=body)
-            response = await self._client.send(request, stream=True)
-            return await json_big.receive(response, log_lines=log_lines)
+        try:
+            async with self._semaphore:
+                await self.limiter.acquire()
+                self.stats.requests += 1
+                self.stats.by_route[route] = self.stats.by_route.get(route, 0) + 1
+                extensions = {} if sent is None else {"trace": _on_sent(sent)}
+                request = self._client.build_request(method, url, json=body, extensions=extensions)
+                response = await self._client.send(request, stream=True)
+                return await json_big.receive(response, log_lines=log_lines)
+        finally:
+            if sent is not None:
+                sent.set()
 
     async def _request(
         self,
@@ -107,11 +119,12 @@ class ReplicateHTTP:
         body: Any = None,
         idempotent: bool = True,
         log_lines: int | None = None,
+        sent: asyncio.Event | None = None,
     ) -> Any:
         """Send with retries; returns the decoded JSON body or raises a jobwidget `ProviderError`.
 
         `log_lines`: the answer is a training whose `logs` may be cut to a tail holding that many lines
-        (a `json_big.LongLog` when it was).
+        (a `json_big.LongLog` when it was). `sent`: set once the first attempt is on the wire.
 
         A request with `idempotent=False` is retried only where it cannot have been acted on (429, no
         connection); any other failure raises `AmbiguousOutcome` at once, and a 4xx refusal of its
@@ -119,7 +132,7 @@ class ReplicateHTTP:
         """
         try:
             return await self._request_with_retries(
-                method, url, route, job_id, policy or self.retry, body, idempotent, log_lines
+                method, url, route, job_id, policy or self.retry, body, idempotent, log_lines, sent
             )
         except JobNotFound:
             raise
@@ -137,6 +150,7 @@ class ReplicateHTTP:
         body: Any = None,
         idempotent: bool = True,
         log_lines: int | None = None,
+        sent: asyncio.Event | None = None,
     ) -> Any:
         held = self.limiter.paused_for()
         if held > policy.max_delay:
@@ -155,7 +169,7 @@ class ReplicateHTTP:
             fatal: str | None = None
             answer: json_big.Answer | None = None
             try:
-                answer = await self._send_once(method, url, route, body, log_lines)
+                answer = await self._send_once(method, url, route, body, log_lines, sent)
             except httpx.TimeoutException as exc:
                 unsent = isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout)
                 failure = _Failure("timeout", type(exc).__name__, sent=not unsent)
@@ -309,6 +323,16 @@ class _Body:
 _REFUSALS = frozenset({400, 404, 409, 413, 422})  # the request's content was refused: resending won't help
 CREATE_ROUTE = "POST /v1/models/{owner}/{name}/versions/{version}/trainings"
 _REQUESTS = {CREATE_ROUTE: "the new training"}  # what a refused request was, in a person's words
+
+
+def _on_sent(sent: asyncio.Event) -> Callable[[str, dict[str, Any]], Awaitable[None]]:
+    """An httpx `trace` hook that sets `sent` when the request's body has been written."""
+
+    async def trace(event: str, info: dict[str, Any]) -> None:
+        if event.endswith("send_request_body.complete"):
+            sent.set()
+
+    return trace
 
 
 def _release(response: httpx.Response) -> None:
