@@ -1,11 +1,16 @@
-"""Engine-loop stalls (a 5 ms ticker on the loop, `StallMonitor`) for the heavy answers of issue 15.
+"""Engine-loop stalls (a 5 ms ticker on the loop, `StallMonitor`) in the heavy moments of issue 15.
 
+- refreshing 1,000 active jobs among 10,000 (what a poll does: list pages, GETs, log reads);
+- the first full sync of 10,000 jobs with the panel open (a `Jobs` engine whose panel writes to a
+  recording comm, as bench_quiet does; the simulator in its own process, as Replicate would be);
 - reading one training whose log is 50 MB (`ReplicateProvider.get_job`, a loopback server answering);
 - building a 5,000-row `GET /api/cloud/jobs` answer (the real server on the engine loop, asked from a
   worker thread).
 
-Baselines (same run, same code): the same work with the off-loop threshold raised out of reach, so the
-body is decoded (the answer built) on the loop as before.
+Each is measured RUNS times (median and spread). The machine is shared: the same ticker on an idle loop
+for as long says how much of a stall is the machine's own (the floor row). Baselines (same run, same
+code): the log read and the answer with the off-loop thresholds raised out of reach, so the body is
+received and decoded (the answer built) on the loop as before.
 """
 
 from __future__ import annotations
@@ -18,21 +23,28 @@ import random
 import statistics
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import comm
 import httpx
 
 from bench._harness import Row, bench, spread
+from bench.bench_fullsync import sim_process
+from bench.bench_quiet import _RecordingComm
 from bench.bench_store import _job
 from bench.bench_sync import StallMonitor
+from jobwidget import Jobs
 from jobwidget.core.models import JobStatus
 from jobwidget.engine import runtime
 from jobwidget.engine.config import load_settings
+from jobwidget.engine.events import EventBus
 from jobwidget.engine.providers import json_big
 from jobwidget.engine.providers.replicate import ReplicateProvider
 from jobwidget.engine.stores import JobStore
+from jobwidget.engine.sync import SyncService
 from jobwidget.surfaces import http_app as app_mod
 from jobwidget.surfaces import server as server_mod
 
@@ -111,10 +123,97 @@ async def _answer_stall(path: Path, rows: int) -> float:
         await engine.aclose()
 
 
+async def _idle(seconds: float) -> float:
+    with StallMonitor() as monitor:
+        await asyncio.sleep(seconds)
+    return monitor.worst
+
+
+async def _refresh_stall(base_url: str) -> float:
+    bus = EventBus()
+    bus.start()
+    store = JobStore(":memory:")
+    service = SyncService(store, ReplicateProvider(token="r8_bench_token", base_url=base_url), bus)
+    try:
+        await service.sync(all=True)
+        with StallMonitor() as monitor:
+            await service.refresh_active()
+            await asyncio.sleep(0.02)
+        return monitor.worst
+    finally:
+        await service.provider.aclose()
+        store.close()
+
+
+def _panel_sync_stall(base_url: str, path: Path) -> tuple[float, int]:
+    """The engine loop's worst stall while a `Jobs` with its panel open syncs every page."""
+    original = comm.create_comm
+    comm.create_comm = lambda *a, **kw: _RecordingComm(*a, **kw)
+    try:
+        provider = ReplicateProvider(token="r8_bench_token", base_url=base_url)
+        with Jobs(provider=provider, store=path, poll_interval=3600, autostart=False) as jobs:
+            panel = jobs.panel
+            panel._repr_mimebundle_()
+            monitor = StallMonitor()
+            jobs._loop.run(_enter(monitor))
+            try:
+                jobs.sync(all=True)
+                panel.flush()
+                time.sleep(0.05)
+            finally:
+                jobs._loop.run(_exit(monitor))
+            return monitor.worst, len(jobs.list(limit=None))
+    finally:
+        comm.create_comm = original
+
+
+async def _enter(monitor: StallMonitor) -> None:
+    monitor.__enter__()
+
+
+async def _exit(monitor: StallMonitor) -> None:
+    monitor.__exit__()
+
+
+def _row(case: str, values: list[float], baseline: list[float] | None, note: str) -> Row:
+    return Row(
+        "stalls",
+        case,
+        statistics.median(values) * 1e3,
+        "ms",
+        None if baseline is None else statistics.median(baseline) * 1e3,
+        "< 25 ms",
+        f"median, {spread(values, 1e3)}" + (f"; {note}" if note else ""),
+    )
+
+
 @bench("stalls")
 def run_stalls(quick: bool) -> list[Row]:
     log_mb, rows = (10, 1_000) if quick else (50, 5_000)
+    fleet = 2_000 if quick else 10_000
     out: list[Row] = []
+    idle = [asyncio.run(_idle(2.0)) for _ in range(RUNS)]
+    out.append(
+        Row(
+            "stalls",
+            "floor: the ticker on an idle loop, 2 s",
+            statistics.median(idle) * 1e3,
+            "ms",
+            None,
+            "",
+            f"median, {spread(idle, 1e3)}; the machine's own delays, not jobwidget's",
+        )
+    )
+    with sim_process(fleet, fleet // 10) as base_url:
+        refresh = [asyncio.run(_refresh_stall(base_url)) for _ in range(RUNS)]
+        out.append(_row(f"refresh {fleet // 10:,} active among {fleet:,}", refresh, None, ""))
+        with tempfile.TemporaryDirectory() as tmp:
+            panel = []
+            for run in range(RUNS):
+                worst, n = _panel_sync_stall(base_url, Path(tmp) / f"jobs{run}.sqlite3")
+                assert n == fleet, (n, fleet)
+                panel.append(worst)
+        out.append(_row(f"full sync of {fleet:,} jobs, panel open", panel, None, "recording comm"))
     with _serve(_training_body(log_mb * 1_000_000)) as base_url:
         offs = [asyncio.run(_log_stall(base_url)) for _ in range(RUNS)]
         saved = json_big.THREAD_BYTES

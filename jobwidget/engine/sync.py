@@ -49,11 +49,14 @@ __all__ = ["SyncService"]
 _MAX_LIST_PAGES = 50  # beyond this, per-job GETs are cheaper than walking history
 
 
-_State = tuple[JobStatus, str | None, float | None, str | None]
+# What was last announced of a job: (status value, stage, progress, last log). Plain values only, so the
+# garbage collector stops tracking these tuples: a full sync keeps one per job, and ten thousand tracked
+# ones brought on a full collection (tens of milliseconds holding the GIL) during the sync.
+_State = tuple[str, str | None, float | None, str | None]
 
 
 def _state(job: Job) -> _State:
-    return (job.status, job.stage, job.progress, job.last_log)
+    return (job.status.value, job.stage, job.progress, job.last_log)
 
 
 def _plural(n: int, word: str) -> str:
@@ -123,6 +126,9 @@ class SyncService:
                 result = await self.store.upsert(batch)
             else:
                 result = await self.store.upsert_delivery(delivery_id, batch)
+            if result.changed and result.rev == self._rev + 1:
+                # Our own write, right after the last revision known: `follow` need not read it back.
+                self._rev = result.rev
             changes: list[tuple[_State | None, Job]] = [(None, job) for job in result.created]
             changes += [(_state(before), after) for before, after in result.updated]
             self.announce(changes, source=source, rev=result.rev)
@@ -151,7 +157,8 @@ class SyncService:
         changes. Only active jobs: the time to open does not grow with the store's history, and a finished
         job another process changes later (late billing) is announced as a change with no earlier state."""
         async with self._write_lock:
-            self._rev, self._seen = await self.store.states(active_only=True)
+            self._rev, states = await self.store.states(active_only=True)
+            self._seen = {job_id: (s.value, stage, p, log) for job_id, (s, stage, p, log) in states.items()}
 
     async def follow(self) -> int:
         """Announce jobs that other processes (another notebook, `jobwidget serve`) changed in the store."""
@@ -173,13 +180,13 @@ class SyncService:
             self._seen[after.job_id] = _state(after)
             if before is None:
                 continue
-            if before[0] is not after.status:
+            if before[0] != after.status.value:
                 self.bus.emit(
                     "job_status_changed",
                     {
                         "job_id": after.job_id,
                         "status": after.status.value,
-                        "previous": before[0].value,
+                        "previous": before[0],
                         "stage": after.stage,
                         "progress": after.progress,
                         "last_log": after.last_log,
