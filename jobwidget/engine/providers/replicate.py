@@ -46,7 +46,6 @@ from jobwidget.core.pricing import Pricing
 from jobwidget.core.replicate_convert import (
     is_valid_job_id,
     parse_hardware,
-    parse_page,
     training_to_job,
     validate_page,
     validate_training,
@@ -225,11 +224,10 @@ class ReplicateProvider(ReplicateHTTP, Provider):
         return (self._token,) if self._token else ()
 
     async def list_page(self, cursor: str | None = None) -> Page:
-        """One page (100 on Replicate), newest first, no logs; `cursor` is the previous page's `next`."""
-        url = self._api_url("trainings") if cursor is None else self._checked_next(cursor)
-        body = await self._request("GET", url, route="GET /v1/trainings")
-        jobs, next_url = parse_page(body, pricing=self.pricing, now=self._now(), provider=self.name)
-        return Page(jobs=jobs, next_cursor=next_url)
+        """One page (100 on Replicate), newest first, no logs; `cursor` is the previous page's `next`.
+        Its jobs are built off the loop (`page_jobs`)."""
+        body, _count, next_url = await self.page_body(cursor)
+        return Page(jobs=await self.page_jobs(body), next_cursor=next_url)
 
     async def page_body(
         self, cursor: str | None, sent: asyncio.Event | None = None
