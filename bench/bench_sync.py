@@ -38,18 +38,21 @@ class StallMonitor:
         self.worst_outside_gc = 0.0
         self.gc_pauses: list[float] = []
         self._gc_spans: list[tuple[float, float]] = []
-        self._gc_start = 0.0
+        # A collection under way: the "stop" callback is Python code, and the loop may take the GIL
+        # before it runs, so a delay is matched against the open collection too.
+        self._gc_open: float | None = None
         self._task: asyncio.Task[None] | None = None
 
     def _on_gc(self, phase: str, info: dict[str, int]) -> None:
         if info.get("generation") != 2:
             return
         if phase == "start":
-            self._gc_start = time.perf_counter()
-        else:
+            self._gc_open = time.perf_counter()
+        elif self._gc_open is not None:
             end = time.perf_counter()
-            self._gc_spans.append((self._gc_start, end))
-            self.gc_pauses.append(end - self._gc_start)
+            self._gc_spans.append((self._gc_open, end))
+            self.gc_pauses.append(end - self._gc_open)
+            self._gc_open = None
 
     async def _tick(self) -> None:
         while True:
@@ -58,7 +61,9 @@ class StallMonitor:
             now = time.perf_counter()
             late = now - t - 0.005
             self.worst = max(self.worst, late)
-            if not any(start < now and end > t for start, end in self._gc_spans):
+            opened = self._gc_open
+            during_gc = opened is not None and opened < now
+            if not during_gc and not any(start < now and end > t for start, end in self._gc_spans):
                 self.worst_outside_gc = max(self.worst_outside_gc, late)
 
     def __enter__(self) -> StallMonitor:
