@@ -23,6 +23,8 @@ from typing import Any
 
 import httpx
 
+from jobwidget.core.logparse import MAX_SCAN
+
 __all__ = ["THREAD_BYTES", "Answer", "LongLog", "loads_training", "receive"]
 
 # A body larger than this is received in chunks and decoded in a worker thread: a 50 MB log in a GET takes
@@ -89,8 +91,6 @@ async def receive(response: httpx.Response, *, log_lines: int | None = None) -> 
     if log_lines is None:
         decode = lambda: json.loads(b"".join(chunks))  # noqa: E731
     else:
-        from jobwidget.core.logparse import MAX_SCAN
-
         decode = lambda: loads_training(chunks, keep_chars=MAX_SCAN, keep_lines=log_lines)  # noqa: E731
     try:
         decoded: tuple[Any] | Exception = (await asyncio.to_thread(decode),)
