@@ -61,6 +61,12 @@ def best_of(fn: Callable[[], object], *, repeat: int = 5, number: int = 1) -> fl
     return best
 
 
+def spread(values: Iterable[float], scale: float = 1.0, unit: str = "ms") -> str:
+    """Repeated measurements as a note: "best-worst over n runs" (a loaded machine moves single runs)."""
+    got = sorted(v * scale for v in values)
+    return f"{got[0]:.3g}-{got[-1]:.3g} {unit} over {len(got)} runs"
+
+
 def format_table(rows: list[Row]) -> str:
     head = ("bench", "case", "value", "baseline", "ratio", "target", "note")
     lines = [head]

@@ -10,6 +10,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import time
 
 import httpx
@@ -25,25 +27,55 @@ LATENCY = 0.05
 
 
 class StallMonitor:
-    """Longest delay of a 5 ms ticker on the loop: how long the engine ever blocked its own loop."""
+    """Longest delay of a 5 ms ticker on the loop: how long the engine ever blocked its own loop.
+
+    Full garbage collections (generation 2) pause every thread of the process, whoever triggers them; they
+    are timed too (`gc_pauses`), and `worst_outside_gc` is the longest delay that overlapped none of them.
+    """
 
     def __init__(self) -> None:
         self.worst = 0.0
+        self.worst_outside_gc = 0.0
+        self.gc_pauses: list[float] = []
+        self._gc_spans: list[tuple[float, float]] = []
+        # A collection under way: the "stop" callback is Python code, and the loop may take the GIL
+        # before it runs, so a delay is matched against the open collection too.
+        self._gc_open: float | None = None
         self._task: asyncio.Task[None] | None = None
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if info.get("generation") != 2:
+            return
+        if phase == "start":
+            self._gc_open = time.perf_counter()
+        elif self._gc_open is not None:
+            end = time.perf_counter()
+            self._gc_spans.append((self._gc_open, end))
+            self.gc_pauses.append(end - self._gc_open)
+            self._gc_open = None
 
     async def _tick(self) -> None:
         while True:
             t = time.perf_counter()
             await asyncio.sleep(0.005)
-            self.worst = max(self.worst, time.perf_counter() - t - 0.005)
+            now = time.perf_counter()
+            late = now - t - 0.005
+            self.worst = max(self.worst, late)
+            opened = self._gc_open
+            during_gc = opened is not None and opened < now
+            if not during_gc and not any(start < now and end > t for start, end in self._gc_spans):
+                self.worst_outside_gc = max(self.worst_outside_gc, late)
 
     def __enter__(self) -> StallMonitor:
+        gc.callbacks.append(self._on_gc)
         self._task = asyncio.get_running_loop().create_task(self._tick())
         return self
 
     def __exit__(self, *exc: object) -> None:
         assert self._task is not None
         self._task.cancel()
+        with contextlib.suppress(ValueError):
+            gc.callbacks.remove(self._on_gc)
 
 
 def _sim(active: int, fleet: int) -> SimulatedReplicate:

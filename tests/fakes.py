@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from jobwidget.core.errors import JobNotFound
+from jobwidget.core.logtail import TAIL_LINES
 from jobwidget.core.models import Job, JobStatus
 from jobwidget.core.results import ProviderCheck
 from jobwidget.engine.providers.base import JobDetail, Page, Provider, ProviderStats
@@ -57,7 +58,7 @@ class FakeProvider(Provider):
         nxt = str(start + self.page_size) if start + self.page_size < len(ordered) else None
         return Page(jobs=chunk, next_cursor=nxt)
 
-    async def get_job(self, job_id: str) -> JobDetail:
+    async def get_job(self, job_id: str, *, log_lines: int = TAIL_LINES) -> JobDetail:
         self._call(f"get {job_id}")
         if job_id not in self.jobs:
             raise JobNotFound(job_id, "Replicate")

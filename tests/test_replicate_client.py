@@ -41,6 +41,8 @@ from jobwidget.core.errors import (
     ProviderUnavailable,
     RateLimited,
 )
+from jobwidget.core.logparse import MAX_SCAN, parse_logs
+from jobwidget.core.logtail import TAIL_LINES, log_tail
 from jobwidget.core.models import JobStatus
 from jobwidget.engine.providers.replicate import RateLimiter, ReplicateProvider, RetryPolicy
 
@@ -847,11 +849,19 @@ async def test_undecodable_bodies_are_retried_then_malformed(
 async def test_a_large_body_decodes_off_the_loop_to_the_same_job(
     provider: ReplicateProvider, fake: FakeReplicate
 ) -> None:
-    """A GET carrying a multi-megabyte log is decoded in a worker thread, with the same result."""
+    """A GET carrying a multi-megabyte log is decoded in a worker thread, with the same job, and the
+    log's tail: all the parser reads and the lines asked for, with the whole log's size."""
     training = fake.trainings[0]
-    training["logs"] = "loading weights\n" * 200_000 + "flux_train:  42%|####  | 420/1000 [07:00<09:40]\n"
-    detail = await provider.get_job(training["id"])
-    assert detail.job.job_id == training["id"] and detail.logs == training["logs"]
+    whole = "loading weights\n" * 300_000 + "flux_train:  42%|####  | 420/1000 [07:00<09:40]\n"
+    training["logs"] = whole
+    for lines in (TAIL_LINES, 100_000):
+        detail = await provider.get_job(training["id"], log_lines=lines)
+        assert detail.job.job_id == training["id"] and detail.logs is not None
+        assert whole.endswith(detail.logs) and len(detail.logs) < len(whole)
+        assert len(detail.logs) >= MAX_SCAN and detail.logs.count("\n") > lines
+        assert detail.log_length == len(whole) and detail.log_lines == whole.count("\n")
+        assert parse_logs(detail.logs) == parse_logs(whole)
+        assert log_tail(detail.logs, lines, total=detail.log_lines) == log_tail(whole, lines)
 
 
 @pytest.mark.parametrize(

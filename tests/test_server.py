@@ -46,6 +46,7 @@ from jobwidget.engine.runtime import Engine
 from jobwidget.engine.stores import JobStore, as_store
 from jobwidget.sim import SIM_BASE_URL, SimConfig, SimTransport, SimulatedReplicate
 from jobwidget.surfaces import cli
+from jobwidget.surfaces.http_pieces import PIECE_BYTES, json_list_pieces
 from jobwidget.surfaces.server import EventHub, ServerOptions, check_bind, start_server
 
 from .deadlines import DEADLINE
@@ -735,7 +736,9 @@ def test_a_long_list_answer_built_off_the_loop_has_every_row_and_live_costs(tmp_
     big = SimulatedReplicate(SimConfig(seed=4, fleet_size=260, active=8, time_scale=1.0))
     with LiveServer(tmp_path, sim_provider(big)) as server:
         synced = httpx.post(f"{server.url}/api/cloud/jobs/sync", params={"all": "true"}).json()
-        answer = server.get("/api/cloud/jobs", params={"limit": 5000}).json()
+        response = server.get("/api/cloud/jobs", params={"limit": 5000})
+        assert int(response.headers["content-length"]) == len(response.content) > PIECE_BYTES  # in pieces
+        answer = response.json()
         assert answer["count"] == len(answer["jobs"]) == 260, synced
         created = [j["created_at"] for j in answer["jobs"]]
         assert created == sorted(created, reverse=True)
@@ -743,6 +746,16 @@ def test_a_long_list_answer_built_off_the_loop_has_every_row_and_live_costs(tmp_
         assert running, "the simulated fleet has no running job"
         for job in running:
             assert job["metadata"]["price_per_s"] > 0 and job["cost_usd"] is not None, job
+
+
+@pytest.mark.parametrize("piece", [1, 7, 50, 10_000])
+def test_an_answer_in_pieces_is_the_answer_in_one(piece: int):
+    items = [json.dumps({"n": i, "text": "é" * (i % 5)}, ensure_ascii=False) for i in range(23)]
+    for count in (0, 1, 23):
+        pieces = json_list_pieces("jobs", items[:count], '"count":3}', piece=piece)
+        whole = b"".join(pieces)
+        assert whole == ('{"jobs":[' + ",".join(items[:count]) + '],"count":3}').encode()
+        assert json.loads(whole) == {"jobs": [json.loads(i) for i in items[:count]], "count": 3}
 
 
 def test_inline_progress_for_running_and_unknown_jobs(live: LiveServer):

@@ -43,12 +43,15 @@ def _shown(line: str) -> str:
     return line if len(line) <= _WIDTH else line[: _WIDTH - 1] + "…"
 
 
-def log_tail(text: str | None, n: int = TAIL_LINES) -> LogTail:
+def log_tail(text: str | None, n: int = TAIL_LINES, *, total: int | None = None) -> LogTail:
     """The last `n` lines of `text` (None or "": no log yet). Cost is in the tail, not the log's length,
-    apart from one count of its newlines."""
+    apart from one count of its newlines.
+
+    `total`: `text` is the end of a longer log that has this many newlines (it must hold at least `n` + 1
+    of them, so that its first, perhaps partial, line is not shown)."""
     if not text:
         return LogTail((), 0, None)
-    total = text.count("\n")
+    total = text.count("\n") if total is None else total
     body, _, rest = text.rpartition("\n")
     pieces = body.rsplit("\n", n)[-n:] if total and n > 0 else []
     partial = _shown(rest) if rest else ""

@@ -130,26 +130,95 @@ def clean_text(value: str) -> str:
 
 def _clean(value: Any) -> Any:
     """`clean_text` through nested mappings and lists (a job's output and metadata); the same object
-    back when nothing needed cleaning, so the common case allocates nothing."""
+    back when nothing needed cleaning, so the common case allocates nothing (and is found by a quick
+    look, `_dirty`, rather than by rebuilding every level)."""
+    return _clean_walk(value) if _dirty(value) else value
+
+
+_SCALARS = (int, float, bool, type(None))
+
+
+def _dirty(value: Any) -> bool:
+    """Whether `value` holds, anywhere, a string `clean_text` would change (what `_clean_walk` walks)."""
+    kind = type(value)
+    if kind is str:
+        return not value.isascii() and _LONE_SURROGATE.search(value) is not None
+    if kind is dict:
+        for k, v in value.items():
+            if (type(k) is not str or not k.isascii()) and _dirty(k):
+                return True
+            vkind = type(v)
+            if vkind is str:
+                if not v.isascii() and _LONE_SURROGATE.search(v) is not None:
+                    return True
+            elif vkind not in _SCALARS and _dirty(v):
+                return True
+        return False
+    if isinstance(value, list | tuple):
+        return any(type(v) not in _SCALARS and _dirty(v) for v in value)
+    if isinstance(value, str):
+        return _dirty(str(value))
+    if isinstance(value, Mapping):
+        return any(_dirty(k) or _dirty(v) for k, v in value.items())
+    return False
+
+
+def _clean_walk(value: Any) -> Any:
     if isinstance(value, str):
         return clean_text(value)
     if isinstance(value, Mapping):
-        items = [(_clean(k), _clean(v)) for k, v in value.items()]
+        items = [(_clean_walk(k), _clean_walk(v)) for k, v in value.items()]
         if all(k is k0 and v is v0 for (k, v), (k0, v0) in zip(items, value.items(), strict=True)):
             return value
         return dict(items)
     if isinstance(value, list | tuple):
-        cleaned = [_clean(v) for v in value]
+        cleaned = [_clean_walk(v) for v in value]
         return value if all(a is b for a, b in zip(cleaned, value, strict=True)) else cleaned
     return value
+
+
+# -- each field's check: the value a job keeps, or ValueError ------------------------------------------
+
+
+def _check_id(value: Any) -> Any:
+    if not value:
+        raise ValueError("job_id must be a non-empty string")
+    return _check_text(value)
+
+
+def _check_text(value: Any) -> Any:
+    return clean_text(value) if isinstance(value, str) and not value.isascii() else value
+
+
+def _check_training_text(value: Any) -> Any:
+    """What a training printed may hold a token: never stored as it is."""
+    return redact_tokens(_check_text(value)) if isinstance(value, str) else value
+
+
+def _check_mapping(value: Any) -> Any:
+    return None if value is None else _clean(value)
+
+
+def _check_metadata(value: Any) -> Any:
+    return _clean(value) if value else value
+
+
+def _check_float(value: Any) -> Any:
+    return None if value is None else float(value)
 
 
 def _fmt_dt(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else "—"
 
 
+class _Deferred:
+    """The one slot a `Job` has beside its fields: a stored row not decoded yet (`core.stored`)."""
+
+    __slots__ = ("_pending",)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Job:
+class Job(_Deferred):
     """One fine-tuning job, provider-neutral and immutable (the reference system's unified job).
 
     `metadata` holds provider details that have no column (raw status, unknown-status reports, the
@@ -180,45 +249,41 @@ class Job:
     retry_of: str | None = None  # the job this one retries or clones (set when started by jobwidget)
 
     def __post_init__(self) -> None:
-        if not self.job_id:
-            raise ValueError("job_id must be a non-empty string")
-        object.__setattr__(self, "status", JobStatus(self.status))
-        for name in _TEXT_FIELDS:
-            value = getattr(self, name)
-            if isinstance(value, str) and not value.isascii():
-                object.__setattr__(self, name, clean_text(value))
-        for name in _TRAINING_TEXT:  # what a training printed may hold a token: never stored as it is
-            value = getattr(self, name)
-            if isinstance(value, str):
-                object.__setattr__(self, name, redact_tokens(value))
-        if self.output is not None:
-            object.__setattr__(self, "output", _clean(self.output))
-        if self.metadata:
-            object.__setattr__(self, "metadata", _clean(self.metadata))
-        if self.inputs is not None:
-            object.__setattr__(self, "inputs", _clean(self.inputs))
-        for name in _TIME_FIELDS:
-            object.__setattr__(self, name, _utc(getattr(self, name)))
-        if self.cost_usd is not None:
-            object.__setattr__(self, "cost_usd", float(self.cost_usd))
-        if self.progress is not None:
-            object.__setattr__(self, "progress", float(self.progress))
+        for name, check, put in _CHECKS:
+            put(self, check(getattr(self, name)))
 
-    @classmethod
-    def from_checked(cls, values: Mapping[str, Any]) -> Job:
-        """A job from every field, as a `Job` already checked and cleaned them (a store row it was written
-        from): built without a second pass over every text, so a page of rows costs about what fetching
-        it does. `status` may be its string value."""
-        job = object.__new__(cls)
-        for name, put in _SLOT_SETTERS:
-            put(job, values[name])
-        status = job.status
-        if not isinstance(status, JobStatus):
-            _SET_STATUS(job, _STATUS_BY_VALUE[status])
-        return job
+    def __getattr__(self, name: str) -> Any:
+        """Reached only when a slot is empty: a job read from a store (`core.stored.RowLayout`) decodes
+        a field the first time it is read, so a page of rows costs about what fetching it does."""
+        try:
+            pending = _GET_PENDING(self, Job)  # [fill, row, ...]: see core.stored
+        except AttributeError:
+            getter = _SLOT_GETTERS.get(name)  # another thread may have just decoded every field
+            if getter is None:
+                raise AttributeError(f"'Job' object has no attribute {name!r}") from None
+            return getter(self, Job)
+        if name not in _SLOT_GETTERS:
+            raise AttributeError(f"'Job' object has no attribute {name!r}")
+        pending[0](self, pending, name)
+        return _SLOT_GETTERS[name](self, Job)
 
     def evolve(self, **changes: Any) -> Job:
-        return dataclasses.replace(self, **changes)
+        """This job with `changes` (as `dataclasses.replace`), checking and cleaning only the fields that
+        change: re-walking every mapping of a job on each small change cost more than the change."""
+        unknown = changes.keys() - _FIELD_NAMES
+        if unknown:
+            raise TypeError(f"Job has no field {sorted(unknown)[0]!r}")
+        job = _new_job(Job)
+        for name, put in _SLOT_SETTERS:
+            put(job, changes[name] if name in changes else getattr(self, name))
+        # Only the changed fields are checked (each field's rule depends on that field alone), in the
+        # order a new job checks them, so that the first error is the one it would raise.
+        for name in changes if len(changes) < 2 else sorted(changes, key=_FIELD_ORDER.__getitem__):
+            rule = _RULES.get(name)
+            if rule is not None:
+                check, put = rule
+                put(job, check(changes[name]))
+        return job
 
     @property
     def is_active(self) -> bool:
@@ -385,11 +450,32 @@ def _json_value(value: Any) -> Any:
 
 check_model(Job)  # core/fields.py describes every field of Job, and only those
 _KINDS = field_kinds(Job)
-# What `__post_init__` checks, by each field's type: texts are cleaned of lone surrogates, times kept UTC.
+# What each field's check is, by its type: texts are cleaned of lone surrogates, times kept UTC.
 _TEXT_FIELDS = tuple(f.name for f in dataclasses.fields(Job) if _KINDS[f.name] is Kind.TEXT)
 _TIME_FIELDS = tuple(f.name for f in dataclasses.fields(Job) if _KINDS[f.name] is Kind.TIME)
 
-# The slots' own setters: a frozen dataclass refuses `setattr`, its slot descriptors do not.
-_SLOT_SETTERS = tuple((f.name, getattr(Job, f.name).__set__) for f in dataclasses.fields(Job))
-_SET_STATUS = Job.__dict__["status"].__set__  # the slot descriptor (Job.status reads as a field)
-_STATUS_BY_VALUE = {s.value: s for s in JobStatus}
+# The slots' own setters and getters (a frozen dataclass refuses `setattr`; a getter never reaches
+# `__getattr__`).
+_SLOT_SETTERS = tuple((f.name, Job.__dict__[f.name].__set__) for f in dataclasses.fields(Job))
+_CHECK_OF: dict[str, Any] = {
+    "job_id": _check_id,
+    "status": JobStatus,
+    **{name: _check_text for name in _TEXT_FIELDS if name not in _TRAINING_TEXT and name != "job_id"},
+    **{name: _check_training_text for name in _TRAINING_TEXT},
+    "output": _check_mapping,
+    "inputs": _check_mapping,
+    "metadata": _check_metadata,
+    **{name: _utc for name in _TIME_FIELDS},
+    "cost_usd": _check_float,
+    "progress": _check_float,
+}
+# In this order (a job with two bad fields names the first): id, status, texts, mappings, times, numbers.
+_RULES = {name: (check, Job.__dict__[name].__set__) for name, check in _CHECK_OF.items()}
+_CHECKS = tuple((name, *rule) for name, rule in _RULES.items())
+_FIELD_ORDER = {
+    name: i for i, name in enumerate([*_RULES, *(n for n, _ in _SLOT_SETTERS if n not in _RULES)])
+}
+_FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(Job))
+_new_job = object.__new__
+_SLOT_GETTERS = {f.name: Job.__dict__[f.name].__get__ for f in dataclasses.fields(Job)}
+_GET_PENDING = _Deferred.__dict__["_pending"].__get__

@@ -86,6 +86,7 @@ _MODEL_REF = re.compile(
 )
 _MAX_ERROR_CHARS = 4000
 _MAX_URL_CHARS = 2048
+_SPACE = re.compile(r"\s")  # what str.isspace calls a space, found in C
 # Inputs are kept whole (a retry must send them back exactly); past this size they are not kept at all.
 MAX_INPUT_BYTES = 256 * 1024
 
@@ -113,9 +114,12 @@ def parse_timestamp(value: object) -> datetime | None:
     tz = m.group("tz")
     suffix = "+00:00" if tz is None or tz in "Zz" else tz
     try:
-        y, mo, d, h, mi, sec = (int(m.group(k)) for k in ("y", "mo", "d", "h", "mi", "s"))
-        base = datetime(y, mo, d, h, mi, sec, micro)
-        dt = datetime.fromisoformat(base.isoformat() + suffix).astimezone(UTC)
+        y, mo, d, h, mi, sec = map(int, m.group("y", "mo", "d", "h", "mi", "s"))
+        if suffix == "+00:00":  # Replicate's own form: no offset to apply
+            dt = datetime(y, mo, d, h, mi, sec, micro, tzinfo=UTC)
+        else:
+            base = datetime(y, mo, d, h, mi, sec, micro)
+            dt = datetime.fromisoformat(base.isoformat() + suffix).astimezone(UTC)
     except (ValueError, OverflowError):  # second 84, month 13, offset +99:00 ...
         return None
     return dt if _MIN_YEAR <= dt.year < _MAX_YEAR else None
@@ -138,7 +142,7 @@ def _text(value: object, limit: int = 512) -> str | None:
 
 def _https_url(value: object) -> str | None:
     """The URL if it is a plain https link we may show as a link (no javascript:, no http, no spaces)."""
-    if not isinstance(value, str) or len(value) > _MAX_URL_CHARS or any(c.isspace() for c in value):
+    if not isinstance(value, str) or len(value) > _MAX_URL_CHARS or _SPACE.search(value):
         return None
     try:
         parts = urlsplit(value)

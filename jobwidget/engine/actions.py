@@ -66,14 +66,15 @@ async def relaunch(
 async def read_log(service: SyncService, job_id: str, lines: int = TAIL_LINES) -> tuple[Job, LogTail]:
     """The job as the provider reports it now (stored, with its progress) and the tail of its log.
 
-    The whole log is read (only the per-job GET has it), cut to its tail and let go at once.
+    The whole log is read (only the per-job GET has it), cut to its tail as it is decoded (a large
+    answer's head is never kept whole) and let go at once.
     """
     stored = await service.store.get(job_id)
     if stored is None:
         raise JobNotFound(job_id)
     if stored.provider != service.provider.name:
         raise ProviderError(f"job {job_id} belongs to {stored.provider}, not {service.provider.label}")
-    detail = await service.read(job_id)
-    tail = log_tail(detail.logs, lines)
+    detail = await service.read(job_id, lines)
+    tail = log_tail(detail.logs, lines, total=detail.log_lines)
     job = await service.store.get(job_id) or detail.job
     return job, tail

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from jobwidget.core.keys import (
@@ -92,8 +93,8 @@ def with_progress(detail: JobDetail) -> JobDetail:
         return detail
     fields = progress_fields(parse_logs(detail.logs, job_id=job.job_id))
     # The log's length orders two snapshots of it (it only grows): see `merge_job`.
-    fields["metadata"] = {**job.metadata, **fields["metadata"], LOG_CHARS: len(detail.logs)}
-    return JobDetail(job=job.evolve(**fields), logs=detail.logs)
+    fields["metadata"] = {**job.metadata, **fields["metadata"], LOG_CHARS: detail.log_length}
+    return dataclasses.replace(detail, job=job.evolve(**fields))
 
 
 def final_read(detail: JobDetail) -> Job:

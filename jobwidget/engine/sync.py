@@ -18,13 +18,15 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from jobwidget.core.errors import JobNotFound, PaginationStopped, ProviderError
+from jobwidget.core.errors import JobNotFound, ProviderError
 from jobwidget.core.keys import INLINE, INLINE_FIELDS, INLINE_LOSS_NAN, MISSING, POLL_STOPPED, SETTLED
+from jobwidget.core.logtail import TAIL_LINES
 from jobwidget.core.models import Job, JobStatus
 from jobwidget.core.results import InlineProgress, ProviderCheck, RefreshResult, SyncResult
 from jobwidget.engine.events import EventBus
@@ -34,17 +36,21 @@ from jobwidget.engine.job_reads import sighted as mark_sighted
 from jobwidget.engine.providers.base import JobDetail, Provider
 from jobwidget.engine.shared import Coalesced
 from jobwidget.engine.stores import JobStore, Store, UpsertResult, as_store
+from jobwidget.engine.sync_walk import sync_pages
 
 __all__ = ["SyncService"]
 
 _MAX_LIST_PAGES = 50  # beyond this, per-job GETs are cheaper than walking history
 
 
-_State = tuple[JobStatus, str | None, float | None, str | None]
+# What was last announced of a job: (status value, stage, progress, last log). Plain values only, so the
+# garbage collector stops tracking these tuples: a full sync keeps one per job, and ten thousand tracked
+# ones brought on a full collection (tens of milliseconds holding the GIL) during the sync.
+_State = tuple[str, str | None, float | None, str | None]
 
 
 def _state(job: Job) -> _State:
-    return (job.status, job.stage, job.progress, job.last_log)
+    return (job.status.value, job.stage, job.progress, job.last_log)
 
 
 def _plural(n: int, word: str) -> str:
@@ -114,6 +120,9 @@ class SyncService:
                 result = await self.store.upsert(batch)
             else:
                 result = await self.store.upsert_delivery(delivery_id, batch)
+            if result.changed and result.rev == self._rev + 1:
+                # Our own write, right after the last revision known: `follow` need not read it back.
+                self._rev = result.rev
             changes: list[tuple[_State | None, Job]] = [(None, job) for job in result.created]
             changes += [(_state(before), after) for before, after in result.updated]
             self.announce(changes, source=source, rev=result.rev)
@@ -142,7 +151,8 @@ class SyncService:
         changes. Only active jobs: the time to open does not grow with the store's history, and a finished
         job another process changes later (late billing) is announced as a change with no earlier state."""
         async with self._write_lock:
-            self._rev, self._seen = await self.store.states(active_only=True)
+            self._rev, states = await self.store.states(active_only=True)
+            self._seen = {job_id: (s.value, stage, p, log) for job_id, (s, stage, p, log) in states.items()}
 
     async def follow(self) -> int:
         """Announce jobs that other processes (another notebook, `jobwidget serve`) changed in the store."""
@@ -164,13 +174,13 @@ class SyncService:
             self._seen[after.job_id] = _state(after)
             if before is None:
                 continue
-            if before[0] is not after.status:
+            if before[0] != after.status.value:
                 self.bus.emit(
                     "job_status_changed",
                     {
                         "job_id": after.job_id,
                         "status": after.status.value,
-                        "previous": before[0].value,
+                        "previous": before[0],
                         "stage": after.stage,
                         "progress": after.progress,
                         "last_log": after.last_log,
@@ -201,27 +211,7 @@ class SyncService:
         return await self._syncs(None if all else limit)
 
     async def _sync(self, *, limit: int | None, all: bool) -> SyncResult:
-        try:
-            jobs = await self.provider.list_jobs(limit=limit, all=all)
-        except PaginationStopped as exc:
-            # A list that does not end: keep what was read, say why it stopped, and fail the call.
-            if exc.jobs:
-                await self.apply(exc.jobs, source="sync")
-            self.bus.emit("poll_error", {"error": str(exc), "consecutive": 1, "retry_in": None})
-            raise
-        jobs = await self._settle_finishing(jobs)
-        result = await self.apply(jobs, source="sync")
-        created = [job.job_id for job in result.created]
-        sync_result = SyncResult(
-            synced=len(created),
-            updated=len(result.updated),
-            message=f"Discovered {_plural(len(created), 'new job')} from {self.provider.label}",
-            job_ids=tuple(created),
-        )
-        if created:
-            self.bus.emit("jobs_discovered", {"count": len(created), "job_ids": created})
-        self.bus.emit("sync_completed", sync_result.to_dict())
-        return sync_result
+        return await sync_pages(self, limit=limit, all=all)  # page by page, stored as read
 
     # -- active refresh ----------------------------------------------------------------------
 
@@ -421,11 +411,12 @@ class SyncService:
         await self.apply([job], source="poll")
         return JobDetail(job=job, logs=None)
 
-    async def read(self, job_id: str) -> JobDetail:
-        """GET one job and store it as `fetch` does, handing its whole log to the caller (a log viewer)."""
+    async def read(self, job_id: str, log_lines: int = TAIL_LINES) -> JobDetail:
+        """GET one job and store it as `fetch` does, handing its log to the caller (a log viewer): at
+        least its last `log_lines` lines, with the whole log's length (`Provider.get_job`)."""
         try:
             async with self._gets:
-                detail = await self.provider.get_job(job_id)
+                detail = await self.provider.get_job(job_id, log_lines=log_lines)
         except JobNotFound:
             stored = await self.store.get(job_id)
             if stored is not None and stored.is_active:
@@ -434,7 +425,7 @@ class SyncService:
         self._log_fetched[job_id] = self.clock()
         job = self._final_read(detail) if detail.job.is_terminal else self._with_progress(detail).job
         await self.apply([job], source="poll")
-        return JobDetail(job=job, logs=detail.logs)
+        return dataclasses.replace(detail, job=job)
 
     async def ingest(
         self, payload: object, *, source: str = "webhook", delivery_id: str | None = None

@@ -39,6 +39,7 @@ from jobwidget.surfaces.http_options import (
     ServerOptions,
 )
 from jobwidget.surfaces.http_params import bad_request, bool_param, int_param, status_param
+from jobwidget.surfaces.http_pieces import PiecesResponse, json_list_pieces
 from jobwidget.surfaces.openapi import OPENAPI_BASE
 from jobwidget.surfaces.sse import EventHub, EventStream, parse_event_id
 from jobwidget.surfaces.webhook_receiver import WebhookReceiver
@@ -187,18 +188,19 @@ class _Api:
                 extra["sync_error"] = f"{self.engine.provider_label}: {exc}"
         jobs = await self.engine.list_jobs(status=statuses, provider=provider, limit=limit)
 
-        def build() -> bytes:
-            # Row by row: each encoder call is short, so the thread hands the GIL back to the loop
-            # between rows (one `dumps` of 5,000 rows would hold it for tens of milliseconds).
+        rest = self.redact(dumps({"count": len(jobs), **extra}))[1:]
+        if len(jobs) <= _THREAD_ROWS:  # a thread hop costs more than a short answer does
             rows = ",".join([self.redact(dumps(j.to_dict())) for j in jobs])
-            rest = self.redact(dumps({"count": len(jobs), **extra}))
-            return f'{{"jobs":[{rows}],{rest[1:]}'.encode()
+            return Response(f'{{"jobs":[{rows}],{rest}'.encode(), media_type="application/json")
 
-        # Thousands of rows take tens of milliseconds to build: off the loop, which serves the panel,
-        # the event streams and webhooks meanwhile. A short answer is built in place (a thread hop costs
-        # more than it does).
-        body = await asyncio.to_thread(build) if len(jobs) > _THREAD_ROWS else build()
-        return Response(body, media_type="application/json")
+        def build() -> list[bytes]:
+            # Row by row, in pieces: each call is short, so the thread hands the GIL back to the loop
+            # (one `dumps`, or one join, of 5,000 rows would hold it for tens of milliseconds).
+            return json_list_pieces("jobs", (self.redact(dumps(j.to_dict())) for j in jobs), rest)
+
+        # Thousands of rows take tens of milliseconds to build: off the loop, which serves the panel, the
+        # event streams and webhooks meanwhile; and sent in pieces (`http_pieces`).
+        return PiecesResponse(await asyncio.to_thread(build))
 
     async def get_job(self, request: Request) -> Response:
         """One job from the store.

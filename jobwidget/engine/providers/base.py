@@ -7,14 +7,19 @@ so tests and the simulator can stand in for Replicate without touching the sync 
 from __future__ import annotations
 
 import abc
-from collections.abc import Collection
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, Collection
 from dataclasses import dataclass, field
+from typing import Any
 
 from jobwidget.core.errors import PaginationStopped, ProviderError
+from jobwidget.core.logtail import TAIL_LINES
 from jobwidget.core.models import Job
 from jobwidget.core.pricing import Pricing
 from jobwidget.core.results import ProviderCheck
 from jobwidget.core.training_request import TrainingRequest
+from jobwidget.engine.providers.paging import walk_pages
 
 __all__ = ["MAX_SERVER_WAIT", "JobDetail", "Page", "Provider", "ProviderStats"]
 
@@ -33,10 +38,26 @@ class Page:
 
 @dataclass(frozen=True, slots=True)
 class JobDetail:
-    """One job as the per-job GET returns it: the record plus its whole accumulated log (or None)."""
+    """One job as the per-job GET returns it: the record plus its accumulated log (or None).
+
+    A long log may come cut to its tail (`Provider.get_job`: at least what the log parser reads and the
+    lines asked for); `log_chars` and `log_newlines` then say how long the whole log is (None: `logs` is
+    the whole log)."""
 
     job: Job
     logs: str | None
+    log_chars: int | None = None
+    log_newlines: int | None = None
+
+    @property
+    def log_length(self) -> int:
+        """Characters in the whole log (0 without one)."""
+        return self.log_chars if self.log_chars is not None else len(self.logs or "")
+
+    @property
+    def log_lines(self) -> int:
+        """Newlines in the whole log: its complete lines."""
+        return self.log_newlines if self.log_newlines is not None else (self.logs or "").count("\n")
 
 
 @dataclass
@@ -65,6 +86,30 @@ class Provider(abc.ABC):
     async def list_page(self, cursor: str | None = None) -> Page:
         """One page of recent jobs (100 on Replicate), newest first, without logs."""
 
+    async def page_body(
+        self, cursor: str | None, sent: asyncio.Event | None = None
+    ) -> tuple[Any, int, str | None]:
+        """The page at `cursor` as received, before its jobs are built: (body, how many jobs it holds,
+        the next cursor or None). `pages` asks for the next page as soon as it has this. By default the
+        page is built at once (`list_page`); a provider whose building is costly keeps it for `page_jobs`.
+        `sent` is set once the request is on its way (the walk builds the page before only after that).
+        """
+        if sent is not None:
+            sent.set()
+        page = await self.list_page(cursor)
+        return page, len(page.jobs), page.next_cursor
+
+    async def page_jobs(self, body: Any) -> list[Job]:
+        """The jobs of a page `page_body` returned, newest first."""
+        assert isinstance(body, Page)
+        return body.jobs
+
+    def pages(self, *, limit: int | None = 100, all: bool = False) -> AsyncGenerator[list[Job], None]:
+        """`list_jobs` page by page, the next page requested while the caller handles this one
+        (`paging.walk_pages`); use it in `contextlib.aclosing` so that a caller leaving early ends the
+        request in flight. `PaginationStopped` comes after the pages read, with no jobs of its own."""
+        return walk_pages(self, limit=limit, all=all)
+
     async def list_jobs(self, *, limit: int | None = 100, all: bool = False) -> list[Job]:
         """Newest jobs: the first `limit` (following the cursor as needed), or every page with `all`.
 
@@ -73,38 +118,20 @@ class Provider(abc.ABC):
         so far, instead of walking without end. Cancelling the caller stops the walk at once.
         """
         jobs: list[Job] = []
-        cursor: str | None = None
-        seen_cursors: set[str] = set()
-        for pages in range(1, self.max_pages + 1):
-            page = await self.list_page(cursor)
-            jobs.extend(page.jobs)
-            if not all and limit is not None and len(jobs) >= limit:
-                return jobs[:limit]
-            cursor = page.next_cursor
-            if not cursor:
-                return jobs
-            why = None
-            if not page.jobs:
-                why = "sent an empty page that links to another"
-            elif cursor in seen_cursors:
-                why = "sent a next-page link it had already sent in this walk (a loop)"
-            if why is not None:
-                raise PaginationStopped(
-                    f"{self.label}'s job list stopped after {pages} pages ({len(jobs)} jobs): it {why}",
-                    jobs=jobs,
-                    pages=pages,
-                )
-            seen_cursors.add(cursor)
-        raise PaginationStopped(
-            f"{self.label}'s job list did not end within {self.max_pages} pages ({len(jobs)} jobs read); "
-            "stopped there. If the account really holds more, raise the provider's max_pages",
-            jobs=jobs,
-            pages=self.max_pages,
-        )
+        try:
+            async with contextlib.aclosing(self.pages(limit=limit, all=all)) as pages:
+                async for page in pages:
+                    jobs.extend(page)
+        except PaginationStopped as exc:
+            exc.jobs = jobs  # every page read, as the walk handed them over
+            raise
+        return jobs
 
     @abc.abstractmethod
-    async def get_job(self, job_id: str) -> JobDetail:
-        """One job with its logs; raises `JobNotFound` on 404."""
+    async def get_job(self, job_id: str, *, log_lines: int = TAIL_LINES) -> JobDetail:
+        """One job with its log; raises `JobNotFound` on 404. A provider may cut a long log to its tail,
+        keeping at least the last `log_lines` lines and the last `logparse.MAX_SCAN` characters (what the
+        log parser reads), and say the whole log's length in the `JobDetail`."""
 
     @abc.abstractmethod
     async def cancel(self, job_id: str) -> Job:

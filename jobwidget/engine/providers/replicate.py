@@ -40,18 +40,20 @@ from jobwidget.core.errors import (
     MalformedResponse,
     ProviderError,
 )
+from jobwidget.core.logtail import TAIL_LINES
 from jobwidget.core.models import Job
 from jobwidget.core.pricing import Pricing
 from jobwidget.core.replicate_convert import (
     is_valid_job_id,
     parse_hardware,
-    parse_page,
     training_to_job,
+    validate_page,
     validate_training,
 )
 from jobwidget.core.results import ProviderCheck
 from jobwidget.core.training_request import TrainingRequest
 from jobwidget.engine.providers.base import JobDetail, Page, Provider, ProviderStats
+from jobwidget.engine.providers.json_big import LongLog
 from jobwidget.engine.providers.limits import (
     Clock,
     RateLimiter,
@@ -222,16 +224,39 @@ class ReplicateProvider(ReplicateHTTP, Provider):
         return (self._token,) if self._token else ()
 
     async def list_page(self, cursor: str | None = None) -> Page:
-        """One page (100 on Replicate), newest first, no logs; `cursor` is the previous page's `next`."""
-        url = self._api_url("trainings") if cursor is None else self._checked_next(cursor)
-        body = await self._request("GET", url, route="GET /v1/trainings")
-        jobs, next_url = parse_page(body, pricing=self.pricing, now=self._now(), provider=self.name)
-        return Page(jobs=jobs, next_cursor=next_url)
+        """One page (100 on Replicate), newest first, no logs; `cursor` is the previous page's `next`.
+        Its jobs are built off the loop (`page_jobs`)."""
+        body, _count, next_url = await self.page_body(cursor)
+        return Page(jobs=await self.page_jobs(body), next_cursor=next_url)
 
-    async def get_job(self, job_id: str) -> JobDetail:
-        """The training with its whole accumulated log."""
+    async def page_body(
+        self, cursor: str | None, sent: asyncio.Event | None = None
+    ) -> tuple[Any, int, str | None]:
+        """A list page checked but not yet built into jobs: its cursor is known before that work."""
+        try:
+            url = self._api_url("trainings") if cursor is None else self._checked_next(cursor)
+        except MalformedResponse:
+            if sent is not None:
+                sent.set()  # a refused link sends nothing
+            raise
+        body = await self._request("GET", url, route="GET /v1/trainings", sent=sent)
+        results, next_url = validate_page(body)
+        return results, len(results), next_url
+
+    async def page_jobs(self, body: Any) -> list[Job]:
+        """A page's trainings as jobs, built in a worker thread (about 15 ms of Python for a hundred)."""
+        pricing, now, name = self.pricing, self._now(), self.name
+        return await asyncio.to_thread(
+            lambda: [training_to_job(item, pricing=pricing, now=now, provider=name) for item in body]
+        )
+
+    async def get_job(self, job_id: str, *, log_lines: int = TAIL_LINES) -> JobDetail:
+        """The training with its accumulated log: whole, or its tail when the answer is large (at least
+        `log_lines` lines and what the log parser reads; `json_big`)."""
         url = self._api_url(f"trainings/{self._path_id(job_id)}")
-        body = await self._request("GET", url, route="GET /v1/trainings/{id}", job_id=job_id)
+        body = await self._request(
+            "GET", url, route="GET /v1/trainings/{id}", job_id=job_id, log_lines=log_lines
+        )
         return self.detail_from_payload(self._same_training(body, job_id))
 
     def detail_from_payload(self, data: object) -> JobDetail:
@@ -239,6 +264,8 @@ class ReplicateProvider(ReplicateHTTP, Provider):
         training = validate_training(data)
         logs = training.get("logs")
         job = training_to_job(training, pricing=self.pricing, now=self._now(), provider=self.name)
+        if isinstance(logs, LongLog):  # a large GET answer's log, cut to its tail off the loop
+            return JobDetail(job=job, logs=logs.tail, log_chars=logs.chars, log_newlines=logs.newlines)
         return JobDetail(job=job, logs=logs if isinstance(logs, str) else None)
 
     async def cancel(self, job_id: str) -> Job:

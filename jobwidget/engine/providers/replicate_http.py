@@ -13,7 +13,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -60,16 +60,32 @@ class ReplicateHTTP:
     def _redact(self, text: str) -> str:
         return text.replace(self._token, "***") if self._token else text
 
-    async def _send_once(self, method: str, url: str, route: str, body: Any = None) -> httpx.Response:
-        """One attempt: concurrency slot, then rate slot, then send (so limiter times are send times)."""
+    async def _send_once(
+        self,
+        method: str,
+        url: str,
+        route: str,
+        body: Any = None,
+        log_lines: int | None = None,
+        sent: asyncio.Event | None = None,
+    ) -> json_big.Answer:
+        """One attempt: concurrency slot, then rate slot, then send (so limiter times are send times); the
+        answer received off the loop (`json_big.receive`; `log_lines`: it is a training, its log cut).
+        `sent` is set once the request is on the wire (or could not be sent)."""
         if self._closed:
             raise ProviderError(f"this {type(self).__name__} is closed")
-        async with self._semaphore:
-            await self.limiter.acquire()
-            self.stats.requests += 1
-            self.stats.by_route[route] = self.stats.by_route.get(route, 0) + 1
-            request = self._client.build_request(method, url, json=body)
-            return await json_big.read_off_loop(await self._client.send(request, stream=True))
+        try:
+            async with self._semaphore:
+                await self.limiter.acquire()
+                self.stats.requests += 1
+                self.stats.by_route[route] = self.stats.by_route.get(route, 0) + 1
+                extensions = {} if sent is None else {"trace": _on_sent(sent)}
+                request = self._client.build_request(method, url, json=body, extensions=extensions)
+                response = await self._client.send(request, stream=True)
+                return await json_big.receive(response, log_lines=log_lines)
+        finally:
+            if sent is not None:
+                sent.set()
 
     async def _request(
         self,
@@ -81,8 +97,13 @@ class ReplicateHTTP:
         policy: RetryPolicy | None = None,
         body: Any = None,
         idempotent: bool = True,
+        log_lines: int | None = None,
+        sent: asyncio.Event | None = None,
     ) -> Any:
         """Send with retries; returns the decoded JSON body or raises a jobwidget `ProviderError`.
+
+        `log_lines`: the answer is a training whose `logs` may be cut to a tail holding that many lines
+        (a `json_big.LongLog` when it was). `sent`: set once the first attempt is on the wire.
 
         A request with `idempotent=False` is retried only where it cannot have been acted on (429, no
         connection); any other failure raises `AmbiguousOutcome` at once, and a 4xx refusal of its
@@ -90,7 +111,7 @@ class ReplicateHTTP:
         """
         try:
             return await self._request_with_retries(
-                method, url, route, job_id, policy or self.retry, body, idempotent
+                method, url, route, job_id, policy or self.retry, body, idempotent, log_lines, sent
             )
         except JobNotFound:
             raise
@@ -107,6 +128,8 @@ class ReplicateHTTP:
         policy: RetryPolicy,
         body: Any = None,
         idempotent: bool = True,
+        log_lines: int | None = None,
+        sent: asyncio.Event | None = None,
     ) -> Any:
         held = self.limiter.paused_for()
         if held > policy.max_delay:
@@ -122,9 +145,9 @@ class ReplicateHTTP:
         for attempt in range(policy.max_retries + 1):
             # Errors are raised outside the `except` blocks: an exception raised inside one keeps the httpx
             # exception (and its request, with the Authorization header) as __context__.
-            response: httpx.Response | None = None
+            answer: json_big.Answer | None = None
             try:
-                response = await self._send_once(method, url, route, body)
+                answer = await self._send_once(method, url, route, body, log_lines, sent)
             except httpx.TimeoutException as exc:
                 unsent = isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout)
                 failure = Failure(FailureKind.TIMEOUT, type(exc).__name__, sent=not unsent)
@@ -135,12 +158,11 @@ class ReplicateHTTP:
                 failure = Failure(
                     FailureKind.NETWORK, self._redact(f"{type(exc).__name__}: {exc}")[:300], sent=not unsent
                 )
-            if response is not None:
+            if answer is not None:
                 try:
-                    decoded = await json_big.decode_large(response, sliced=route == "GET /v1/trainings/{id}")
-                    outcome = self._outcome(response, route, job_id, rejects=not idempotent, decoded=decoded)
+                    outcome = self._outcome(answer, route, job_id, rejects=not idempotent)
                 finally:
-                    _release(response)
+                    _release(answer.response)
                 if not isinstance(outcome, Failure):
                     return outcome.value
                 failure = outcome
@@ -170,20 +192,14 @@ class ReplicateHTTP:
         raise self._final_error(failure, route, attempt + 1)
 
     def _outcome(
-        self,
-        response: httpx.Response,
-        route: str,
-        job_id: str | None,
-        *,
-        rejects: bool = False,
-        decoded: tuple[Any] | Exception | None = None,
+        self, answer: json_big.Answer, route: str, job_id: str | None, *, rejects: bool = False
     ) -> _Body | Failure:
         """Classify one answer: a decoded body, a failure of the kind its status says (`failures.RULES`
         decides what each becomes), or raise what only this request can mean (a refusal of what it sent,
         a job that does not exist).
 
-        `decoded`: a large body already decoded off the loop (`json_big.decode_large`), or why it could
-        not be."""
+        A large 2xx body comes decoded off the loop (`json_big.receive`), or with why it could not be."""
+        response, decoded = answer.response, answer.decoded
         status = response.status_code
         if 200 <= status < 300:
             try:
@@ -194,7 +210,7 @@ class ReplicateHTTP:
                 ctype = response.headers.get("content-type", "?").split(";")[0]
                 return Failure(
                     FailureKind.MALFORMED,
-                    f"HTTP {status} body is not JSON ({ctype}, {len(response.content)} B)",
+                    f"HTTP {status} body is not JSON ({ctype}, {answer.size} B)",
                 )
         detail = self._problem(response)
         if rejects and status in _REFUSALS:
@@ -256,6 +272,16 @@ class _Body:
 _REFUSALS = frozenset({400, 404, 409, 413, 422})  # the request's content was refused: resending won't help
 CREATE_ROUTE = "POST /v1/models/{owner}/{name}/versions/{version}/trainings"
 _REQUESTS = {CREATE_ROUTE: "the new training"}  # what a refused request was, in a person's words
+
+
+def _on_sent(sent: asyncio.Event) -> Callable[[str, dict[str, Any]], Awaitable[None]]:
+    """An httpx `trace` hook that sets `sent` when the request's body has been written."""
+
+    async def trace(event: str, info: dict[str, Any]) -> None:
+        if event.endswith("send_request_body.complete"):
+            sent.set()
+
+    return trace
 
 
 def _release(response: httpx.Response) -> None:

@@ -10,7 +10,6 @@ import json
 import os
 import socket
 import sqlite3
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,6 +17,7 @@ from jobwidget.core.fields import field_kinds, stored_columns
 from jobwidget.core.models import Job
 from jobwidget.core.rules import merge_job
 from jobwidget.core.schema import Kind
+from jobwidget.core.stored import RowLayout
 
 SCHEMA_VERSION = 4
 APPLICATION_ID = 0x4A574731  # "JWG1": marks a file as a jobwidget store
@@ -117,16 +117,15 @@ def _to_us(value: datetime | None) -> int | None:
     return None if value is None else (value - _EPOCH) // _US
 
 
-def _from_us(value: int | None) -> datetime | None:
-    return None if value is None else _EPOCH + timedelta(microseconds=value)
-
-
 _CONTENT_FIELDS = tuple(c for c in _COLUMNS if c != "updated_at")
 
 
 def _content(job: Job) -> tuple[Any, ...]:
     """Everything but `updated_at`: an upsert that changes none of it is a no-op."""
     return tuple(getattr(job, name) for name in _CONTENT_FIELDS)
+
+
+_DUMPS = json.JSONEncoder(ensure_ascii=False, default=str).encode  # json.dumps(..., same options)
 
 
 def _job_to_row(job: Job) -> tuple[Any, ...]:
@@ -138,19 +137,15 @@ def _job_to_row(job: Job) -> tuple[Any, ...]:
         elif name == "status":
             value = value.value
         elif name in _JSON_COLUMNS:
-            value = None if value is None else json.dumps(dict(value), ensure_ascii=False, default=str)
+            value = None if value is None else _DUMPS(dict(value))
         out.append(value)
     return tuple(out)
 
 
-def _row_to_job(row: Sequence[Any]) -> Job:
-    values = dict(zip(_COLUMNS, row, strict=True))
-    for name in _DATETIME_COLUMNS:
-        values[name] = _from_us(values[name])
-    values["output"] = None if values["output"] is None else json.loads(values["output"])
-    values["metadata"] = json.loads(values["metadata"]) if values["metadata"] else {}
-    values["inputs"] = None if values["inputs"] is None else json.loads(values["inputs"])
-    return Job.from_checked(values)  # written from a checked Job: not cleaned a second time
+_LAYOUT = RowLayout(_COLUMNS, times=_DATETIME_COLUMNS, mappings=_JSON_COLUMNS)
+# A job from a row, its fields decoded when first read (`core.stored`): a page of rows costs about what
+# fetching it does. Written from a checked `Job`, so nothing is cleaned a second time.
+_row_to_job = _LAYOUT.job
 
 
 def _revision(conn: sqlite3.Connection) -> int:
