@@ -63,6 +63,16 @@ def test_job_is_immutable_and_normalises():
         _job("bogus")
 
 
+def test_job_id_is_required_and_cleaned_on_new_jobs_and_on_evolve():
+    for bad in ("", None):
+        with pytest.raises(ValueError, match="job_id must be a non-empty string"):
+            Job(job_id=bad, provider="replicate", status="running")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="job_id must be a non-empty string"):
+            _job("running").evolve(job_id=bad)
+    assert _job("running").evolve(job_id="a\ud800b").job_id == "a\ufffdb"  # a lone surrogate is replaced
+    assert Job(job_id="x\udfff", provider="replicate", status="queued").job_id == "x\ufffd"
+
+
 def test_merge_never_reopens_a_finished_job():
     done = _job("completed", cost_usd=0.5, completed_at=datetime(2026, 1, 1, tzinfo=UTC), progress=100.0)
     stale = _job("running", progress=40.0, last_log="step 40/100", cost_usd=0.1)
