@@ -4,7 +4,7 @@
 // Plain ESM, no build step, no network. The protocol (traits, messages each way, the card) is described
 // once, as types, in ./protocol.js, with its pure logic; this file is the view (DOM, events, timers).
 // anywidget inlines a single module: jobwidget/surfaces/front_end.py ships protocol.js followed by this
-// file without its `import ... from "./protocol.js"` and `export ... from "./protocol.js"` statements.
+// file without its `import ... from "./protocol.js"` statement.
 // Data is only ever written with textContent or attributes (never innerHTML): log lines and names come
 // from training scripts and providers.
 
@@ -43,30 +43,6 @@ import {
   windowText,
 } from "./protocol.js";
 
-// The pure helpers, for code (and tests) that import them from here.
-export {
-  applyLogMessage,
-  cardCost,
-  compareCards,
-  describeDot,
-  flagLabel,
-  formatAgo,
-  formatClock,
-  formatCost,
-  formatDuration,
-  insertionIndex,
-  logStateText,
-  matchesFilter,
-  matchesQuery,
-  nearestDot,
-  normalizeQuery,
-  notificationFor,
-  safeHttpsUrl,
-  sparkGeometry,
-  summarizeTotals,
-  tickedEta,
-  windowText,
-} from "./protocol.js";
 
 const SORTS = [
   ["newest", "Newest"],

@@ -1,6 +1,7 @@
-import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import widget, { applyLogMessage, logStateText } from "../src/widget.js";
-import { card, mounter } from "./fake-model.js";
+import { describe, expect, it, vi } from "vitest";
+import widget from "../src/widget.js";
+import { applyLogMessage, logStateText } from "../src/protocol.js";
+import { card, mounter, frozenClock } from "./fake-model.js";
 
 const NOW = 1_700_000_600;
 
@@ -10,14 +11,7 @@ const cardEl = (el, id) => el.querySelector(`.jw-card[data-job-id="${id}"]`);
 const sentOf = (model, type) => model.sent.filter((m) => m.type === type);
 const detailOf = (el, id) => cardEl(el, id).querySelector(".jw-detail");
 
-beforeEach(() => {
-  vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "setInterval", "clearInterval", "Date"] });
-  vi.setSystemTime(NOW * 1000);
-});
-afterEach(() => {
-  unmountAll();
-  vi.useRealTimers();
-});
+frozenClock(NOW, unmountAll);
 
 describe("log messages", () => {
   it("replaces on reset, appends in order, and asks again when a message does not continue the log", () => {

@@ -1,3 +1,5 @@
+import { afterEach, beforeEach, vi } from "vitest";
+
 // A stand-in for anywidget's model: get/set/save_changes/on/off/send, plus helpers to play the kernel.
 export function fakeModel(initial = {}) {
   const attrs = {
@@ -73,4 +75,20 @@ export function mounter(widget) {
     cleanups = [];
   }
   return { mount, unmountAll };
+}
+
+/**
+ * The hooks every view test wants: the clock frozen at `now` (epoch seconds) before each test, and after
+ * it every mounted view taken down, real timers back and `after()` (a file's own cleanup) run.
+ */
+export function frozenClock(now, unmountAll, after = () => {}) {
+  beforeEach(() => {
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "setInterval", "clearInterval", "Date"] });
+    vi.setSystemTime(now * 1000);
+  });
+  afterEach(() => {
+    unmountAll();
+    vi.useRealTimers();
+    after();
+  });
 }

@@ -1,6 +1,7 @@
-import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import widget, { describeDot, nearestDot, notificationFor, sparkGeometry } from "../src/widget.js";
-import { card, mounter } from "./fake-model.js";
+import { describe, expect, it, vi } from "vitest";
+import widget from "../src/widget.js";
+import { describeDot, nearestDot, notificationFor, sparkGeometry } from "../src/protocol.js";
+import { card, mounter, frozenClock } from "./fake-model.js";
 
 const NOW = 1_700_000_600;
 const { mount, unmountAll } = mounter(widget);
@@ -13,13 +14,7 @@ const SPARK = [
   [40, 0.3],
 ];
 
-beforeEach(() => {
-  vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "setInterval", "clearInterval", "Date"] });
-  vi.setSystemTime(NOW * 1000);
-});
-afterEach(() => {
-  unmountAll();
-  vi.useRealTimers();
+frozenClock(NOW, unmountAll, () => {
   delete globalThis.Notification;
   localStorage.clear();
 });

@@ -1,8 +1,9 @@
 // The panel tells the truth: a dead kernel is called dead, provider errors stay up, header totals are the
 // store's. Fake timers drive the heartbeat silence; the fake model plays the kernel.
-import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import widget, { formatClock, normalizeQuery, summarizeTotals } from "../src/widget.js";
-import { card, mounter } from "./fake-model.js";
+import { describe, expect, it, vi } from "vitest";
+import widget from "../src/widget.js";
+import { formatClock, normalizeQuery, summarizeTotals } from "../src/protocol.js";
+import { card, mounter, frozenClock } from "./fake-model.js";
 
 const NOW = 1_700_000_600; // kernel clock, epoch seconds
 
@@ -29,14 +30,7 @@ const searches = (model) => model.sent.filter((m) => m.type === "search");
 const queries = (model) => model.sent.filter((m) => m.type === "query");
 const count = (el, key) => q(el, `.jw-filter[data-status="${key}"] .jw-count`).textContent;
 
-beforeEach(() => {
-  vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "setInterval", "clearInterval", "Date"] });
-  vi.setSystemTime(NOW * 1000);
-});
-afterEach(() => {
-  unmountAll();
-  vi.useRealTimers();
-});
+frozenClock(NOW, unmountAll);
 
 describe("kernel liveness", () => {
   function running() {

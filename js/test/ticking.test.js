@@ -1,8 +1,9 @@
 // Values that move with the clock (a running job's cost so far, its ETA, the header's running total) are
 // ticked by the view from facts the kernel sends once: with no message at all, they still move.
-import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import widget, { cardCost, compareCards, summarizeTotals, tickedEta } from "../src/widget.js";
-import { card, mounter } from "./fake-model.js";
+import { describe, expect, it, vi } from "vitest";
+import widget from "../src/widget.js";
+import { cardCost, compareCards, summarizeTotals, tickedEta } from "../src/protocol.js";
+import { card, mounter, frozenClock } from "./fake-model.js";
 
 const NOW = 1_700_000_600; // kernel clock, epoch seconds
 
@@ -10,14 +11,7 @@ const { mount, unmountAll } = mounter(widget);
 const q = (el, sel) => el.querySelector(sel);
 const snap = (seq, jobs) => ({ seq, now: NOW, jobs });
 
-beforeEach(() => {
-  vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "setInterval", "clearInterval", "Date"] });
-  vi.setSystemTime(NOW * 1000);
-});
-afterEach(() => {
-  unmountAll();
-  vi.useRealTimers();
-});
+frozenClock(NOW, unmountAll);
 
 describe("clock-derived values", () => {
   it("cardCost ticks a running card from its price and start, and keeps a finished card's cost", () => {

@@ -1,13 +1,14 @@
-import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import widget, {
+import { describe, expect, it, vi } from "vitest";
+import widget from "../src/widget.js";
+import {
   compareCards,
   formatAgo,
   formatCost,
   formatDuration,
   matchesFilter,
   safeHttpsUrl,
-} from "../src/widget.js";
-import { card, mounter } from "./fake-model.js";
+} from "../src/protocol.js";
+import { card, mounter, frozenClock } from "./fake-model.js";
 
 const NOW = 1_700_000_600; // kernel clock, epoch seconds
 
@@ -18,14 +19,7 @@ const cardEl = (el, id) => el.querySelector(`.jw-card[data-job-id="${id}"]`);
 const snap = (seq, jobs) => ({ seq, now: NOW, jobs });
 const patch = (seq, upsert = [], remove = []) => ({ type: "patch", seq, now: NOW, upsert, remove });
 
-beforeEach(() => {
-  vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "setInterval", "clearInterval", "Date"] });
-  vi.setSystemTime(NOW * 1000);
-});
-afterEach(() => {
-  unmountAll();
-  vi.useRealTimers();
-});
+frozenClock(NOW, unmountAll);
 
 describe("module", () => {
   it("is an ES module with anywidget's default export", () => {

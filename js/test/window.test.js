@@ -1,8 +1,9 @@
 // The panel's window onto the store: cards placed by their sort key, "Show more", and the filter and
 // search going to the kernel (which answers from the store) instead of only hiding loaded cards.
-import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import widget, { compareCards, insertionIndex, windowText } from "../src/widget.js";
-import { card, mounter } from "./fake-model.js";
+import { describe, expect, it, vi } from "vitest";
+import widget from "../src/widget.js";
+import { compareCards, insertionIndex, windowText } from "../src/protocol.js";
+import { card, mounter, frozenClock } from "./fake-model.js";
 
 const NOW = 1_700_000_600;
 const { mount, unmountAll } = mounter(widget);
@@ -35,13 +36,7 @@ function three() {
   ];
 }
 
-beforeEach(() => {
-  vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "setInterval", "clearInterval", "Date"] });
-  vi.setSystemTime(NOW * 1000);
-});
-afterEach(() => {
-  unmountAll();
-  vi.useRealTimers();
+frozenClock(NOW, unmountAll, () => {
   vi.restoreAllMocks();
 });
 
