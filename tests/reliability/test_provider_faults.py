@@ -14,7 +14,9 @@ import pytest
 
 from jobwidget import Jobs
 from jobwidget.core.errors import ProviderError
+from jobwidget.core.models import ACTIVE_STATUSES
 from jobwidget.sim import SimConfig
+from jobwidget.surfaces.panel_window import ACTIVE_CAP, PAGE
 
 from ..simhelpers import ManualClock, loopback_sim, provider_for
 from ._support import ReplayedView, converged, differences, duplicate_rows, sim_truth, wait_until
@@ -74,19 +76,31 @@ def _check_converged(jobs: Jobs, running, store_path: Path, transitions: dict[st
     # Events: each job moved forward, never twice through the same transition (nothing re-announced).
     for job_id, moves in transitions.items():
         assert len(moves) == len(set(moves)), (job_id, moves)
-    # What a browser view shows once it has applied every message equals the store, card by card.
+    # What a browser view shows once it has applied every message: the kernel's cards, each with the
+    # store's status, holding the store's newest page and every active job (the panel's window).
     jobs.panel.flush()
     view = wait_until(
-        lambda: (
-            (v := _view_from(jobs.panel))
-            and {i: c["status"] for i, c in v.cards.items()}
-            == {j.job_id: j.status.value for j in jobs.store.list(limit=None)}
-            and v
-        ),
+        lambda: (v := _view_from(jobs.panel)) and _window_matches(v, jobs) and v,
         10,
         "the panel's replayed view to match the store",
     )
     assert not view.status.get("error")
+
+
+ACTIVE_VALUES = {s.value for s in ACTIVE_STATUSES}
+
+
+def _window_matches(view: ReplayedView, jobs: Jobs) -> bool:
+    stored = {j.job_id: j.status.value for j in jobs.store.list(limit=None)}
+    newest = {j.job_id for j in jobs.store.list(limit=PAGE)}
+    active = {j for j, status in stored.items() if status in ACTIVE_VALUES}
+    cards = view.cards
+    return (
+        cards == jobs.panel.cards()
+        and all(stored.get(i) == c["status"] for i, c in cards.items())
+        and newest <= cards.keys()
+        and (active <= cards.keys() or len(active) > ACTIVE_CAP)
+    )
 
 
 def _recorder(jobs: Jobs) -> dict[str, list]:
