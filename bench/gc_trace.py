@@ -184,13 +184,14 @@ SCENARIOS = ("refresh", "panel", "log", "answer")
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.gc_trace", description=__doc__)
-    parser.add_argument("scenarios", nargs="*", default=list(SCENARIOS), choices=SCENARIOS)
+    parser.add_argument("scenarios", nargs="*", choices=[*SCENARIOS, []])
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-detail", action="store_true", help="count collections only (fast)")
     parser.add_argument("--holders", action="store_true", help="sample who holds promoted objects")
     parser.add_argument("--fresh", action="store_true", help="gc.collect() before each run")
     args = parser.parse_args(argv)
+    args.scenarios = args.scenarios or list(SCENARIOS)
     fleet = 2_000 if args.quick else 10_000
     rows = 1_000 if args.quick else 5_000
     log_mb = 10 if args.quick else 50
