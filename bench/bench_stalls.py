@@ -11,6 +11,10 @@ Each is measured RUNS times (median and spread). The machine is shared: the same
 for as long says how much of a stall is the machine's own (the floor row). Baselines (same run, same
 code): the log read and the answer with the off-loop thresholds raised out of reach, so the body is
 received and decoded (the answer built) on the loop as before.
+
+Full garbage collections (generation 2) during each measurement are counted and timed apart (they stop
+every thread, whoever triggers them; `python -m bench.gc_trace` says what brings them on). The full sync
+and the answer are measured again with the process frozen as the opt-in `gc_freeze` setting leaves it.
 """
 
 from __future__ import annotations
