@@ -11,12 +11,17 @@ Each is measured RUNS times (median and spread). The machine is shared: the same
 for as long says how much of a stall is the machine's own (the floor row). Baselines (same run, same
 code): the log read and the answer with the off-loop thresholds raised out of reach, so the body is
 received and decoded (the answer built) on the loop as before.
+
+Full garbage collections (generation 2) during each measurement are counted and timed apart (they stop
+every thread, whoever triggers them; `python -m bench.gc_trace` says what brings them on). The full sync
+and the answer are measured again with the process frozen as the opt-in `gc_freeze` setting leaves it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import http.server
 import json
 import random
@@ -175,6 +180,17 @@ async def _exit(monitor: StallMonitor) -> None:
     monitor.__exit__()
 
 
+@contextlib.contextmanager
+def _frozen() -> Iterator[None]:
+    """What the opt-in `gc_freeze` setting does (engine/gc_freeze.py), undone afterwards for the next rows."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def _row(
     case: str, runs: list[StallMonitor], baseline: list[StallMonitor] | None = None, note: str = ""
 ) -> Row:
@@ -214,7 +230,14 @@ def run_stalls(quick: bool) -> list[Row]:
                 monitor, n = _panel_sync_stall(base_url, Path(tmp) / f"jobs{run}.sqlite3")
                 assert n == fleet, (n, fleet)
                 panel.append(monitor)
+            with _frozen():
+                frozen = []
+                for run in range(RUNS):
+                    monitor, n = _panel_sync_stall(base_url, Path(tmp) / f"frozen{run}.sqlite3")
+                    assert n == fleet, (n, fleet)
+                    frozen.append(monitor)
         out.append(_row(f"full sync of {fleet:,} jobs, panel open", panel, note="recording comm"))
+        out.append(_row(f"full sync of {fleet:,} jobs, panel open, gc_freeze on", frozen, note="opt-in"))
     with _serve(_training_body(log_mb * 1_000_000)) as base_url:
         offs = [asyncio.run(_log_stall(base_url)) for _ in range(RUNS)]
         saved = json_big.THREAD_BYTES
@@ -232,6 +255,8 @@ def run_stalls(quick: bool) -> list[Row]:
         with JobStore(path) as store:
             store.upsert([_job(i, rng, JobStatus.COMPLETED) for i in range(rows)])
         offs = [asyncio.run(_answer_stall(path, rows)) for _ in range(RUNS)]
+        with _frozen():
+            frozen = [asyncio.run(_answer_stall(path, rows)) for _ in range(RUNS)]
         saved_rows = app_mod._THREAD_ROWS
         app_mod._THREAD_ROWS = 1 << 60
         try:
@@ -241,4 +266,5 @@ def run_stalls(quick: bool) -> list[Row]:
     out.append(
         _row(f"build a {rows:,}-row GET /api/cloud/jobs answer", offs, ons, "baseline: built on the loop")
     )
+    out.append(_row(f"build a {rows:,}-row answer, gc_freeze on", frozen, note="opt-in"))
     return out

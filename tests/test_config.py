@@ -156,6 +156,7 @@ _BAD: dict[str, Any] = {
     "pricing": "cheap",
     "health": {"stall_minutes": -5},
     "guards": {"on_nan": "explode"},
+    "gc_freeze": "sometimes",
 }
 _CASES = [
     (row.name, kind, name)

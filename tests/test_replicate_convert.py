@@ -522,3 +522,21 @@ def test_costs_are_rounded_to_micro_dollars() -> None:
     job = convert(base_training(status="succeeded", metrics={"predict_time": 123.456789}))
     assert job.cost_usd == round(job.cost_usd, 6)
     assert len(repr(job.to_dict()["cost_usd"]).split(".")[1]) <= 6
+
+
+def test_links_are_checked_without_filling_urllibs_cache() -> None:
+    # Each job's link is new: through urllib's cache of recent answers they only churned it, and the
+    # answers it held were kept long enough to bring the next full garbage collection sooner.
+    from urllib.parse import urlsplit
+
+    from jobwidget.surfaces.cards import job_to_card
+
+    info = getattr(urlsplit, "cache_info", None)
+    if info is None:
+        pytest.skip("this Python's urlsplit keeps no cache")
+    urlsplit.cache_clear()  # type: ignore[attr-defined]
+    links = [f"https://replicate.com/p/job{i}" for i in range(3)]
+    jobs = [convert(base_training(id=f"job{i}", urls={"web": link})) for i, link in enumerate(links)]
+    assert [job.web_url for job in jobs] == links
+    assert [job_to_card(job)["url"] for job in jobs] == links
+    assert info().currsize == 0, "a job's link went through urllib's cache"

@@ -748,6 +748,35 @@ def test_a_long_list_answer_built_off_the_loop_has_every_row_and_live_costs(tmp_
             assert job["metadata"]["price_per_s"] > 0 and job["cost_usd"] is not None, job
 
 
+def test_a_long_list_answer_read_in_chunks_has_every_job_once_in_order(tmp_path: Path, monkeypatch: Any):
+    """A long answer is read from the store a chunk at a time (so the jobs do not all stay alive while it
+    is built): chunk edges inside runs of equal creation times and among undated jobs lose nothing."""
+    from jobwidget.surfaces import http_app
+
+    monkeypatch.setattr(http_app, "_CHUNK_ROWS", 7)
+    monkeypatch.setattr(http_app, "_THREAD_ROWS", 30)  # answers over 30 rows take the chunked path
+    t = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    jobs = [make_job(i).evolve(created_at=t if i % 3 else None) for i in range(20)]  # ties, undated
+    jobs += [make_job(100 + i, "completed") for i in range(13)]  # make_job's own creation times
+    with LiveServer(tmp_path, FakeProvider([])) as server:
+        server.store.upsert(jobs)
+        stored = server.store.list(limit=None)
+        expected = [j.job_id for j in stored]
+        assert len(expected) == 33
+        for limit in (33, 34, 300):
+            answer = server.get("/api/cloud/jobs", params={"limit": limit}).json()
+            assert [j["job_id"] for j in answer["jobs"]] == expected, limit
+            assert answer["count"] == 33
+        first = server.get("/api/cloud/jobs", params={"limit": 31}).json()  # stops inside a chunk
+        assert [j["job_id"] for j in first["jobs"]] == expected[:31] and first["count"] == 31
+        ten = server.get("/api/cloud/jobs", params={"limit": 10}).json()  # the short path
+        assert [j["job_id"] for j in ten["jobs"]] == expected[:10] and ten["count"] == 10
+        running = server.get("/api/cloud/jobs", params={"limit": 250, "status": "running"}).json()
+        assert [j["job_id"] for j in running["jobs"]] == [
+            j.job_id for j in stored if j.status is JobStatus.RUNNING
+        ], "a status filter was lost between chunks"
+
+
 @pytest.mark.parametrize("piece", [1, 7, 50, 10_000])
 def test_an_answer_in_pieces_is_the_answer_in_one(piece: int):
     items = [json.dumps({"n": i, "text": "é" * (i % 5)}, ensure_ascii=False) for i in range(23)]

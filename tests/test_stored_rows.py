@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import gc
 import json
 import pickle
 import threading
@@ -102,6 +103,24 @@ def test_the_row_is_let_go_once_every_field_is_decoded() -> None:
     with pytest.raises(AttributeError):
         stored._pending  # noqa: B018
     assert stored == job
+
+
+def test_a_job_read_from_a_store_is_one_object_the_collector_tracks(tmp_path: Any) -> None:
+    # Its undecoded row is held in plain values, which a collection stops tracking: ten thousand jobs
+    # read at once add ten thousand tracked objects, not thirty (what made a full collection likely).
+    big = {f"key{i}": "value" * 10 for i in range(20)}
+    job = Job(job_id="a", provider="replicate", status="running", created_at=T, metadata=big)
+    with JobStore(tmp_path / "jobs.sqlite3") as store:
+        store.upsert([job], now=T)
+        listed = store.list()[0]
+        gc.collect()
+        assert gc.is_tracked(listed)
+        assert not gc.is_tracked(listed._pending), f"a stored job's row stays tracked: {listed._pending!r}"
+        assert listed.status is JobStatus.RUNNING
+        gc.collect()  # only the large mapping is left undecoded: still plain values, one pass enough
+        assert listed._pending is not None and not gc.is_tracked(listed._pending)
+        assert listed.metadata == big
+        assert listed == job.evolve(updated_at=T)
 
 
 def test_threads_reading_one_job_at_once_all_see_the_written_values() -> None:

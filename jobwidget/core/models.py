@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -256,7 +256,7 @@ class Job(_Deferred):
         """Reached only when a slot is empty: a job read from a store (`core.stored.RowLayout`) decodes
         a field the first time it is read, so a page of rows costs about what fetching it does."""
         try:
-            pending = _GET_PENDING(self, Job)  # [fill, row, ...]: see core.stored
+            pending = _GET_PENDING(self, Job)  # (*row, filler, mask): see core.stored
         except AttributeError:
             getter = _SLOT_GETTERS.get(name)  # another thread may have just decoded every field
             if getter is None:
@@ -264,7 +264,7 @@ class Job(_Deferred):
             return getter(self, Job)
         if name not in _SLOT_GETTERS:
             raise AttributeError(f"'Job' object has no attribute {name!r}")
-        pending[0](self, pending, name)
+        FILLERS[pending[-2]](self, pending, name)
         return _SLOT_GETTERS[name](self, Job)
 
     def evolve(self, **changes: Any) -> Job:
@@ -479,3 +479,7 @@ _FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(Job))
 _new_job = object.__new__
 _SLOT_GETTERS = {f.name: Job.__dict__[f.name].__get__ for f in dataclasses.fields(Job)}
 _GET_PENDING = _Deferred.__dict__["_pending"].__get__
+# What decodes a job's pending row, by the index its pending tuple names (`core.stored.RowLayout`
+# registers itself). An index, not the function: a tuple of plain values only is one the garbage
+# collector stops tracking, so a job read from a store is one tracked object, not three.
+FILLERS: list[Callable[[Job, tuple[Any, ...], str], None]] = []

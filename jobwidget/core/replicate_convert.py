@@ -14,7 +14,6 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 from jobwidget.core.errors import MalformedResponse
 from jobwidget.core.keys import (
@@ -30,6 +29,7 @@ from jobwidget.core.keys import (
 )
 from jobwidget.core.models import Job, JobStatus
 from jobwidget.core.pricing import Pricing
+from jobwidget.core.urlsplit import split_url
 
 __all__ = [
     "JOB_ID_PATTERN",
@@ -145,7 +145,7 @@ def _https_url(value: object) -> str | None:
     if not isinstance(value, str) or len(value) > _MAX_URL_CHARS or _SPACE.search(value):
         return None
     try:
-        parts = urlsplit(value)
+        parts = split_url(value)  # uncached: see core/urlsplit.py
     except ValueError:
         return None
     if parts.scheme.lower() != "https" or not parts.hostname or "@" in parts.netloc:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from jobwidget.core.models import Job, JobStatus, _Deferred
+from jobwidget.core.models import FILLERS, Job, JobStatus, _Deferred
 
 __all__ = ["RowLayout", "from_epoch_us", "loads_json"]
 
@@ -80,19 +80,25 @@ class RowLayout:
             n: (index[n], _setter(n), 2 << k) for k, n in enumerate(c for c in columns if c in mappings)
         }
         self._all = (2 << len(self._mappings)) - 1
+        # A job's pending row is one flat tuple: the row's values, this layout's index (`models.FILLERS`)
+        # and the mask of what is decoded. Plain values only (a store's row holds str, int, float and
+        # None), so the first collection that sees it stops tracking it, and a job read from a store is
+        # one tracked object, not three (ten thousand read at once made a full collection likely).
+        self._index = len(FILLERS)
+        FILLERS.append(self._fill)
+        self._tag = (self._index, 0)
 
     def job(self, row: Sequence[Any]) -> Job:
         """The job `row` holds, nothing decoded yet (see the module's docstring)."""
         job = _new(Job)
-        _PUT_PENDING(job, [self._fill, row, 0])
+        _PUT_PENDING(job, (row if type(row) is tuple else tuple(row)) + self._tag)
         return job
 
-    def _fill(self, job: Job, pending: list[Any], name: str) -> None:
+    def _fill(self, job: Job, row: tuple[Any, ...], name: str) -> None:
         """Decode `name`: alone if it is a large mapping, else every plain field, time and small mapping
-        at once. `pending` is [this, row, mask of what is decoded]; once
-        everything is, the job lets the row go. (Two threads reading one job's fields at once may both
-        decode them, to equal values; if one's mask update is lost, the row is merely kept.)"""
-        row = pending[1]
+        at once. `row` is the pending tuple (the row's values, this layout's index, the mask of what is
+        decoded); once everything is, the job lets it go. (Two threads reading one job's fields at once
+        may both decode them, to equal values; if one's mask update is lost, the row is merely kept.)"""
         mapping = self._mappings.get(name)
         if mapping is not None:
             i, put, done = mapping
@@ -111,11 +117,12 @@ class RowLayout:
                 if text is None or len(text) <= _SMALL_JSON:
                     put(job, _mapping(key, text))
                     done |= bit
-        done |= pending[2]
-        pending[2] = done
+        done |= row[-1]
         if done == self._all:
             with contextlib.suppress(AttributeError):  # another thread got here first
                 _DROP_PENDING(job)
+        else:
+            _PUT_PENDING(job, (*row[:-1], done))
 
 
 def _mapping(name: str, text: str | None) -> Any:

@@ -274,6 +274,15 @@ SETTINGS: tuple[Setting, ...] = (
         (),
         yaml=("guards",),
     ),
+    Setting(
+        "gc_freeze",
+        "opt-in, process-wide: gc.freeze() once the engine starts, so full garbage collections skip "
+        "what existed then (cyclic garbage among those objects is never reclaimed); off by default",
+        _flag,
+        False,
+        env=("JOBWIDGET_GC_FREEZE",),
+        yaml=("gc_freeze",),
+    ),
 )
 
 
@@ -296,6 +305,7 @@ class Settings:
     pricing: Pricing = field(default_factory=Pricing)
     health: Thresholds = field(default_factory=Thresholds)
     guards: tuple[Guard, ...] = ()
+    gc_freeze: bool = False  # see engine/gc_freeze.py
     config_path: Path | None = None
     config_origin: str = "none"  # how the file was found ("found in the working directory", ...)
     sources: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))

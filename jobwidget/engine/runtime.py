@@ -26,6 +26,7 @@ from jobwidget.engine.actions import launch, read_log, relaunch
 from jobwidget.engine.config import Settings
 from jobwidget.engine.events import Callback, EventBus
 from jobwidget.engine.follower import StoreFollower
+from jobwidget.engine.gc_freeze import freeze_once
 from jobwidget.engine.guards import Guard, GuardAction, GuardKeeper
 from jobwidget.engine.health import HealthMonitor
 from jobwidget.engine.poller import Poller
@@ -172,6 +173,8 @@ class Engine:
         service.after_apply = self.guard_keeper.check
 
     async def start(self, *, poll: bool) -> None:
+        if self.settings.gc_freeze:
+            freeze_once()  # opt-in, process-wide (engine/gc_freeze.py)
         self.bus.start()
         await self.service.load_seen()
         self._follow_task = asyncio.get_running_loop().create_task(

@@ -12,7 +12,6 @@ import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 from jobwidget.core.health import FLAG_NAMES, SPARK_POINTS
 from jobwidget.core.keys import (
@@ -29,6 +28,7 @@ from jobwidget.core.keys import (
     UNKNOWN_STATUS,
 )
 from jobwidget.core.models import Job, JobStatus
+from jobwidget.core.urlsplit import split_url
 
 __all__ = ["card_diff", "clip", "epoch", "int_or_none", "job_to_card", "num"]
 
@@ -102,7 +102,7 @@ def https_url(value: Any) -> str | None:
     if not value.startswith("https://") or any(c.isspace() or ord(c) < 32 for c in value):
         return None
     try:
-        parts = urlsplit(value)
+        parts = split_url(value)  # uncached: see core/urlsplit.py
     except ValueError:
         return None
     return value if parts.scheme == "https" and parts.netloc else None
