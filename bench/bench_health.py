@@ -2,6 +2,8 @@
 real engine over loopback HTTP on a manual clock (nominal time = wall time, so a run takes as long as it
 says). At the first read at or past 25 % progress the projected finish and cost are noted; when the run
 ends they are compared with its real end and billed cost (errors relative to the run's duration and cost).
+Steady-rate runs get rows of their own: runs whose simulated schedule has no validation pass, save or
+stall between the first and the last training step (from the simulator's plan, not from the log).
 
 Runs come as a user makes them: for each trainer style, one training after the other, the next started
 when the one before has ended, every style at once. So a run's projection can draw on the earlier runs of
@@ -31,6 +33,7 @@ from jobwidget.engine.providers.replicate import ReplicateProvider
 from jobwidget.engine.runtime import Engine
 from jobwidget.engine.stores import JobStore
 from jobwidget.sim import SimConfig, SimulatedReplicate, start_in_thread
+from jobwidget.sim.training import Training
 
 STYLES = {
     "ai-toolkit": "ostris/flux-dev-lora-trainer",
@@ -70,6 +73,15 @@ class _Run:
     end: float = 0.0
     duration: float = 0.0
     cost: float = 0.0
+    seed: int = 0
+    steady: bool = False  # no pause between its first and last step, by the simulator's own schedule
+    tail: float = 0.0  # nominal seconds after the last step (final save, upload), from the same plan
+
+
+def _steady(tr: Training) -> bool:
+    """The simulator's ground truth: no validation pass or save before the last step, and no stall."""
+    p = tr.plan
+    return p.n_samples == 0 and p.n_saves == 0 and (tr.health is None or tr.health.kind != "stall")
 
 
 def _naive(started: float, now: float, progress: float) -> float:
@@ -103,7 +115,9 @@ async def _measure(seed: int, per_style: int) -> list[_Run]:
 
         def start(style: str) -> None:
             job_id = sim.add_training(STYLES[style], queue=10)
-            runs[job_id] = _Run(style, clock())
+            tr = sim.fleet.training(job_id)
+            assert tr is not None
+            runs[job_id] = _Run(style, clock(), seed=seed, steady=_steady(tr), tail=tr.plan.final_s)
             current[style] = job_id
             left[style] -= 1
 
@@ -265,4 +279,79 @@ def run(quick: bool) -> list[Row]:
             "",
             "median move between reads / duration; baseline: naive",
         ),
+        *_steady_rows(results),
     ]
+
+
+def _steady_rows(results: list[_Run]) -> list[Row]:
+    """The must-show figures restricted to steady-rate runs: median and worst 25 % finish and cost
+    errors, for all of them, for runs after earlier runs of their trainer, and for first runs."""
+    steady = [r for r in results if r.steady and r.quarter is not None and r.quarter[1] is not None]
+    total = sum(r.steady for r in results)
+    pct = 100.0
+    out: list[Row] = []
+    groups = (
+        ("all", steady, results),
+        ("after earlier runs", [r for r in steady if r.earlier], [r for r in results if r.earlier]),
+        (
+            "first run of a trainer",
+            [r for r in steady if not r.earlier],
+            [r for r in results if not r.earlier],
+        ),
+    )
+    for name, group, among in groups:
+        if not group:
+            continue
+        finish = [abs(r.quarter[0] - r.end) / r.duration for r in group if r.quarter]
+        rate_only = [abs(r.quarter[2] - r.end) / r.duration for r in group if r.quarter]
+        cost = [abs(r.quarter[1] - r.cost) / r.cost for r in group if r.quarter and r.quarter[1] is not None]
+        off = [r for r, e in zip(group, finish, strict=True) if e >= 0.1]
+        off_note = "; ".join(
+            f"{r.style} seed {r.seed} ({'first run' if not r.earlier else f'after {r.earlier}'}, "
+            f"{r.duration / 60:.1f} min, tail {r.tail:.0f} s)"
+            for r in off
+        )
+        unprojected = total - len(steady) if name == "all" else 0
+        count = f"{len(group)} of {len(among)} runs steady-rate" + (
+            f", {unprojected} more without a projection" if unprojected else ""
+        )
+        base = "baseline: rate only"
+        out += [
+            Row(
+                "health",
+                f"steady-rate, finish at 25 %: median error, {name}",
+                statistics.median(finish) * pct,
+                "%",
+                statistics.median(rate_only) * pct,
+                "< 10 %",
+                f"{count}; {base}",
+            ),
+            Row(
+                "health",
+                f"steady-rate, finish at 25 %: worst error, {name}",
+                max(finish) * pct,
+                "%",
+                max(rate_only) * pct,
+                "< 10 %",
+                f"{len(off)} of {len(group)} 10 % off or more" + (f": {off_note}" if off else ""),
+            ),
+            Row(
+                "health",
+                f"steady-rate, cost at 25 %: median error, {name}",
+                statistics.median(cost) * pct,
+                "%",
+                None,
+                "< 10 %",
+                "vs the billed cost",
+            ),
+            Row(
+                "health",
+                f"steady-rate, cost at 25 %: worst error, {name}",
+                max(cost) * pct,
+                "%",
+                None,
+                "< 10 %",
+                "vs the billed cost",
+            ),
+        ]
+    return out
