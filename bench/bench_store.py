@@ -20,7 +20,7 @@ from jobwidget.core.frame import jobs_frame
 from jobwidget.core.models import Job, JobStatus
 from jobwidget.core.rules import merge_job
 from jobwidget.engine.stores import JobStore
-from jobwidget.engine.stores.sqlite_rows import _job_to_row, _row_to_job
+from jobwidget.engine.stores.sqlite_rows import _COLUMNS, _SELECT, _job_to_row, _row_to_job
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 STATUSES = [JobStatus.COMPLETED] * 14 + [
@@ -64,17 +64,19 @@ def _filled(path: Path, n: int) -> JobStore:
     return store
 
 
+_PLACES = ", ".join("?" * (len(_COLUMNS) + 1))
+_NAIVE_INSERT = f"INSERT OR REPLACE INTO jobs ({', '.join(_COLUMNS)}, rev) VALUES ({_PLACES})"
+
+
 def _naive_upsert(store: JobStore, jobs: list[Job]) -> None:
     conn = store._conn()
     for job in jobs:
         conn.execute("BEGIN IMMEDIATE")
-        row = conn.execute("SELECT * FROM jobs WHERE job_id = ?", (job.job_id,)).fetchone()
-        before = _row_to_job(row[:-1]) if row else None
+        row = conn.execute(f"{_SELECT} WHERE job_id = ?", (job.job_id,)).fetchone()
+        before = _row_to_job(row) if row else None
         after = merge_job(before, job)
         values = _job_to_row(after)
-        conn.execute(
-            f"INSERT OR REPLACE INTO jobs VALUES ({', '.join('?' * (len(values) + 1))})", (*values, 0)
-        )
+        conn.execute(_NAIVE_INSERT, (*values, 0))
         conn.execute("COMMIT")
 
 
